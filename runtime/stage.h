@@ -1,0 +1,82 @@
+// The layer-range executor. A Stage runs layers [begin, end) of a model, optionally preceded by the
+// token embedding and followed by the output norm and head. A whole model on one node is a Stage
+// with every layer, the embedding and the head; a pipeline stage is the same code with a sub-range.
+#ifndef EXO_RUNTIME_STAGE_H_
+#define EXO_RUNTIME_STAGE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/thread_pool.h"
+#include "runtime/gguf.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model_config.h"
+#include "runtime/weights.h"
+
+namespace exo::runtime {
+
+struct StageOptions {
+  LayerRange layers;          // {0, 0} with has_embedding and has_head is a valid (tiny) stage
+  bool has_embedding = true;  // input is token ids (else hidden states)
+  bool has_head = true;       // output is logits (else hidden states)
+  int32_t context = 4096;     // KV positions per sequence; capped by nothing, checked by callers
+  int32_t max_batch_tokens = 256;  // tokens per Forward call
+  int32_t max_logit_rows = 16;     // rows of logits one call may return (speculative verify)
+  int32_t num_slots = 1;           // sequences with their own KV cache
+  kernels::ThreadPool* pool = nullptr;  // not owned; null runs single-threaded
+};
+
+enum class LogitsMode { kLast, kAll };
+
+struct StageInput {
+  int32_t slot = 0;
+  int32_t first_position = 0;         // position of the first token of this batch
+  absl::Span<const int32_t> tokens;   // for a stage with the embedding
+  absl::Span<const float> hidden;     // tokens * n_embd floats, for a stage without it
+};
+
+class Stage {
+ public:
+  // `file` must outlive the Stage: weights are used in place from its mapping.
+  static absl::StatusOr<std::unique_ptr<Stage>> Create(const GgufFile& file,
+                                                       const StageOptions& options);
+
+  const ModelConfig& config() const { return config_; }
+  const StageOptions& options() const { return options_; }
+  uint64_t weight_bytes() const { return StageWeightBytes(weights_); }
+  uint64_t kv_cache_bytes() const { return kv_.bytes(); }
+
+  // Runs one batch of a sequence. Positions before first_position must already be in the slot's
+  // cache (a smaller first_position than the cached length rolls the cache back). Returns hidden
+  // states (tokens x n_embd) or, for a stage with the head, logits (1 or tokens rows x n_vocab).
+  // The returned span stays valid until the next call. Never allocates.
+  absl::StatusOr<absl::Span<const float>> Forward(const StageInput& input, LogitsMode mode);
+
+  // Number of positions cached for `slot`.
+  int32_t cached_length(int32_t slot) const { return cached_length_[slot]; }
+  // Forgets a sequence: its slot can start again at position 0.
+  void ResetSlot(int32_t slot) { cached_length_[slot] = 0; }
+
+ private:
+  Stage(const ModelConfig& config, const StageOptions& options, StageWeights weights);
+  void RunLayer(int32_t local_layer, int32_t slot, int32_t first_position, int32_t n_tokens);
+
+  ModelConfig config_;
+  StageOptions options_;
+  StageWeights weights_;
+  KvCache kv_;
+  std::vector<int32_t> cached_length_;
+  // RoPE cos/sin tables for the current batch (max_batch x rope_dim/2), for full-attention
+  // layers and for sliding-window layers (which may use another base).
+  std::vector<float> rope_cos_, rope_sin_, rope_cos_swa_, rope_sin_swa_;
+
+  // Scratch, sized once for max_batch_tokens rows.
+  std::vector<float> x_, norm_, q_, k_, v_, attn_, proj_, gate_, up_, logits_;
+};
+
+}  // namespace exo::runtime
+
+#endif  // EXO_RUNTIME_STAGE_H_
