@@ -1,0 +1,49 @@
+#include "partition/profile.h"
+
+
+#include "absl/strings/str_format.h"
+#include "partition/internal/saturating.h"
+
+namespace exo::partition {
+
+absl::Status ValidateModelProfile(const ModelProfile& model) {
+  if (model.n_layers <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model profile: n_layers must be positive, got %d", model.n_layers));
+  }
+  if (model.layer_bytes.size() != static_cast<size_t>(model.n_layers)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model profile: layer_bytes has %d entries but n_layers is %d",
+                        model.layer_bytes.size(), model.n_layers));
+  }
+  if (model.context_length <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "model profile: context_length must be positive, got %d", model.context_length));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t ModelMemoryBytes(const ModelProfile& model) {
+  uint64_t total = internal::SaturatingAdd(model.embedding_bytes, model.head_bytes);
+  for (uint64_t bytes : model.layer_bytes) total = internal::SaturatingAdd(total, bytes);
+  const uint64_t kv_per_layer = internal::SaturatingMultiply(
+      model.kv_bytes_per_token_per_layer,
+      static_cast<uint64_t>(model.context_length > 0 ? model.context_length : 0));
+  total = internal::SaturatingAdd(
+      total, internal::SaturatingMultiply(kv_per_layer, model.layer_bytes.size()));
+  return internal::SaturatingAdd(total, model.scratch_bytes);
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  constexpr double kMiB = 1024.0 * 1024.0;
+  if (bytes >= (uint64_t{1} << 30)) {
+    return absl::StrFormat("%.2f GiB (%d bytes)", static_cast<double>(bytes) / kGiB, bytes);
+  }
+  if (bytes >= (uint64_t{1} << 20)) {
+    return absl::StrFormat("%.2f MiB (%d bytes)", static_cast<double>(bytes) / kMiB, bytes);
+  }
+  return absl::StrFormat("%d bytes", bytes);
+}
+
+}  // namespace exo::partition
