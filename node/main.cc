@@ -1,7 +1,117 @@
-// exo-node: parses flags and wires objects. The subcommands live in node/.
-#include <cstdio>
+// exo-node: parses flags and dispatches to a subcommand. No logic lives here.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "node/cli.h"
+#include "node/paths.h"
+
+ABSL_FLAG(std::string, model, "",
+          "Path to a GGUF model file. Default: the default model in $EXO_HOME/models "
+          "(EXO_HOME defaults to ~/.cache/exo-node).");
+ABSL_FLAG(std::string, prompt, "", "generate: the text to continue.");
+ABSL_FLAG(int32_t, n, 128, "Maximum number of tokens to generate.");
+ABSL_FLAG(double, temp, 0.8, "Sampling temperature; 0 picks the most likely token (greedy).");
+ABSL_FLAG(uint64_t, seed, 0, "Random seed for sampling; 0 picks one. Same seed, same output.");
+ABSL_FLAG(int32_t, top_k, 40, "Keep only the k most likely tokens; 0 turns it off.");
+ABSL_FLAG(double, top_p, 0.95, "Keep the smallest set of tokens with this probability mass; 1 = off.");
+ABSL_FLAG(double, min_p, 0.05, "Drop tokens less likely than min_p times the most likely; 0 = off.");
+ABSL_FLAG(double, repeat_penalty, 1.0, "Penalty on repeating recent tokens; 1 = off.");
+ABSL_FLAG(double, presence_penalty, 0.0, "OpenAI-style presence penalty in [-2, 2].");
+ABSL_FLAG(double, frequency_penalty, 0.0, "OpenAI-style frequency penalty in [-2, 2].");
+ABSL_FLAG(int32_t, ctx, 4096, "Context size in tokens (capped at the model's own).");
+ABSL_FLAG(int32_t, threads, 0, "Compute threads; 0 uses one per physical core.");
+ABSL_FLAG(int32_t, batch, 256, "Prompt tokens processed per forward pass.");
+ABSL_FLAG(bool, chat_template, false,
+          "generate: wrap --prompt as a user turn of the model's chat template.");
+ABSL_FLAG(std::string, system, "", "chat: a system prompt.");
+ABSL_FLAG(std::string, json_out, "",
+          "generate: also write prompt and generated token ids and the text as JSON to this file.");
+ABSL_FLAG(std::string, logits_out, "",
+          "generate: write the logits of the first generated step (float32) to this file.");
+ABSL_FLAG(bool, all, false, "inspect: print metadata arrays in full.");
+
+namespace {
+
+constexpr char kUsage[] = R"(exo-node: peer-to-peer cluster inference for GGUF models.
+
+Usage:
+  exo-node generate [--model PATH] --prompt TEXT [-n N] [--temp T] [--seed S] ...
+      Continue TEXT with the model, streaming tokens; prints speed figures at the end.
+  exo-node chat [--model PATH] [--system TEXT] ...
+      Interactive chat using the model's own chat template.
+  exo-node inspect FILE [--all]
+      Print a GGUF file's metadata and tensor table.
+
+Without --model the default model is used (installed by ./scripts/setup.sh).
+Run `exo-node --help` for every flag.)";
+
+exo::runtime::SamplingParams SamplingFromFlags() {
+  exo::runtime::SamplingParams p;
+  p.temperature = static_cast<float>(absl::GetFlag(FLAGS_temp));
+  p.seed = absl::GetFlag(FLAGS_seed);
+  p.top_k = absl::GetFlag(FLAGS_top_k);
+  p.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  p.min_p = static_cast<float>(absl::GetFlag(FLAGS_min_p));
+  p.repetition_penalty = static_cast<float>(absl::GetFlag(FLAGS_repeat_penalty));
+  p.presence_penalty = static_cast<float>(absl::GetFlag(FLAGS_presence_penalty));
+  p.frequency_penalty = static_cast<float>(absl::GetFlag(FLAGS_frequency_penalty));
+  return p;
+}
+
+exo::node::ModelOptions ModelFromFlags() {
+  exo::node::ModelOptions m;
+  m.model_path = absl::GetFlag(FLAGS_model);
+  m.context = absl::GetFlag(FLAGS_ctx);
+  m.threads = absl::GetFlag(FLAGS_threads);
+  m.batch = absl::GetFlag(FLAGS_batch);
+  return m;
+}
+
+int UsageError(const std::string& message) {
+  std::cerr << "exo-node: error: " << message << " (see exo-node --help)\n";
+  return 2;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  std::fprintf(stderr, "exo-node: not yet wired\n");
-  return 1;
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) {
+    std::cerr << kUsage << "\n";
+    return 2;
+  }
+  const std::string command = args[1];
+  if (command == "generate") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    exo::node::GenerateCommand g;
+    g.model = ModelFromFlags();
+    g.prompt = absl::GetFlag(FLAGS_prompt);
+    if (g.prompt.empty()) return UsageError("generate needs --prompt TEXT");
+    g.max_tokens = absl::GetFlag(FLAGS_n);
+    g.sampling = SamplingFromFlags();
+    g.chat_template = absl::GetFlag(FLAGS_chat_template);
+    g.json_out = absl::GetFlag(FLAGS_json_out);
+    g.logits_out = absl::GetFlag(FLAGS_logits_out);
+    return exo::node::RunGenerate(g, std::cout, std::cerr);
+  }
+  if (command == "chat") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    exo::node::ChatCommand c;
+    c.model = ModelFromFlags();
+    c.system_prompt = absl::GetFlag(FLAGS_system);
+    c.max_tokens = absl::GetFlag(FLAGS_n);
+    c.sampling = SamplingFromFlags();
+    return exo::node::RunChat(c, std::cin, std::cout, std::cerr);
+  }
+  if (command == "inspect") {
+    if (args.size() != 3) return UsageError("inspect needs exactly one FILE");
+    return exo::node::RunInspect(args[2], absl::GetFlag(FLAGS_all), std::cout, std::cerr);
+  }
+  return UsageError(absl::StrCat("unknown command '", command, "'"));
 }

@@ -94,18 +94,10 @@ absl::StatusOr<absl::Span<const float>> Stage::Forward(const StageInput& in, Log
                                               " tokens exceeds the context of ", options_.context,
                                               " tokens"));
   }
-  if (in.first_position < cached) {
-    // Rolling back: sliding-window layers must still hold the keys the batch will attend to.
-    for (int32_t l = 0; l < options_.layers.end - options_.layers.begin; ++l) {
-      const int32_t il = options_.layers.begin + l;
-      if (!c.layer_is_swa[il] || c.sliding_window == 0) continue;
-      const int32_t needed = std::max(0, in.first_position - c.sliding_window + 1);
-      if (needed < kv_.OldestHeld(l, cached - 1)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "cannot roll slot ", in.slot, " back from ", cached, " to ", in.first_position,
-            " positions: the sliding-window cache no longer holds them; replay the sequence"));
-      }
-    }
+  if (!CanRollBack(in.slot, in.first_position)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot roll slot ", in.slot, " back from ", cached, " to ", in.first_position,
+        " positions: the sliding-window cache no longer holds them; replay the sequence"));
   }
   if (mode == LogitsMode::kAll && options_.has_head &&
       n > static_cast<int64_t>(logits_.size() / c.n_vocab)) {
@@ -158,6 +150,21 @@ absl::StatusOr<absl::Span<const float>> Stage::Forward(const StageInput& in, Log
     for (size_t i = 0; i < count; ++i) logits_[i] = cap * std::tanh(logits_[i] / cap);
   }
   return absl::Span<const float>(logits_.data(), count);
+}
+
+bool Stage::CanRollBack(int32_t slot, int32_t position) const {
+  const int32_t cached = cached_length_[slot];
+  if (position >= cached) return true;
+  for (int32_t l = 0; l < options_.layers.end - options_.layers.begin; ++l) {
+    const int32_t il = options_.layers.begin + l;
+    // Full-attention layers hold every position; a ring must still hold the window before it.
+    if (kv_.capacity(l) >= options_.context) continue;
+    const int32_t needed = config_.layer_is_swa[il]
+                               ? std::max(0, position - config_.sliding_window + 1)
+                               : 0;
+    if (needed < kv_.OldestHeld(l, cached - 1)) return false;
+  }
+  return true;
 }
 
 void Stage::RunLayer(int32_t local_layer, int32_t slot, int32_t first_position, int32_t n) {

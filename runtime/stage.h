@@ -57,6 +57,9 @@ class Stage {
 
   // Number of positions cached for `slot`.
   int32_t cached_length(int32_t slot) const { return cached_length_[slot]; }
+  // Whether a batch may start at `position` < cached_length(slot): sliding-window layers must
+  // still hold the keys it will attend to.
+  bool CanRollBack(int32_t slot, int32_t position) const;
   // Forgets a sequence: its slot can start again at position 0.
   void ResetSlot(int32_t slot) { cached_length_[slot] = 0; }
 

@@ -1,0 +1,45 @@
+// The single-node subcommands of exo-node: generate, chat, inspect. main.cc parses flags into
+// these option structs; each command returns a process exit code and prints errors as one line.
+#ifndef EXO_NODE_CLI_H_
+#define EXO_NODE_CLI_H_
+
+#include <cstdint>
+#include <istream>
+#include <ostream>
+#include <string>
+
+#include "runtime/sampler.h"
+
+namespace exo::node {
+
+struct ModelOptions {
+  std::string model_path;  // empty: the default model in the models directory
+  int32_t context = 4096;  // KV positions; capped at the model's trained context
+  int32_t threads = 0;     // 0: physical cores
+  int32_t batch = 256;     // prompt tokens per forward pass
+};
+
+struct GenerateCommand {
+  ModelOptions model;
+  std::string prompt;
+  int32_t max_tokens = 128;
+  runtime::SamplingParams sampling;
+  bool chat_template = false;  // wrap the prompt as one user turn of the model's chat template
+  std::string json_out;        // write {"prompt_tokens", "tokens", "text"} here
+  std::string logits_out;      // write the first step's logits (f32 little-endian) here
+};
+
+struct ChatCommand {
+  ModelOptions model;
+  std::string system_prompt;
+  int32_t max_tokens = 512;
+  runtime::SamplingParams sampling;
+};
+
+int RunGenerate(const GenerateCommand& command, std::ostream& out, std::ostream& err);
+int RunChat(const ChatCommand& command, std::istream& in, std::ostream& out, std::ostream& err);
+int RunInspect(const std::string& path, bool all_values, std::ostream& out, std::ostream& err);
+
+}  // namespace exo::node
+
+#endif  // EXO_NODE_CLI_H_
