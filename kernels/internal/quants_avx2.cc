@@ -1,0 +1,376 @@
+// AVX2 + FMA + F16C dot products. Every function carries its own target attribute so this file
+// builds into a baseline x86-64 binary; GetVecDotAvx2 is only used after CpuHasAvx2Fma() said yes.
+// Each kernel computes the same sums as its scalar reference in quants_ref.cc (integer parts
+// exactly; float accumulation order differs).
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/internal/blocks.h"
+#include "kernels/internal/fp16.h"
+#include "kernels/internal/quants_impl.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define EXO_HAVE_X86 1
+#else
+#define EXO_HAVE_X86 0
+#endif
+
+namespace exo::kernels::internal {
+
+#if EXO_HAVE_X86
+
+bool CpuHasAvx2Fma() {
+  static const bool supported = [] {
+    const char* disable = std::getenv("EXO_DISABLE_SIMD");
+    if (disable != nullptr && disable[0] != '\0' && disable[0] != '0') return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+  }();
+  return supported;
+}
+
+#define EXO_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace {
+
+EXO_AVX2 inline float HorizontalSum(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+
+EXO_AVX2 inline float Half(uint16_t h) { return _cvtsh_ss(h); }
+
+// Sum of adjacent products of 32 signed bytes, as 8 floats. |x| <= 127 and |y| <= 127 keep
+// maddubs from saturating.
+EXO_AVX2 inline __m256 MulSumI8Pairs(__m256i x, __m256i y) {
+  const __m256i abs_x = _mm256_sign_epi8(x, x);
+  const __m256i signed_y = _mm256_sign_epi8(y, x);
+  const __m256i dot16 = _mm256_maddubs_epi16(abs_x, signed_y);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
+}
+
+// As MulSumI8Pairs with x unsigned (<= 31).
+EXO_AVX2 inline __m256 MulSumU8I8Pairs(__m256i x, __m256i y) {
+  const __m256i dot16 = _mm256_maddubs_epi16(x, y);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
+}
+
+// 16 packed bytes -> 32 nibbles: low nibbles in bytes 0..15, high nibbles in bytes 16..31.
+EXO_AVX2 inline __m256i UnpackNibbles(const uint8_t* p) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// 0x10 in byte j when bit j of the little-endian uint32 at `p` is set, else 0.
+EXO_AVX2 inline __m256i HighBitsQ5(const uint8_t* p) {
+  uint32_t bits;
+  std::memcpy(&bits, p, sizeof(bits));
+  const __m256i select = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
+                                           0x0101010101010101LL, 0x0000000000000000LL);
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), select);
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+EXO_AVX2 inline __m256i Load256(const void* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+EXO_AVX2 float vec_dot_f32_avx2(const void* vx, const void* vy, int64_t n) {
+  const float* x = static_cast<const float*>(vx);
+  const float* y = static_cast<const float*>(vy);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), acc3);
+  }
+  for (; i + 8 <= n; i += 8) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc0);
+  }
+  float sum = HorizontalSum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  for (; i < n; ++i) sum += x[i] * y[i];
+  return sum;
+}
+
+EXO_AVX2 inline __m256 LoadF16x8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+EXO_AVX2 float vec_dot_f16_avx2(const void* vx, const void* vy, int64_t n) {
+  const uint16_t* x = static_cast<const uint16_t*>(vx);
+  const uint16_t* y = static_cast<const uint16_t*>(vy);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(LoadF16x8(x + i), LoadF16x8(y + i), acc0);
+    acc1 = _mm256_fmadd_ps(LoadF16x8(x + i + 8), LoadF16x8(y + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(LoadF16x8(x + i + 16), LoadF16x8(y + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(LoadF16x8(x + i + 24), LoadF16x8(y + i + 24), acc3);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(LoadF16x8(x + i), LoadF16x8(y + i), acc0);
+  float sum = HorizontalSum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  for (; i < n; ++i) sum += Half(x[i]) * Half(y[i]);
+  return sum;
+}
+
+EXO_AVX2 inline __m256 LoadBf16x8(const uint16_t* p) {
+  const __m256i wide =
+      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+EXO_AVX2 float vec_dot_bf16_avx2(const void* vx, const void* vy, int64_t n) {
+  const uint16_t* x = static_cast<const uint16_t*>(vx);
+  const uint16_t* y = static_cast<const uint16_t*>(vy);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(LoadBf16x8(x + i), LoadBf16x8(y + i), acc0);
+    acc1 = _mm256_fmadd_ps(LoadBf16x8(x + i + 8), LoadBf16x8(y + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(LoadBf16x8(x + i), LoadBf16x8(y + i), acc0);
+  float sum = HorizontalSum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) sum += Bf16ToFloat(x[i]) * Bf16ToFloat(y[i]);
+  return sum;
+}
+
+EXO_AVX2 float vec_dot_q8_0_q8_0_avx2(const void* vx, const void* vy, int64_t n) {
+  const BlockQ8_0* x = static_cast<const BlockQ8_0*>(vx);
+  const BlockQ8_0* y = static_cast<const BlockQ8_0*>(vy);
+  const int64_t nb = n / kQk32;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m256 d0 = _mm256_set1_ps(Half(x[i].d) * Half(y[i].d));
+    const __m256 d1 = _mm256_set1_ps(Half(x[i + 1].d) * Half(y[i + 1].d));
+    acc0 = _mm256_fmadd_ps(d0, MulSumI8Pairs(Load256(x[i].qs), Load256(y[i].qs)), acc0);
+    acc1 = _mm256_fmadd_ps(d1, MulSumI8Pairs(Load256(x[i + 1].qs), Load256(y[i + 1].qs)), acc1);
+  }
+  for (; i < nb; ++i) {
+    const __m256 d = _mm256_set1_ps(Half(x[i].d) * Half(y[i].d));
+    acc0 = _mm256_fmadd_ps(d, MulSumI8Pairs(Load256(x[i].qs), Load256(y[i].qs)), acc0);
+  }
+  return HorizontalSum(_mm256_add_ps(acc0, acc1));
+}
+
+EXO_AVX2 float vec_dot_q4_0_q8_0_avx2(const void* vx, const void* vy, int64_t n) {
+  const BlockQ4_0* x = static_cast<const BlockQ4_0*>(vx);
+  const BlockQ8_0* y = static_cast<const BlockQ8_0*>(vy);
+  const int64_t nb = n / kQk32;
+  const __m256i eight = _mm256_set1_epi8(8);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256 d = _mm256_set1_ps(Half(x[i].d) * Half(y[i].d));
+    const __m256i qx = _mm256_sub_epi8(UnpackNibbles(x[i].qs), eight);
+    acc = _mm256_fmadd_ps(d, MulSumI8Pairs(qx, Load256(y[i].qs)), acc);
+  }
+  return HorizontalSum(acc);
+}
+
+EXO_AVX2 float vec_dot_q4_1_q8_1_avx2(const void* vx, const void* vy, int64_t n) {
+  const BlockQ4_1* x = static_cast<const BlockQ4_1*>(vx);
+  const BlockQ8_1* y = static_cast<const BlockQ8_1*>(vy);
+  const int64_t nb = n / kQk32;
+  __m256 acc = _mm256_setzero_ps();
+  float sum_mins = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256 d = _mm256_set1_ps(Half(x[i].d) * Half(y[i].d));
+    sum_mins += Half(x[i].m) * Half(y[i].s);
+    acc = _mm256_fmadd_ps(d, MulSumU8I8Pairs(UnpackNibbles(x[i].qs), Load256(y[i].qs)), acc);
+  }
+  return HorizontalSum(acc) + sum_mins;
+}
+
+EXO_AVX2 float vec_dot_q5_0_q8_0_avx2(const void* vx, const void* vy, int64_t n) {
+  const BlockQ5_0* x = static_cast<const BlockQ5_0*>(vx);
+  const BlockQ8_0* y = static_cast<const BlockQ8_0*>(vy);
+  const int64_t nb = n / kQk32;
+  const __m256i sixteen = _mm256_set1_epi8(16);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256 d = _mm256_set1_ps(Half(x[i].d) * Half(y[i].d));
+    const __m256i q = _mm256_or_si256(UnpackNibbles(x[i].qs), HighBitsQ5(x[i].qh));
+    acc = _mm256_fmadd_ps(d, MulSumI8Pairs(_mm256_sub_epi8(q, sixteen), Load256(y[i].qs)), acc);
+  }
+  return HorizontalSum(acc);
+}
+
+EXO_AVX2 float vec_dot_q5_1_q8_1_avx2(const void* vx, const void* vy, int64_t n) {
+  const BlockQ5_1* x = static_cast<const BlockQ5_1*>(vx);
+  const BlockQ8_1* y = static_cast<const BlockQ8_1*>(vy);
+  const int64_t nb = n / kQk32;
+  __m256 acc = _mm256_setzero_ps();
+  float sum_mins = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256 d = _mm256_set1_ps(Half(x[i].d) * Half(y[i].d));
+    sum_mins += Half(x[i].m) * Half(y[i].s);
+    const __m256i q = _mm256_or_si256(UnpackNibbles(x[i].qs), HighBitsQ5(x[i].qh));
+    acc = _mm256_fmadd_ps(d, MulSumU8I8Pairs(q, Load256(y[i].qs)), acc);
+  }
+  return HorizontalSum(acc) + sum_mins;
+}
+
+// Shared Q4_K / Q5_K tail: the mins term from the Q8_K 16-sums, per block.
+inline int SumMinsK(const uint8_t* mins, const int16_t* bsums) {
+  int sum = 0;
+  for (int j = 0; j < 8; ++j) sum += mins[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+  return sum;
+}
+
+EXO_AVX2 float vec_dot_q4_k_q8_k_avx2(const void* vx, const void* vy, int64_t n) {
+  const BlockQ4_K* x = static_cast<const BlockQ4_K*>(vx);
+  const BlockQ8_K* y = static_cast<const BlockQ8_K*>(vy);
+  const int64_t nb = n / kQkK;
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  __m256 acc = _mm256_setzero_ps();
+  float sum_mins = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) {
+    uint8_t scales[8], mins[8];
+    for (int j = 0; j < 8; ++j) GetScaleMinK4(j, x[i].scales, &scales[j], &mins[j]);
+    sum_mins += Half(x[i].dmin) * y[i].d * static_cast<float>(SumMinsK(mins, y[i].bsums));
+    __m256i sumi = _mm256_setzero_si256();
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      const __m256i q4 = Load256(x[i].qs + 32 * chunk);
+      const __m256i lo = _mm256_and_si256(q4, low_mask);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low_mask);
+      __m256i p0 = _mm256_maddubs_epi16(lo, Load256(y[i].qs + 64 * chunk));
+      __m256i p1 = _mm256_maddubs_epi16(hi, Load256(y[i].qs + 64 * chunk + 32));
+      p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(scales[2 * chunk]));
+      p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(scales[2 * chunk + 1]));
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+    }
+    const __m256 d = _mm256_set1_ps(Half(x[i].d) * y[i].d);
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return HorizontalSum(acc) - sum_mins;
+}
+
+EXO_AVX2 float vec_dot_q5_k_q8_k_avx2(const void* vx, const void* vy, int64_t n) {
+  const BlockQ5_K* x = static_cast<const BlockQ5_K*>(vx);
+  const BlockQ8_K* y = static_cast<const BlockQ8_K*>(vy);
+  const int64_t nb = n / kQkK;
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  const __m256i one = _mm256_set1_epi8(1);
+  __m256 acc = _mm256_setzero_ps();
+  float sum_mins = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) {
+    uint8_t scales[8], mins[8];
+    for (int j = 0; j < 8; ++j) GetScaleMinK4(j, x[i].scales, &scales[j], &mins[j]);
+    sum_mins += Half(x[i].dmin) * y[i].d * static_cast<float>(SumMinsK(mins, y[i].bsums));
+    __m256i high_bits = Load256(x[i].qh);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      const __m256i q4 = Load256(x[i].qs + 32 * chunk);
+      // Bit 0 of each qh byte is bit 4 of the low-nibble quant, bit 1 of the high-nibble one;
+      // shifting high_bits by 2 per chunk brings the next pair down.
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(high_bits, one), 4);
+      const __m256i h1 =
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high_bits, 1), one), 4);
+      high_bits = _mm256_srli_epi16(high_bits, 2);
+      const __m256i lo = _mm256_or_si256(_mm256_and_si256(q4, low_mask), h0);
+      const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), low_mask), h1);
+      __m256i p0 = _mm256_maddubs_epi16(lo, Load256(y[i].qs + 64 * chunk));
+      __m256i p1 = _mm256_maddubs_epi16(hi, Load256(y[i].qs + 64 * chunk + 32));
+      p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(scales[2 * chunk]));
+      p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(scales[2 * chunk + 1]));
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+    }
+    const __m256 d = _mm256_set1_ps(Half(x[i].d) * y[i].d);
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return HorizontalSum(acc) - sum_mins;
+}
+
+EXO_AVX2 float vec_dot_q6_k_q8_k_avx2(const void* vx, const void* vy, int64_t n) {
+  const BlockQ6_K* x = static_cast<const BlockQ6_K*>(vx);
+  const BlockQ8_K* y = static_cast<const BlockQ8_K*>(vy);
+  const int64_t nb = n / kQkK;
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  const __m256i two_bits = _mm256_set1_epi8(0x03);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const int8_t* sc = x[i].scales;
+    // The quants are stored +32; sum(scale * 32 * y) over each 16-group comes from bsums.
+    int offset_sum = 0;
+    for (int g = 0; g < 16; ++g) offset_sum += sc[g] * y[i].bsums[g];
+    const float d = Half(x[i].d) * y[i].d;
+    __m256i sumi = _mm256_setr_epi32(-32 * offset_sum, 0, 0, 0, 0, 0, 0, 0);
+    for (int half = 0; half < 2; ++half) {
+      const __m256i ql0 = Load256(x[i].ql + 64 * half);
+      const __m256i ql1 = Load256(x[i].ql + 64 * half + 32);
+      const __m256i qh = Load256(x[i].qh + 32 * half);
+      __m256i q[4];
+      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, low_mask),
+                             _mm256_slli_epi16(_mm256_and_si256(qh, two_bits), 4));
+      q[1] = _mm256_or_si256(
+          _mm256_and_si256(ql1, low_mask),
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits), 4));
+      q[2] = _mm256_or_si256(
+          _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low_mask),
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two_bits), 4));
+      q[3] = _mm256_or_si256(
+          _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low_mask),
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two_bits), 4));
+      for (int k = 0; k < 4; ++k) {
+        const int group = 8 * half + 2 * k;
+        const __m256i p = _mm256_maddubs_epi16(q[k], Load256(y[i].qs + 128 * half + 32 * k));
+        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[group + 1]),
+                                               _mm_set1_epi16(sc[group]));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale));
+      }
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return HorizontalSum(acc);
+}
+
+}  // namespace
+
+VecDotFn GetVecDotAvx2(TensorType type) {
+  switch (type) {
+    case TensorType::kF32:
+      return vec_dot_f32_avx2;
+    case TensorType::kF16:
+      return vec_dot_f16_avx2;
+    case TensorType::kBF16:
+      return vec_dot_bf16_avx2;
+    case TensorType::kQ4_0:
+      return vec_dot_q4_0_q8_0_avx2;
+    case TensorType::kQ4_1:
+      return vec_dot_q4_1_q8_1_avx2;
+    case TensorType::kQ5_0:
+      return vec_dot_q5_0_q8_0_avx2;
+    case TensorType::kQ5_1:
+      return vec_dot_q5_1_q8_1_avx2;
+    case TensorType::kQ8_0:
+      return vec_dot_q8_0_q8_0_avx2;
+    case TensorType::kQ4_K:
+      return vec_dot_q4_k_q8_k_avx2;
+    case TensorType::kQ5_K:
+      return vec_dot_q5_k_q8_k_avx2;
+    case TensorType::kQ6_K:
+      return vec_dot_q6_k_q8_k_avx2;
+    default:
+      return nullptr;
+  }
+}
+
+#else  // !EXO_HAVE_X86
+
+bool CpuHasAvx2Fma() { return false; }
+VecDotFn GetVecDotAvx2(TensorType) { return nullptr; }
+
+#endif
+
+}  // namespace exo::kernels::internal

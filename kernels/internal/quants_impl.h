@@ -1,0 +1,43 @@
+// Internal entry points of the quantised kernels: the scalar references and the run-time selected
+// SIMD variants. Only kernels/*.cc and the kernel tests include this.
+#ifndef EXO_KERNELS_INTERNAL_QUANTS_IMPL_H_
+#define EXO_KERNELS_INTERNAL_QUANTS_IMPL_H_
+
+#include <cstdint>
+
+#include "kernels/types.h"
+
+namespace exo::kernels::internal {
+
+// Dot product of `n` weights with `n` activations already in the matching VecDotType.
+using VecDotFn = float (*)(const void* weights, const void* activations, int64_t n);
+
+// Scalar reference implementations (ggml *_ref / *_generic semantics). They abort on a type they
+// do not handle; types are validated by the loaders before they reach the kernels.
+void DequantizeRowRef(TensorType type, const void* src, float* dst, int64_t n);
+void QuantizeRowRef(TensorType type, const float* src, void* dst, int64_t n);
+// Returns nullptr when `type` has no dot product.
+VecDotFn GetVecDotRef(TensorType type);
+
+// AVX2 + FMA + F16C variants; nullptr when `type` has none. Only call the result when
+// CpuHasAvx2Fma() is true.
+VecDotFn GetVecDotAvx2(TensorType type);
+bool CpuHasAvx2Fma();
+
+// The dot product the public VecDot uses for `type` (SIMD where available), nullptr if none.
+VecDotFn GetVecDot(TensorType type);
+
+// 6-bit scale/min pair `j` (0..7) of a Q4_K / Q5_K block, as ggml's get_scale_min_k4.
+inline void GetScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = q[j] & 63;
+    *min = q[j + 4] & 63;
+  } else {
+    *scale = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *min = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+}  // namespace exo::kernels::internal
+
+#endif  // EXO_KERNELS_INTERNAL_QUANTS_IMPL_H_

@@ -1,0 +1,152 @@
+#include "kernels/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "kernels/internal/quants_impl.h"
+#include "kernels/quants.h"
+
+namespace exo::kernels {
+namespace {
+
+// Rows per ParallelFor grain and tokens per inner tile of the prefill loop.
+constexpr int64_t kRowGrain = 16;
+constexpr int64_t kTokenTile = 16;
+// Below this many multiply-adds the pool's wake-up costs more than it saves.
+constexpr int64_t kMinParallelWork = 1 << 15;
+
+// Activation scratch of the calling thread; grows to the largest request and is then reused.
+uint8_t* ActivationScratch(size_t bytes) {
+  thread_local std::vector<uint8_t> scratch;
+  if (scratch.size() < bytes) scratch.resize(bytes);
+  return scratch.data();
+}
+
+void RunParallel(ThreadPool* pool, int64_t n, int64_t grain, int64_t work,
+                 const std::function<void(int64_t, int64_t)>& fn) {
+  if (pool == nullptr || pool->num_threads() == 1 || work < kMinParallelWork) {
+    fn(0, n);
+  } else {
+    pool->ParallelFor(n, grain, fn);
+  }
+}
+
+}  // namespace
+
+void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, const float* x,
+            int64_t n, float* y, ThreadPool* pool) {
+  if (rows <= 0 || n <= 0) return;
+  internal::VecDotFn dot = internal::GetVecDot(type);
+  if (dot == nullptr) {
+    std::fprintf(stderr, "exo: internal error: MatMul does not support tensor type %s\n",
+                 TypeName(type));
+    std::abort();
+  }
+  const TensorType act_type = VecDotType(type);
+  const int64_t act_row_bytes = RowBytes(act_type, cols);
+  const int64_t weight_row_bytes = RowBytes(type, cols);
+
+  // 1. Convert every activation row to the dot product's input type, once.
+  const uint8_t* act;
+  if (act_type == TensorType::kF32) {
+    act = reinterpret_cast<const uint8_t*>(x);
+  } else {
+    uint8_t* scratch = ActivationScratch(static_cast<size_t>(act_row_bytes * n));
+    RunParallel(pool, n, 1, n * cols * 4, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        QuantizeRow(act_type, x + t * cols, scratch + t * act_row_bytes, cols);
+      }
+    });
+    act = scratch;
+  }
+
+  // 2. Each thread takes a range of weight rows; each weight row meets a tile of tokens while it
+  //    is hot in cache.
+  const uint8_t* w = static_cast<const uint8_t*>(weights);
+  RunParallel(pool, rows, kRowGrain, rows * cols * n, [&](int64_t row_begin, int64_t row_end) {
+    for (int64_t t0 = 0; t0 < n; t0 += kTokenTile) {
+      const int64_t t1 = std::min(n, t0 + kTokenTile);
+      for (int64_t r = row_begin; r < row_end; ++r) {
+        const uint8_t* weight_row = w + r * weight_row_bytes;
+        for (int64_t t = t0; t < t1; ++t) {
+          y[t * rows + r] = dot(weight_row, act + t * act_row_bytes, cols);
+        }
+      }
+    }
+  });
+}
+
+void GetRow(TensorType type, const void* weights, int64_t cols, int64_t row, float* dst) {
+  const uint8_t* base = static_cast<const uint8_t*>(weights);
+  DequantizeRow(type, base + row * RowBytes(type, cols), dst, cols);
+}
+
+void RmsNorm(const float* x, const float* w, float* y, int64_t n, float eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
+  const float mean = static_cast<float>(sum / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  if (w == nullptr) {
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale;
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * w[i];
+  }
+}
+
+void Rope(float* head, int64_t head_dim, int64_t rot_dim, int64_t position, float base,
+          float freq_scale, RopeStyle style) {
+  (void)head_dim;  // dims [rot_dim, head_dim) pass through unchanged
+  // As ggml: theta_i = position * base^(-2i/rot_dim), built by repeated multiplication in f32.
+  const float theta_scale = std::pow(base, -2.0f / static_cast<float>(rot_dim));
+  float theta = static_cast<float>(position);
+  const int64_t half = rot_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float angle = theta * freq_scale;
+    const float cos_theta = std::cos(angle);
+    const float sin_theta = std::sin(angle);
+    theta *= theta_scale;
+    const int64_t a = style == RopeStyle::kNormal ? 2 * i : i;
+    const int64_t b = style == RopeStyle::kNormal ? 2 * i + 1 : i + half;
+    const float x0 = head[a];
+    const float x1 = head[b];
+    head[a] = x0 * cos_theta - x1 * sin_theta;
+    head[b] = x0 * sin_theta + x1 * cos_theta;
+  }
+}
+
+void Softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  float max = x[0];
+  for (int64_t i = 1; i < n; ++i) max = std::max(max, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void SiluMul(float* x, const float* g, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i])) * g[i];
+}
+
+void GeluTanhMul(float* x, const float* g, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.79788456080286535588f;
+  constexpr float kCoefA = 0.044715f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float gelu = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * v * (1.0f + kCoefA * v * v)));
+    x[i] = gelu * g[i];
+  }
+}
+
+void Add(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+}  // namespace exo::kernels

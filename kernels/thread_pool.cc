@@ -1,0 +1,173 @@
+#include "kernels/thread_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace exo::kernels {
+
+struct ThreadPool::Impl {
+  explicit Impl(int threads) : num_threads(threads) {}
+
+  // Claims chunks of the current job until none are left. Runs on workers and on the caller.
+  void RunChunks() {
+    for (;;) {
+      const int64_t begin = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (begin >= n) return;
+      (*fn)(begin, std::min(n, begin + chunk));
+    }
+  }
+
+  // Each worker: sleep until a new job generation (or shutdown), help run its chunks, report done.
+  void WorkerLoop() {
+    uint64_t seen_generation = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        work_cv.wait(lock, [&] { return stop || generation != seen_generation; });
+        if (stop) return;
+        seen_generation = generation;
+      }
+      RunChunks();
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (--workers_busy == 0) done_cv.notify_one();
+      }
+    }
+  }
+
+  const int num_threads;
+  std::vector<std::thread> workers;
+
+  // Serialises ParallelFor calls coming from different threads.
+  std::mutex call_mu;
+
+  std::mutex mu;
+  std::condition_variable work_cv;
+  std::condition_variable done_cv;
+  uint64_t generation = 0;  // guarded by mu
+  int workers_busy = 0;     // guarded by mu
+  bool stop = false;        // guarded by mu
+
+  // The current job; written by the caller before generation is bumped (under mu), read by
+  // workers after they observe the new generation.
+  const std::function<void(int64_t, int64_t)>* fn = nullptr;
+  int64_t n = 0;
+  int64_t chunk = 1;
+  std::atomic<int64_t> next{0};
+};
+
+ThreadPool::ThreadPool(int num_threads)
+    : impl_(std::make_unique<Impl>(num_threads > 0 ? num_threads : PhysicalCoreCount())) {
+  for (int i = 1; i < impl_->num_threads; ++i) {
+    // Worker thread: runs chunks of ParallelFor jobs; sleeps on work_cv between jobs.
+    impl_->workers.emplace_back([impl = impl_.get()] { impl->WorkerLoop(); });
+  }
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->work_cv.notify_all();
+  for (std::thread& t : impl_->workers) t.join();
+}
+
+int ThreadPool::num_threads() const { return impl_->num_threads; }
+
+void ThreadPool::ParallelFor(int64_t n, int64_t grain,
+                             const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  const int threads = impl_->num_threads;
+  // About four chunks per thread for load balance, each a multiple of the grain.
+  const int64_t target = (n + 4 * threads - 1) / (4 * threads);
+  const int64_t chunk = std::max<int64_t>(grain, (target + grain - 1) / grain * grain);
+  if (threads == 1 || chunk >= n) {
+    fn(0, n);
+    return;
+  }
+  std::lock_guard<std::mutex> call_lock(impl_->call_mu);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->fn = &fn;
+    impl_->n = n;
+    impl_->chunk = chunk;
+    impl_->next.store(0, std::memory_order_relaxed);
+    impl_->workers_busy = static_cast<int>(impl_->workers.size());
+    ++impl_->generation;
+  }
+  impl_->work_cv.notify_all();
+  impl_->RunChunks();
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->done_cv.wait(lock, [&] { return impl_->workers_busy == 0; });
+  impl_->fn = nullptr;
+}
+
+namespace {
+
+bool ReadLine(const std::string& path, std::string* line) {
+  std::ifstream in(path);
+  return static_cast<bool>(std::getline(in, *line));
+}
+
+// Parses a cpulist such as "0-3,8,10-11" into CPU ids; false on malformed text.
+bool ParseCpuList(const std::string& text, std::vector<int>* cpus) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find(',', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string part = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (part.empty()) continue;
+    try {
+      const size_t dash = part.find('-');
+      const int first = std::stoi(part.substr(0, dash));
+      const int last = dash == std::string::npos ? first : std::stoi(part.substr(dash + 1));
+      if (first < 0 || last < first || last - first > 65536) return false;
+      for (int c = first; c <= last; ++c) cpus->push_back(c);
+    } catch (...) {
+      return false;
+    }
+  }
+  return !cpus->empty();
+}
+
+int CountPhysicalCores() {
+  const std::string base = "/sys/devices/system/cpu/";
+  std::string online;
+  std::vector<int> cpus;
+  if (!ReadLine(base + "online", &online) || !ParseCpuList(online, &cpus)) return 0;
+  std::set<std::pair<std::string, std::string>> cores;  // (package id, core id)
+  for (int cpu : cpus) {
+    const std::string topology = base + "cpu" + std::to_string(cpu) + "/topology/";
+    std::string package, core;
+    if (!ReadLine(topology + "physical_package_id", &package) ||
+        !ReadLine(topology + "core_id", &core)) {
+      return 0;
+    }
+    cores.emplace(package, core);
+  }
+  return static_cast<int>(cores.size());
+}
+
+}  // namespace
+
+int PhysicalCoreCount() {
+  static const int count = [] {
+    int cores = CountPhysicalCores();
+    if (cores <= 0) cores = static_cast<int>(std::thread::hardware_concurrency());
+    return std::max(1, cores);
+  }();
+  return count;
+}
+
+}  // namespace exo::kernels
