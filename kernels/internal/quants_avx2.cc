@@ -10,6 +10,7 @@
 #include "kernels/internal/quants_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define EXO_HAVE_X86 1
 #else
@@ -25,8 +26,11 @@ bool CpuHasAvx2Fma() {
     const char* disable = std::getenv("EXO_DISABLE_SIMD");
     if (disable != nullptr && disable[0] != '\0' && disable[0] != '0') return false;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    // __builtin_cpu_supports checks that the OS saves the YMM state; F16C is not a name every
+    // compiler accepts there, so read its CPUID bit directly.
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
   }();
   return supported;
 }
