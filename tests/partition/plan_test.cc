@@ -212,9 +212,12 @@ TEST(SingleNodePlan, FallsBackToTheSlowerNodeWhenTheFastOneIsTooSmall) {
 
 TEST(SingleNodePlan, BreaksSpeedTiesByMemoryThenNodeId) {
   std::vector<DeviceProfile> fleet = {
-      {.node_id = "b", .memory_bytes = 16 * kGiB, .decode_bytes_per_second = 100e9},
-      {.node_id = "a", .memory_bytes = 16 * kGiB, .decode_bytes_per_second = 100e9},
-      {.node_id = "c", .memory_bytes = 8 * kGiB, .decode_bytes_per_second = 100e9},
+      {.node_id = "b", .memory_bytes = 16 * kGiB, .decode_bytes_per_second = 100e9,
+       .device_kind = "cpu"},
+      {.node_id = "a", .memory_bytes = 16 * kGiB, .decode_bytes_per_second = 100e9,
+       .device_kind = "cpu"},
+      {.node_id = "c", .memory_bytes = 8 * kGiB, .decode_bytes_per_second = 100e9,
+       .device_kind = "cpu"},
   };
   EXPECT_EQ(SingleNodePlan(Model(2, kGiB), fleet, 1)->stages[0].node_id, "a");
   fleet[2].memory_bytes = 32 * kGiB;
