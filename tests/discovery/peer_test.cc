@@ -129,9 +129,9 @@ TEST(PeerAddress, BracketsIpv6) {
 TEST(PeerAddress, RoundTripsThroughTheParser) {
   absl::StatusOr<std::vector<PeerInfo>> peers = ParseStaticPeers("[::1]:9,b.local:7,1.2.3.4:5");
   ASSERT_TRUE(peers.ok()) << peers.status();
-  std::string joined;
-  for (const PeerInfo& peer : *peers) joined += (joined.empty() ? "" : ",") + PeerAddress(peer);
-  EXPECT_EQ(joined, "[::1]:9,b.local:7,1.2.3.4:5");
+  std::vector<std::string> addresses;
+  for (const PeerInfo& peer : *peers) addresses.push_back(PeerAddress(peer));
+  EXPECT_EQ(addresses, (std::vector<std::string>{"[::1]:9", "b.local:7", "1.2.3.4:5"}));
 }
 
 }  // namespace
