@@ -754,9 +754,12 @@ absl::Status GgufFile::Parse() {
     uint64_t end = 0;
     if (__builtin_add_overflow(data_offset_, info.offset, &start) ||
         __builtin_add_overflow(start, info.nbytes, &end) || end > size_) {
-      return Invalid(absl::StrCat("tensor ", Quote(info.name), " data [offset ", info.offset,
-                                  " + data section at ", data_offset_, ", ", info.nbytes,
-                                  " bytes) extends past end of file (size ", size_, ")"));
+      const std::string where =
+          start >= data_offset_ ? absl::StrCat(start)
+                                : absl::StrCat(data_offset_, " + ", info.offset);
+      return Invalid(absl::StrCat("tensor ", Quote(info.name), " data [offset ", where, ", ",
+                                  info.nbytes, " bytes) extends past end of file (size ", size_,
+                                  ")"));
     }
     info.data = base_ + start;
   }
