@@ -208,8 +208,15 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> hist
   ApplyTopK();
   ApplyTopP();
   ApplyMinP();
+  // Temperature, after shifting the best logit to 0 so that a tiny temperature cannot push a
+  // logit to +infinity (the shift does not change the distribution).
+  float max_logit = kNegativeInfinity;
+  for (int32_t i = 0; i < live_; ++i) max_logit = std::max(max_logit, candidates_[i].logit);
+  if (max_logit == kNegativeInfinity) max_logit = 0.0f;
   const float inverse_temperature = 1.0f / params_.temperature;
-  for (int32_t i = 0; i < live_; ++i) candidates_[i].logit *= inverse_temperature;
+  for (int32_t i = 0; i < live_; ++i) {
+    candidates_[i].logit = (candidates_[i].logit - max_logit) * inverse_temperature;
+  }
   ComputeNormalizer();
 
   // Inverse-CDF draw over the live candidates in their (uniquely defined) order.

@@ -222,6 +222,16 @@ TEST(Sampler, LogprobsComeFromTheTemperedFilteredDistribution) {
   EXPECT_NEAR(sampler.SampledLogprob(), std::log(p[index]), 1e-5);
 }
 
+TEST(Sampler, TinyTemperatureActsLikeGreedy) {
+  SamplingParams params = Plain();
+  params.temperature = 1e-30f;
+  Sampler sampler(params, 4);
+  for (int step = 0; step < 20; ++step) {
+    EXPECT_EQ(SampleOnce(sampler, {1e30f, 2e30f, -1e30f, 1.5e30f}), 1);
+    EXPECT_NEAR(sampler.SampledLogprob(), 0.0f, 1e-6);
+  }
+}
+
 TEST(Sampler, SameSeedSameSequence) {
   SamplingParams params;  // defaults: all filters on
   params.seed = 42;
