@@ -185,8 +185,13 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> hist
     return 0;
   }
   logits = logits.subspan(0, n);
+  // NaN means "impossible"; +inf becomes the largest finite value so that differences stay
+  // defined (inf - inf would be NaN).
   for (float& logit : logits) {
     if (std::isnan(logit)) logit = kNegativeInfinity;
+    if (logit == std::numeric_limits<float>::infinity()) {
+      logit = std::numeric_limits<float>::max();
+    }
   }
   ApplyPenalties(logits, history);
   for (int32_t i = 0; i < n; ++i) candidates_[i] = {i, logits[i]};

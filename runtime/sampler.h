@@ -51,7 +51,8 @@ class Sampler {
   Sampler(const SamplingParams& params, int32_t vocab_size);
 
   // Samples one token. `logits` holds one value per vocabulary entry (entries past vocab_size
-  // are ignored) and receives the penalised logits; NaN logits are treated as -infinity.
+  // are ignored) and receives the penalised logits; NaN logits are treated as -infinity and
+  // +infinity as the largest finite float.
   // `history` is every previous token of the sequence (prompt and generated); ids outside the
   // vocabulary are ignored. Returns a token id in [0, vocab_size).
   int32_t Sample(absl::Span<float> logits, absl::Span<const int32_t> history);

@@ -1,5 +1,6 @@
 #include "discovery/peer.h"
 
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -110,6 +111,25 @@ TEST(ParseStaticPeers, RejectsDuplicates) {
   EXPECT_THAT(Error("[::1]:5,[0::1]:5"), HasSubstr("duplicate of entry 1 ([::1]:5)"));
   // Same host on another port is a different peer.
   EXPECT_EQ(Parsed("a:1,a:2").size(), 2u);
+}
+
+TEST(ParseStaticPeers, ArbitraryInputGivesPeersOrInvalidArgument) {
+  // Fixed-seed garbage from the characters the parser cares about; run under sanitizers in CI.
+  const std::string alphabet = "[]:%,. -_09afAF:1::255\0x";
+  std::mt19937_64 rng(99);
+  for (int i = 0; i < 20000; ++i) {
+    std::string input(rng() % 24, ' ');
+    for (char& c : input) c = alphabet[rng() % alphabet.size()];
+    absl::StatusOr<std::vector<PeerInfo>> peers = ParseStaticPeers(input);
+    if (peers.ok()) {
+      for (const PeerInfo& peer : *peers) {
+        EXPECT_FALSE(peer.host.empty()) << input;
+        EXPECT_NE(peer.grpc_port, 0) << input;
+      }
+    } else {
+      EXPECT_EQ(peers.status().code(), absl::StatusCode::kInvalidArgument) << input;
+    }
+  }
 }
 
 PeerInfo Peer(std::string host, uint16_t port) {

@@ -232,6 +232,38 @@ TEST(Sampler, TinyTemperatureActsLikeGreedy) {
   }
 }
 
+TEST(Sampler, AlwaysReturnsAnIdInsideTheVocabulary) {
+  // Hostile rows: NaN, infinities, all -inf, huge values; every parameter mix.
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<std::vector<float>> rows = {
+      {nan, nan, nan, nan, nan}, {-inf, -inf, -inf, -inf, -inf}, {inf, 0.0f, inf, -inf, nan},
+      {3e38f, -3e38f, 3e38f, 0.0f, 1.0f}, {-inf, -inf, 2.0f, -inf, -inf}};
+  for (float temperature : {0.0f, 0.01f, 1.0f, 50.0f}) {
+    for (int32_t top_k : {0, 1, 3}) {
+      for (float top_p : {0.1f, 1.0f}) {
+        for (float min_p : {0.0f, 0.9f}) {
+          SamplingParams params;
+          params.temperature = temperature;
+          params.top_k = top_k;
+          params.top_p = top_p;
+          params.min_p = min_p;
+          params.repetition_penalty = 1.5f;
+          params.frequency_penalty = 1.0f;
+          params.seed = 5;
+          Sampler sampler(params, 5);
+          for (const std::vector<float>& row : rows) {
+            const int32_t token = SampleOnce(sampler, row, {0, 2, 2, 7, -3});
+            EXPECT_GE(token, 0);
+            EXPECT_LT(token, 5);
+            EXPECT_FALSE(std::isnan(sampler.SampledLogprob()));
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Sampler, SameSeedSameSequence) {
   SamplingParams params;  // defaults: all filters on
   params.seed = 42;
