@@ -139,9 +139,11 @@ void GeluTanhMul(float* x, const float* g, int64_t n) {
   constexpr float kSqrt2OverPi = 0.79788456080286535588f;
   constexpr float kCoefA = 0.044715f;
   for (int64_t i = 0; i < n; ++i) {
+    // 0.5 * v * (1 + tanh(u)) == v / (1 + exp(-2u)); the second form avoids the cancellation
+    // in 1 + tanh(u) for negative v.
     const float v = x[i];
-    const float gelu = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * v * (1.0f + kCoefA * v * v)));
-    x[i] = gelu * g[i];
+    const float u = kSqrt2OverPi * v * (1.0f + kCoefA * v * v);
+    x[i] = v / (1.0f + std::exp(-2.0f * u)) * g[i];
   }
 }
 

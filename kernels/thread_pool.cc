@@ -1,5 +1,7 @@
 #include "kernels/thread_pool.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -146,8 +148,13 @@ int CountPhysicalCores() {
   std::string online;
   std::vector<int> cpus;
   if (!ReadLine(base + "online", &online) || !ParseCpuList(online, &cpus)) return 0;
+  // Only CPUs this process may run on (containers often pin a subset).
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  const bool have_affinity = sched_getaffinity(0, sizeof(allowed), &allowed) == 0;
   std::set<std::pair<std::string, std::string>> cores;  // (package id, core id)
   for (int cpu : cpus) {
+    if (have_affinity && cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &allowed)) continue;
     const std::string topology = base + "cpu" + std::to_string(cpu) + "/topology/";
     std::string package, core;
     if (!ReadLine(topology + "physical_package_id", &package) ||

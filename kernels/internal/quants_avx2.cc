@@ -129,8 +129,7 @@ EXO_AVX2 float vec_dot_f16_avx2(const void* vx, const void* vy, int64_t n) {
 }
 
 EXO_AVX2 inline __m256 LoadBf16x8(const uint16_t* p) {
-  const __m256i wide =
-      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
@@ -329,8 +328,8 @@ EXO_AVX2 float vec_dot_q6_k_q8_k_avx2(const void* vx, const void* vy, int64_t n)
       for (int k = 0; k < 4; ++k) {
         const int group = 8 * half + 2 * k;
         const __m256i p = _mm256_maddubs_epi16(q[k], Load256(y[i].qs + 128 * half + 32 * k));
-        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[group + 1]),
-                                               _mm_set1_epi16(sc[group]));
+        const __m256i scale =
+            _mm256_set_m128i(_mm_set1_epi16(sc[group + 1]), _mm_set1_epi16(sc[group]));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale));
       }
     }

@@ -358,9 +358,8 @@ void QuantizeAffineK(const float* x, int levels, uint16_t* d_out, uint16_t* dmin
   float offset[8], scale_needed[8];
   float max_scale = 0.0f;
   for (int j = 0; j < 8; ++j) {
-    m_q[j] = dmin > 0.0f
-                 ? static_cast<uint8_t>(std::min(63.0f, std::ceil(min_needed[j] / dmin)))
-                 : 0;
+    m_q[j] =
+        dmin > 0.0f ? static_cast<uint8_t>(std::min(63.0f, std::ceil(min_needed[j] / dmin))) : 0;
     offset[j] = dmin * m_q[j];
     scale_needed[j] = std::max(0.0f, (top[j] + offset[j]) / static_cast<float>(levels));
     max_scale = std::max(max_scale, scale_needed[j]);
@@ -368,9 +367,7 @@ void QuantizeAffineK(const float* x, int levels, uint16_t* d_out, uint16_t* dmin
   const uint16_t d_half = HalfAtLeast(max_scale / 63.0f);
   const float d = HalfToFloat(d_half);
   for (int j = 0; j < 8; ++j) {
-    sc_q[j] = d > 0.0f
-                  ? static_cast<uint8_t>(std::min(63.0f, std::ceil(scale_needed[j] / d)))
-                  : 0;
+    sc_q[j] = d > 0.0f ? static_cast<uint8_t>(std::min(63.0f, std::ceil(scale_needed[j] / d))) : 0;
     const float step = d * sc_q[j];
     const float inv_step = step > 0.0f ? 1.0f / step : 0.0f;
     for (int l = 0; l < 32; ++l) {
@@ -405,8 +402,8 @@ void QuantizeQ5_K(const float* x, BlockQ5_K* y, int64_t nb) {
       for (int l = 0; l < 32; ++l) {
         const uint8_t lo = q[64 * chunk + l], hi = q[64 * chunk + 32 + l];
         y[i].qs[32 * chunk + l] = static_cast<uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
-        y[i].qh[l] |= static_cast<uint8_t>(((lo >> 4) << (2 * chunk)) |
-                                           ((hi >> 4) << (2 * chunk + 1)));
+        y[i].qh[l] |=
+            static_cast<uint8_t>(((lo >> 4) << (2 * chunk)) | ((hi >> 4) << (2 * chunk + 1)));
       }
     }
   }

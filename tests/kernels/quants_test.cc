@@ -89,14 +89,14 @@ TEST(Fp16, KnownValues) {
   EXPECT_EQ(Fp32ToFp16(1e9f), 0x7c00);
   EXPECT_EQ(Fp32ToFp16(-std::numeric_limits<float>::infinity()), 0xfc00);
   EXPECT_EQ(Fp32ToFp16(0.1f), 0x2e66);
-  EXPECT_EQ(Fp32ToFp16(std::ldexp(1.0f, -24)), 0x0001);      // smallest subnormal
-  EXPECT_EQ(Fp32ToFp16(std::ldexp(1.0f, -25)), 0x0000);      // tie between 0 and 2^-24: even
-  EXPECT_EQ(Fp32ToFp16(std::ldexp(3.0f, -26)), 0x0001);      // 0.75 ulp rounds up
-  EXPECT_EQ(Fp32ToFp16(std::ldexp(3.0f, -25)), 0x0002);      // 1.5 ulp: tie to even (2)
-  EXPECT_EQ(Fp32ToFp16(std::ldexp(1023.0f, -24)), 0x03ff);   // largest subnormal
-  EXPECT_EQ(Fp32ToFp16(std::ldexp(2047.0f, -25)), 0x0400);   // rounds up into the normals
-  EXPECT_EQ(Fp32ToFp16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);        // tie: even
-  EXPECT_EQ(Fp32ToFp16(1.0f + std::ldexp(3.0f, -11)), 0x3c02);        // tie: even (up)
+  EXPECT_EQ(Fp32ToFp16(std::ldexp(1.0f, -24)), 0x0001);         // smallest subnormal
+  EXPECT_EQ(Fp32ToFp16(std::ldexp(1.0f, -25)), 0x0000);         // tie between 0 and 2^-24: even
+  EXPECT_EQ(Fp32ToFp16(std::ldexp(3.0f, -26)), 0x0001);         // 0.75 ulp rounds up
+  EXPECT_EQ(Fp32ToFp16(std::ldexp(3.0f, -25)), 0x0002);         // 1.5 ulp: tie to even (2)
+  EXPECT_EQ(Fp32ToFp16(std::ldexp(1023.0f, -24)), 0x03ff);      // largest subnormal
+  EXPECT_EQ(Fp32ToFp16(std::ldexp(2047.0f, -25)), 0x0400);      // rounds up into the normals
+  EXPECT_EQ(Fp32ToFp16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie: even
+  EXPECT_EQ(Fp32ToFp16(1.0f + std::ldexp(3.0f, -11)), 0x3c02);  // tie: even (up)
   EXPECT_EQ(Fp32ToFp16(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)), 0x3c01);
   const uint16_t nan = Fp32ToFp16(std::numeric_limits<float>::quiet_NaN());
   EXPECT_EQ(nan & 0x7c00, 0x7c00);
@@ -220,7 +220,7 @@ TEST(DequantizeRowTest, Q5_0KnownBlock) {
   float y[32];
   DequantizeRow(TensorType::kQ5_0, &b, y, 32);
   for (int j = 0; j < 16; ++j) {
-    EXPECT_EQ(y[j], static_cast<float>(j));               // (j | 16) - 16
+    EXPECT_EQ(y[j], static_cast<float>(j));                 // (j | 16) - 16
     EXPECT_EQ(y[j + 16], static_cast<float>(15 - j - 16));  // no high bit
   }
 }
@@ -450,7 +450,8 @@ double ErrorBound(TensorType type, const std::vector<uint8_t>& q, const std::vec
     case TensorType::kQ6_K: {
       BlockQ6_K b;
       std::memcpy(&b, q.data() + (i / 256) * sizeof(b), sizeof(b));
-      const double step = std::fabs(static_cast<double>(Fp16ToFp32(b.d)) * b.scales[(i % 256) / 16]);
+      const double step =
+          std::fabs(static_cast<double>(Fp16ToFp32(b.d)) * b.scales[(i % 256) / 16]);
       return 0.5 * step + 1e-6 * (v + step);
     }
     default:
@@ -516,11 +517,10 @@ TEST_P(RoundTripTest, ErrorWithinFormatBound) {
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, RoundTripTest,
                          ::testing::Values(TensorType::kF32, TensorType::kF16, TensorType::kBF16,
-                                           TensorType::kQ4_0, TensorType::kQ4_1,
-                                           TensorType::kQ5_0, TensorType::kQ5_1,
-                                           TensorType::kQ8_0, TensorType::kQ8_1,
-                                           TensorType::kQ4_K, TensorType::kQ5_K,
-                                           TensorType::kQ6_K, TensorType::kQ8_K),
+                                           TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,
+                                           TensorType::kQ5_1, TensorType::kQ8_0, TensorType::kQ8_1,
+                                           TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K,
+                                           TensorType::kQ8_K),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
                            return std::string(TypeName(info.param));
                          });

@@ -43,8 +43,7 @@ inline std::vector<uint8_t> Quantize(TensorType type, const std::vector<float>& 
   return out;
 }
 
-inline std::vector<float> Dequantize(TensorType type, const std::vector<uint8_t>& data,
-                                     int64_t n) {
+inline std::vector<float> Dequantize(TensorType type, const std::vector<uint8_t>& data, int64_t n) {
   std::vector<float> out(static_cast<size_t>(n));
   DequantizeRow(type, data.data(), out.data(), n);
   return out;

@@ -1,0 +1,169 @@
+// The run-time selected AVX2 kernels against the scalar references, on odd block counts and on
+// random bit patterns (not only what our quantiser produces).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/internal/blocks.h"
+#include "kernels/internal/quants_impl.h"
+#include "kernels/quants.h"
+#include "kernels/types.h"
+#include "tests/kernels/test_util.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace exo::kernels {
+namespace {
+
+using testing::LcgBytes;
+using testing::PutHalf;
+using testing::Quantize;
+using testing::RandomValues;
+
+constexpr TensorType kSimdTypes[] = {
+    TensorType::kF32,  TensorType::kF16,  TensorType::kBF16, TensorType::kQ4_0,
+    TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ8_0,
+    TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K,
+};
+
+// Random weight bytes for `blocks` blocks with every fp16 scale replaced by a sane value and
+// int8 quants kept in [-127, 127] (the range every quantiser produces).
+std::vector<uint8_t> RandomWeightBytes(TensorType type, int64_t blocks, uint64_t seed) {
+  const TypeInfo& info = GetTypeInfo(type);
+  std::vector<uint8_t> bytes = LcgBytes(seed, static_cast<size_t>(blocks * info.block_bytes));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const size_t base = static_cast<size_t>(b * info.block_bytes);
+    switch (type) {
+      case TensorType::kQ4_0:
+      case TensorType::kQ5_0:
+        PutHalf(&bytes, base, scale(rng));
+        break;
+      case TensorType::kQ4_1:
+      case TensorType::kQ5_1:
+      case TensorType::kQ4_K:
+      case TensorType::kQ5_K:
+        PutHalf(&bytes, base, scale(rng));
+        PutHalf(&bytes, base + 2, scale(rng));
+        break;
+      case TensorType::kQ8_0:
+        PutHalf(&bytes, base, scale(rng));
+        for (int j = 0; j < 32; ++j) {
+          if (bytes[base + 2 + j] == 0x80) bytes[base + 2 + j] = 0x81;
+        }
+        break;
+      case TensorType::kQ6_K:
+        PutHalf(&bytes, base + 208, scale(rng));
+        break;
+      default:
+        break;
+    }
+  }
+  return bytes;
+}
+
+// Activations: quantised random values with extremes (so quants reach +-127).
+std::vector<uint8_t> RandomActivations(TensorType type, int64_t n, uint32_t seed) {
+  std::vector<float> a = RandomValues(static_cast<size_t>(n), seed, 2.0f);
+  for (int64_t i = 0; i < n; i += 37) a[i] = (i % 2) ? 30.0f : -30.0f;
+  return Quantize(VecDotType(type), a);
+}
+
+double Magnitude(TensorType type, const void* w, const void* a, int64_t n) {
+  std::vector<float> wd(n), ad(n);
+  DequantizeRow(type, w, wd.data(), n);
+  DequantizeRow(VecDotType(type), a, ad.data(), n);
+  double m = 0.0;
+  for (int64_t i = 0; i < n; ++i) m += std::fabs(static_cast<double>(wd[i]) * ad[i]);
+  return m;
+}
+
+class SimdVecDotTest : public ::testing::TestWithParam<TensorType> {
+ protected:
+  void SetUp() override {
+    if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
+  }
+};
+
+TEST_P(SimdVecDotTest, DispatchUsesSimd) {
+  const TensorType type = GetParam();
+  ASSERT_NE(internal::GetVecDotAvx2(type), nullptr);
+  EXPECT_EQ(internal::GetVecDot(type), internal::GetVecDotAvx2(type));
+}
+
+TEST_P(SimdVecDotTest, MatchesScalarOnOddSizes) {
+  const TensorType type = GetParam();
+  const int64_t block = GetTypeInfo(type).block_size;
+  internal::VecDotFn simd = internal::GetVecDotAvx2(type);
+  internal::VecDotFn ref = internal::GetVecDotRef(type);
+  ASSERT_NE(simd, nullptr);
+  ASSERT_NE(ref, nullptr);
+  std::vector<int64_t> sizes;
+  if (block == 1) {
+    sizes = {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 65, 100, 257, 1000};
+  } else {
+    for (int64_t blocks : {1, 2, 3, 5, 7, 13, 31}) sizes.push_back(blocks * block);
+  }
+  for (int64_t n : sizes) {
+    for (uint32_t seed = 1; seed <= 4; ++seed) {
+      // Seeds 1-2: weights from the quantiser; 3-4: raw random block bytes.
+      std::vector<uint8_t> w;
+      if (seed <= 2 || block == 1) {
+        w = Quantize(type, RandomValues(static_cast<size_t>(n), seed * 1000 + n));
+      } else {
+        w = RandomWeightBytes(type, n / block, seed * 7919 + static_cast<uint64_t>(n));
+      }
+      const std::vector<uint8_t> a = RandomActivations(type, n, seed + static_cast<uint32_t>(n));
+      const double expected = ref(w.data(), a.data(), n);
+      const double got = simd(w.data(), a.data(), n);
+      const double tolerance = 1e-5 * Magnitude(type, w.data(), a.data(), n) + 1e-30;
+      ASSERT_NEAR(got, expected, tolerance) << TypeName(type) << " n=" << n << " seed " << seed;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllSimdTypes, SimdVecDotTest, ::testing::ValuesIn(kSimdTypes),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(TypeName(info.param));
+                         });
+
+#if defined(__x86_64__)
+
+__attribute__((target("f16c"))) uint16_t HardwareFloatToHalf(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, 0));  // 0 = round to nearest even
+}
+__attribute__((target("f16c"))) float HardwareHalfToFloat(uint16_t h) { return _cvtsh_ss(h); }
+
+TEST(SimdFp16, ScalarConversionsMatchF16c) {
+  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU lacks F16C";
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float hw = HardwareHalfToFloat(static_cast<uint16_t>(h));
+    const float sw = Fp16ToFp32(static_cast<uint16_t>(h));
+    if (std::isnan(hw)) {
+      ASSERT_TRUE(std::isnan(sw));
+      continue;
+    }
+    ASSERT_EQ(std::memcmp(&hw, &sw, sizeof(float)), 0) << std::hex << h;
+  }
+  std::mt19937 rng(42);
+  for (int i = 0; i < 2000000; ++i) {
+    uint32_t bits = rng();
+    // Concentrate half of the samples on the fp16 exponent range (incl. subnormals).
+    if (i % 2) bits = (bits & 0x807fffffu) | ((100u + (bits >> 23) % 45u) << 23);
+    float f;
+    std::memcpy(&f, &bits, sizeof(f));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(Fp32ToFp16(f), HardwareFloatToHalf(f)) << std::hex << bits;
+  }
+}
+
+#endif
+
+}  // namespace
+}  // namespace exo::kernels
