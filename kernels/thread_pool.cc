@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
@@ -14,6 +15,37 @@
 #include <vector>
 
 namespace exo::kernels {
+
+namespace {
+
+// How long an idle worker (or the waiting caller) polls before blocking on its condition
+// variable. Decode issues a few hundred small ParallelFor calls per token; a short poll saves
+// the futex wake-up on each, while a pool with nothing to do still sleeps.
+constexpr std::chrono::microseconds kSpinBeforeSleep{50};
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Polls `ready` for up to kSpinBeforeSleep; true if it became true.
+template <typename Predicate>
+bool SpinUntil(Predicate ready) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinBeforeSleep;
+  for (;;) {
+    for (int i = 0; i < 16; ++i) {
+      if (ready()) return true;
+      CpuRelax();
+    }
+    // Yielding keeps polling cheap when the machine is oversubscribed: a thread that has work
+    // (perhaps the one we wait for) gets the core.
+    std::this_thread::yield();
+    if (std::chrono::steady_clock::now() >= deadline) return ready();
+  }
+}
+
+}  // namespace
 
 struct ThreadPool::Impl {
   explicit Impl(int threads) : num_threads(threads) {}
@@ -27,20 +59,26 @@ struct ThreadPool::Impl {
     }
   }
 
-  // Each worker: sleep until a new job generation (or shutdown), help run its chunks, report done.
+  // Each worker: wait (briefly polling, then asleep on work_cv) for a new job generation or
+  // shutdown, help run its chunks, report done.
   void WorkerLoop() {
     uint64_t seen_generation = 0;
     for (;;) {
-      {
+      const auto has_news = [&] {
+        return stop.load(std::memory_order_acquire) ||
+               generation.load(std::memory_order_acquire) != seen_generation;
+      };
+      if (!SpinUntil(has_news)) {
         std::unique_lock<std::mutex> lock(mu);
-        work_cv.wait(lock, [&] { return stop || generation != seen_generation; });
-        if (stop) return;
-        seen_generation = generation;
+        work_cv.wait(lock, has_news);
       }
+      if (stop.load(std::memory_order_acquire)) return;
+      seen_generation = generation.load(std::memory_order_acquire);
       RunChunks();
-      {
+      if (workers_busy.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        // Taking the lock orders this notify after the caller's predicate check, if it sleeps.
         std::lock_guard<std::mutex> lock(mu);
-        if (--workers_busy == 0) done_cv.notify_one();
+        done_cv.notify_one();
       }
     }
   }
@@ -51,15 +89,16 @@ struct ThreadPool::Impl {
   // Serialises ParallelFor calls coming from different threads.
   std::mutex call_mu;
 
+  // mu pairs with the condition variables; the state itself is atomic so that it can be polled.
   std::mutex mu;
   std::condition_variable work_cv;
   std::condition_variable done_cv;
-  uint64_t generation = 0;  // guarded by mu
-  int workers_busy = 0;     // guarded by mu
-  bool stop = false;        // guarded by mu
+  std::atomic<uint64_t> generation{0};  // bumped (under mu) to publish a job
+  std::atomic<int> workers_busy{0};     // workers that have not finished the current job
+  std::atomic<bool> stop{false};
 
-  // The current job; written by the caller before generation is bumped (under mu), read by
-  // workers after they observe the new generation.
+  // The current job; written by the caller before generation is bumped (release), read by
+  // workers after they observe the new generation (acquire).
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0;
   int64_t chunk = 1;
@@ -77,7 +116,7 @@ ThreadPool::ThreadPool(int num_threads)
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->stop = true;
+    impl_->stop.store(true, std::memory_order_release);
   }
   impl_->work_cv.notify_all();
   for (std::thread& t : impl_->workers) t.join();
@@ -98,20 +137,24 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     return;
   }
   std::lock_guard<std::mutex> call_lock(impl_->call_mu);
+  Impl& impl = *impl_;
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->fn = &fn;
-    impl_->n = n;
-    impl_->chunk = chunk;
-    impl_->next.store(0, std::memory_order_relaxed);
-    impl_->workers_busy = static_cast<int>(impl_->workers.size());
-    ++impl_->generation;
+    std::lock_guard<std::mutex> lock(impl.mu);
+    impl.fn = &fn;
+    impl.n = n;
+    impl.chunk = chunk;
+    impl.next.store(0, std::memory_order_relaxed);
+    impl.workers_busy.store(static_cast<int>(impl.workers.size()), std::memory_order_relaxed);
+    impl.generation.fetch_add(1, std::memory_order_release);
   }
-  impl_->work_cv.notify_all();
-  impl_->RunChunks();
-  std::unique_lock<std::mutex> lock(impl_->mu);
-  impl_->done_cv.wait(lock, [&] { return impl_->workers_busy == 0; });
-  impl_->fn = nullptr;
+  impl.work_cv.notify_all();
+  impl.RunChunks();
+  const auto all_done = [&] { return impl.workers_busy.load(std::memory_order_acquire) == 0; };
+  if (!SpinUntil(all_done)) {
+    std::unique_lock<std::mutex> lock(impl.mu);
+    impl.done_cv.wait(lock, all_done);
+  }
+  impl.fn = nullptr;
 }
 
 namespace {
