@@ -108,6 +108,24 @@ TEST(MatMul, LargeMatrixWithPoolMatchesSingleThread) {
   EXPECT_EQ(single, multi);
 }
 
+TEST(MatMul, ManyTokensQuantisedInParallelMatchSingleThread) {
+  // Enough tokens that the activation quantisation is split across the pool too.
+  const TensorType type = TensorType::kQ8_0;
+  const int64_t rows = 40, cols = 512, n = 160;
+  const Matrix w = MakeMatrix(type, rows, cols, 31);
+  const std::vector<float> x = RandomValues(static_cast<size_t>(n * cols), 32);
+  std::vector<float> single(n * rows), multi(n * rows);
+  MatMul(type, w.bytes.data(), rows, cols, x.data(), n, single.data(), nullptr);
+  ThreadPool pool(3);
+  MatMul(type, w.bytes.data(), rows, cols, x.data(), n, multi.data(), &pool);
+  EXPECT_EQ(single, multi);
+  // Spot-check against the per-row dot product.
+  std::vector<uint8_t> act(static_cast<size_t>(RowBytes(TensorType::kQ8_0, cols)));
+  QuantizeRow(TensorType::kQ8_0, x.data() + 150 * cols, act.data(), cols);
+  EXPECT_EQ(multi[150 * rows + 7],
+            VecDot(type, w.bytes.data() + 7 * RowBytes(type, cols), act.data(), cols));
+}
+
 TEST(RmsNorm, MatchesDoubleReference) {
   const int64_t n = 1000;
   const std::vector<float> x = RandomValues(n, 1, 3.0f);
