@@ -38,47 +38,82 @@ void RunParallel(ThreadPool* pool, int64_t n, int64_t grain, int64_t work,
 
 }  // namespace
 
-void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, const float* x,
-            int64_t n, float* y, ThreadPool* pool) {
-  if (rows <= 0 || n <= 0) return;
-  internal::VecDotFn dot = internal::GetVecDot(type);
-  if (dot == nullptr) {
-    std::fprintf(stderr, "exo: internal error: MatMul does not support tensor type %s\n",
-                 TypeName(type));
-    std::abort();
-  }
-  const TensorType act_type = VecDotType(type);
-  const int64_t act_row_bytes = RowBytes(act_type, cols);
-  const int64_t weight_row_bytes = RowBytes(type, cols);
+namespace {
 
-  // 1. Convert every activation row to the dot product's input type, once.
+// Everything a MatMul worker needs, so that the ParallelFor lambdas capture one pointer and fit
+// std::function's inline storage (no allocation per call).
+struct MatMulJob {
+  TensorType act_type;
+  internal::VecDotFn dot;
+  const uint8_t* weights;
+  int64_t weight_row_bytes;
+  int64_t rows;
+  int64_t cols;
+  const float* x;
+  uint8_t* act_scratch = nullptr;
   const uint8_t* act;
-  if (act_type == TensorType::kF32) {
-    act = reinterpret_cast<const uint8_t*>(x);
-  } else {
-    uint8_t* scratch = ActivationScratch(static_cast<size_t>(act_row_bytes * n));
-    RunParallel(pool, n, 1, n * cols * 4, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        QuantizeRow(act_type, x + t * cols, scratch + t * act_row_bytes, cols);
-      }
-    });
-    act = scratch;
+  int64_t act_row_bytes;
+  int64_t n;
+  float* y;
+
+  void QuantizeActivations(int64_t begin, int64_t end) const {
+    for (int64_t t = begin; t < end; ++t) {
+      QuantizeRow(act_type, x + t * cols, act_scratch + t * act_row_bytes, cols);
+    }
   }
 
-  // 2. Each thread takes a range of weight rows; each weight row meets a tile of tokens while it
-  //    is hot in cache.
-  const uint8_t* w = static_cast<const uint8_t*>(weights);
-  RunParallel(pool, rows, kRowGrain, rows * cols * n, [&](int64_t row_begin, int64_t row_end) {
+  // Weight rows [row_begin, row_end) against every token; each weight row meets a tile of tokens
+  // while it is hot in cache.
+  void MultiplyRows(int64_t row_begin, int64_t row_end) const {
     for (int64_t t0 = 0; t0 < n; t0 += kTokenTile) {
       const int64_t t1 = std::min(n, t0 + kTokenTile);
       for (int64_t r = row_begin; r < row_end; ++r) {
-        const uint8_t* weight_row = w + r * weight_row_bytes;
+        const uint8_t* weight_row = weights + r * weight_row_bytes;
         for (int64_t t = t0; t < t1; ++t) {
           y[t * rows + r] = dot(weight_row, act + t * act_row_bytes, cols);
         }
       }
     }
-  });
+  }
+};
+
+}  // namespace
+
+void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, const float* x,
+            int64_t n, float* y, ThreadPool* pool) {
+  if (rows <= 0 || n <= 0) return;
+  MatMulJob job;
+  job.dot = internal::GetVecDot(type);
+  if (job.dot == nullptr) {
+    std::fprintf(stderr, "exo: internal error: MatMul does not support tensor type %s\n",
+                 TypeName(type));
+    std::abort();
+  }
+  job.act_type = VecDotType(type);
+  job.weights = static_cast<const uint8_t*>(weights);
+  job.weight_row_bytes = RowBytes(type, cols);
+  job.rows = rows;
+  job.cols = cols;
+  job.x = x;
+  job.act_row_bytes = RowBytes(job.act_type, cols);
+  job.n = n;
+  job.y = y;
+  const MatMulJob* job_ptr = &job;
+
+  // 1. Convert every activation row to the dot product's input type, once.
+  if (job.act_type == TensorType::kF32) {
+    job.act = reinterpret_cast<const uint8_t*>(x);
+  } else {
+    job.act_scratch = ActivationScratch(static_cast<size_t>(job.act_row_bytes * n));
+    job.act = job.act_scratch;
+    RunParallel(pool, n, 1, n * cols * 4, [job_ptr](int64_t begin, int64_t end) {
+      job_ptr->QuantizeActivations(begin, end);
+    });
+  }
+
+  // 2. Each thread takes a range of weight rows.
+  RunParallel(pool, rows, kRowGrain, rows * cols * n,
+              [job_ptr](int64_t begin, int64_t end) { job_ptr->MultiplyRows(begin, end); });
 }
 
 void GetRow(TensorType type, const void* weights, int64_t cols, int64_t row, float* dst) {
