@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "runtime/internal/tokenizer_regex.h"
+#include "runtime/internal/tokenizer_special.h"
 #include "runtime/internal/tokenizer_utf8.h"
 
 namespace exo::runtime {
@@ -288,6 +289,13 @@ absl::Status Tokenizer::Init(TokenizerVocab vocab) {
   std::stable_sort(special_tokens_.begin(), special_tokens_.end(), [&](int32_t a, int32_t b) {
     return tokens_[a].size() > tokens_[b].size();
   });
+  std::vector<tokenizer_internal::SpecialTokenMatcher::Pattern> patterns;
+  patterns.reserve(special_tokens_.size());
+  for (int32_t id : special_tokens_) {
+    patterns.push_back({tokens_[id], types_[id] == TokenType::kUserDefined});
+  }
+  special_matcher_ =
+      std::make_unique<tokenizer_internal::SpecialTokenMatcher>(std::move(patterns));
 
   for (int value = 0; value < 256; ++value) {
     byte_token_[value] = -1;
@@ -333,41 +341,15 @@ absl::Status Tokenizer::Init(TokenizerVocab vocab) {
 std::vector<Tokenizer::Fragment> Tokenizer::SplitSpecialTokens(std::string_view text,
                                                                bool parse_special) const {
   std::vector<Fragment> fragments;
-  if (text.empty()) return fragments;
-  fragments.push_back(Fragment{-1, text});
-  std::vector<Fragment> next;
-  // Like llama.cpp: each special token in turn (longest first) is cut out of every stretch of
-  // text that is still raw, leftmost occurrences first.
-  for (int32_t id : special_tokens_) {
-    const TokenType type = types_[id];
-    if (!parse_special && type != TokenType::kUserDefined) continue;
-    const std::string& special = tokens_[id];
-    bool found = false;
-    for (const Fragment& fragment : fragments) {
-      if (fragment.token < 0 && fragment.text.find(special) != std::string_view::npos) {
-        found = true;
-        break;
-      }
+  size_t raw_start = 0;
+  for (const auto& match : special_matcher_->Find(text, parse_special)) {
+    if (match.offset > raw_start) {
+      fragments.push_back(Fragment{-1, text.substr(raw_start, match.offset - raw_start)});
     }
-    if (!found) continue;
-    next.clear();
-    for (const Fragment& fragment : fragments) {
-      if (fragment.token >= 0) {
-        next.push_back(fragment);
-        continue;
-      }
-      std::string_view rest = fragment.text;
-      while (true) {
-        const size_t match = rest.find(special);
-        if (match == std::string_view::npos) break;
-        if (match > 0) next.push_back(Fragment{-1, rest.substr(0, match)});
-        next.push_back(Fragment{id, {}});
-        rest.remove_prefix(match + special.size());
-      }
-      if (!rest.empty()) next.push_back(Fragment{-1, rest});
-    }
-    fragments.swap(next);
+    fragments.push_back(Fragment{special_tokens_[match.pattern], {}});
+    raw_start = match.offset + match.length;
   }
+  if (raw_start < text.size()) fragments.push_back(Fragment{-1, text.substr(raw_start)});
   return fragments;
 }
 

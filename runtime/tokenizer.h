@@ -22,6 +22,7 @@ namespace exo::runtime {
 
 namespace tokenizer_internal {
 class RegexSplitter;
+class SpecialTokenMatcher;
 }  // namespace tokenizer_internal
 
 // Token types, numbered as in tokenizer.ggml.token_type.
@@ -135,7 +136,10 @@ class Tokenizer {
   absl::flat_hash_map<std::string, int32_t> token_to_id_;
   absl::flat_hash_map<std::string, int32_t> bpe_ranks_;  // left + '\xff' + right -> rank
   int32_t byte_token_[256];                               // SentencePiece byte fallback, -1 if none
-  std::vector<int32_t> special_tokens_;  // control / user-defined / unknown, longest text first
+  // Control, user-defined and unknown tokens, longest text first, and a matcher over their texts
+  // (pattern i of the matcher is token special_tokens_[i]).
+  std::vector<int32_t> special_tokens_;
+  std::unique_ptr<tokenizer_internal::SpecialTokenMatcher> special_matcher_;
   std::vector<int32_t> end_of_generation_;
   std::unique_ptr<tokenizer_internal::RegexSplitter> splitter_;  // BPE pre-tokenizer
   bool ignore_merges_ = false;  // BPE: a pre-token that is a whole token skips merging (llama3)

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/gguf.h"
+#include "runtime/internal/tokenizer_special.h"
 
 namespace exo::runtime {
 namespace {
@@ -366,6 +368,39 @@ TEST(TokenizerBpe, RejectsUnknownPreTokenizerAndBadMerges) {
   vocab.merges.push_back("nospace");
   EXPECT_THAT(std::string(Tokenizer::FromVocab(std::move(vocab)).status().message()),
               HasSubstr("nospace"));
+}
+
+TEST(TokenizerSpecialTokens, TrieMatcherAgreesWithDirectSearch) {
+  using tokenizer_internal::SpecialTokenMatcher;
+  // Overlapping patterns in priority order (longest first), some always enabled.
+  const SpecialTokenMatcher matcher({{"<ab>", false},
+                                     {"aba", true},
+                                     {"bab", false},
+                                     {"ab", false},
+                                     {"ba", true},
+                                     {"<a", true},
+                                     {"ab", true},  // same text as a better-ranked pattern
+                                     {"b", false},
+                                     {">", true}});
+  std::mt19937 random(12345);
+  const std::string alphabet = "ab<>c";
+  int total_matches = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string text(random() % 24, ' ');
+    for (char& c : text) c = alphabet[random() % alphabet.size()];
+    for (bool parse_special : {false, true}) {
+      const auto fast = matcher.Find(text, parse_special);
+      const auto reference = matcher.FindReference(text, parse_special);
+      ASSERT_EQ(fast.size(), reference.size()) << "'" << text << "' " << parse_special;
+      for (size_t i = 0; i < fast.size(); ++i) {
+        EXPECT_EQ(fast[i].offset, reference[i].offset) << "'" << text << "'";
+        EXPECT_EQ(fast[i].length, reference[i].length) << "'" << text << "'";
+        EXPECT_EQ(fast[i].pattern, reference[i].pattern) << "'" << text << "'";
+      }
+      total_matches += static_cast<int>(fast.size());
+    }
+  }
+  EXPECT_GT(total_matches, 10000);
 }
 
 // ---- FromGguf on synthetic files ---------------------------------------------------------------
