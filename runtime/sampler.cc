@@ -93,12 +93,14 @@ void Sampler::ApplyPenalties(absl::Span<float> logits, absl::Span<const int32_t>
     window = std::min(window, static_cast<size_t>(params_.penalty_last_n));
   }
   const absl::Span<const int32_t> recent = history.subspan(history.size() - window);
+  // `logits` may be shorter than the vocabulary; ids past its end are ignored.
+  const int32_t limit = static_cast<int32_t>(logits.size());
   for (int32_t id : recent) {
-    if (id >= 0 && id < vocab_size_) ++counts_[id];
+    if (id >= 0 && id < limit) ++counts_[id];
   }
   // Second pass: penalise each distinct token once, and zero its count for the next call.
   for (int32_t id : recent) {
-    if (id < 0 || id >= vocab_size_ || counts_[id] == 0) continue;
+    if (id < 0 || id >= limit || counts_[id] == 0) continue;
     float& logit = logits[id];
     if (params_.repetition_penalty > 0.0f) {
       if (logit > 0.0f) {

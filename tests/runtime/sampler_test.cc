@@ -412,6 +412,21 @@ TEST(Sampler, HistoryIdsOutsideVocabularyAreIgnored) {
   EXPECT_EQ(logits, (std::vector<float>{0.0f, -1.0f, 0.0f}));
 }
 
+TEST(Sampler, ShortLogitRowOnlySamplesAndPenalisesItsOwnEntries) {
+  SamplingParams params = Plain();
+  params.presence_penalty = 1.0f;
+  Sampler sampler(params, 100);
+  std::vector<float> logits = {0.0f, 0.0f, 0.0f};
+  for (int step = 0; step < 50; ++step) {
+    logits.assign(3, 0.0f);
+    const int32_t token =
+        sampler.Sample(absl::MakeSpan(logits), std::vector<int32_t>{1, 50, 99});
+    EXPECT_GE(token, 0);
+    EXPECT_LT(token, 3);
+  }
+  EXPECT_EQ(logits, (std::vector<float>{0.0f, -1.0f, 0.0f}));
+}
+
 TEST(ValidateSamplingParams, AcceptsDefaultsAndGreedy) {
   EXPECT_TRUE(ValidateSamplingParams(SamplingParams()).ok());
   SamplingParams greedy;
