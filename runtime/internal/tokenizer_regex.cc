@@ -108,8 +108,12 @@ std::vector<std::string_view> RegexSplitter::Split(std::string_view text) const 
       size_t offset = 0;    // where the next search starts
       size_t emitted = 0;   // end of what has been cut off already
       while (offset < piece.size()) {
-        const int rc = pcre2_match(compiled.code, subject, piece.size(), offset, 0, match_data,
-                                   nullptr);
+        int rc = pcre2_match(compiled.code, subject, piece.size(), offset, 0, match_data, nullptr);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+          // The JIT's small default stack ran out (very long runs); the interpreter uses the heap.
+          rc = pcre2_match(compiled.code, subject, piece.size(), offset, PCRE2_NO_JIT, match_data,
+                           nullptr);
+        }
         if (rc < 0) break;  // no further match (or a matching error: keep the rest whole)
         const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match_data);
         const size_t start = ovector[0];

@@ -121,6 +121,17 @@ TEST(TokenizerVocabFiles, LlamaSpmDecodeInvertsEncode) {
 
 TEST(TokenizerVocabFiles, Gpt2DecodeInvertsEncode) { ExpectRoundTrips("ggml-vocab-gpt-2.gguf"); }
 
+TEST(TokenizerVocabFiles, Gpt2HandlesLongRuns) {
+  const LoadedVocab vocab = LoadVocab(kTokenizerData + "ggml-vocab-gpt-2.gguf");
+  ASSERT_NE(vocab.tokenizer, nullptr);
+  // Long runs of one character class stress the regex engine (JIT stack) and the merge loop.
+  const std::string text = std::string(200000, ' ') + "x" + std::string(200000, 'a') + "\n" +
+                           std::string(100000, '7') + std::string(50000, '!');
+  const std::vector<int32_t> ids = vocab.tokenizer->Encode(text, false, false);
+  EXPECT_LT(ids.size(), text.size());  // merges happened
+  EXPECT_EQ(vocab.tokenizer->Decode(ids), text);
+}
+
 TEST(TokenizerVocabFiles, LlamaSpmMetadata) {
   const LoadedVocab vocab = LoadVocab(kTokenizerData + "ggml-vocab-llama-spm.gguf");
   ASSERT_NE(vocab.tokenizer, nullptr);
