@@ -130,12 +130,24 @@ void Sampler::ApplyTopP() {
   ComputeNormalizer();
   const double target = static_cast<double>(params_.top_p) * std::exp(log_normalizer_);
   auto begin = candidates_.begin();
-  // Sort only as much of the head as needed: mass is usually concentrated in a few tokens.
-  int32_t sorted_count = sorted_ ? live_ : std::min<int32_t>(live_, 64);
+  // Sort only as much of the head as needed, in growing chunks: candidates [0, sorted_count) are
+  // the most likely ones in order; each round selects the next chunk from the rest (linear) and
+  // sorts just that chunk. Under a strict total order every chunk is uniquely defined.
+  int32_t sorted_count = sorted_ ? live_ : 0;
+  int32_t chunk = 64;
+  double cumulative = 0.0;
+  int32_t i = 0;
   while (true) {
-    if (!sorted_) std::partial_sort(begin, begin + sorted_count, begin + live_, MoreLikely());
-    double cumulative = 0.0;
-    for (int32_t i = 0; i < sorted_count; ++i) {
+    if (sorted_count < live_) {
+      const int32_t next = std::min<int32_t>(live_, sorted_count + chunk);
+      if (next < live_) {
+        std::nth_element(begin + sorted_count, begin + (next - 1), begin + live_, MoreLikely());
+      }
+      std::sort(begin + sorted_count, begin + next, MoreLikely());
+      sorted_count = next;
+      chunk *= 4;
+    }
+    for (; i < sorted_count; ++i) {
       cumulative += std::exp(static_cast<double>(candidates_[i].logit) - max_logit_);
       if (cumulative >= target) {
         live_ = i + 1;
@@ -147,7 +159,6 @@ void Sampler::ApplyTopP() {
       sorted_ = true;  // everything sorted; rounding kept the whole set
       return;
     }
-    sorted_count = std::min<int32_t>(live_, sorted_count * 4);
   }
 }
 
