@@ -20,7 +20,7 @@ struct Expr {
   enum class Kind {
     kLiteral,   // literal
     kName,      // name
-    kList,      // children: items (tuples are lists too)
+    kList,      // children: items; name "tuple" for a tuple
     kDict,      // children: key0, value0, key1, value1, ...
     kGetAttr,   // children[0].name
     kGetItem,   // children[0][children[1]]

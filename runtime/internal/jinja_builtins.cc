@@ -387,7 +387,7 @@ std::optional<Value> DictMethod(const Value& self, std::string_view name) {
         } else if (method == "values") {
           items.push_back(value);
         } else {
-          ASSIGN_OR_RETURN(Value pair, Value::MakeArray({Value::String(key), value}));
+          ASSIGN_OR_RETURN(Value pair, Value::MakeArray({Value::String(key), value}, true));
           items.push_back(std::move(pair));
         }
       }
@@ -908,7 +908,7 @@ absl::StatusOr<Value> ApplyFilter(Interpreter& interpreter, std::string_view nam
     if (!operand.is_object()) return TypeError("Can only get item pairs from a mapping.");
     Array pairs;
     for (const auto& [key, value] : operand.object().entries) {
-      ASSIGN_OR_RETURN(Value pair, Value::MakeArray({Value::String(key), value}));
+      ASSIGN_OR_RETURN(Value pair, Value::MakeArray({Value::String(key), value}, true));
       pairs.push_back(std::move(pair));
     }
     return Value::MakeArray(std::move(pairs));
@@ -1163,7 +1163,7 @@ absl::StatusOr<Value> ApplyFilter(Interpreter& interpreter, std::string_view nam
     bool by_value = IsSet(a[1]) && ToPyStr(a[1]) == "value";
     std::vector<std::pair<Value, Value>> keyed;
     for (const auto& [key, value] : operand.object().entries) {
-      ASSIGN_OR_RETURN(Value pair, Value::MakeArray({Value::String(key), value}));
+      ASSIGN_OR_RETURN(Value pair, Value::MakeArray({Value::String(key), value}, true));
       keyed.emplace_back(SortKey(by_value ? value : Value::String(key), a[0].Truthy()), pair);
     }
     RETURN_IF_ERROR(StableSort(keyed, a[2].Truthy()));

@@ -371,7 +371,7 @@ absl::StatusOr<Value> Interpreter::CallMacro(const Stmt& macro, CallArgs& args) 
                                               "' was not provided")));
     }
   }
-  ASSIGN_OR_RETURN(Value varargs, Value::MakeArray(std::move(extra_positional)));
+  ASSIGN_OR_RETURN(Value varargs, Value::MakeArray(std::move(extra_positional), true));
   ASSIGN_OR_RETURN(Value kwargs, Value::MakeObject(std::move(extra_keyword)));
   scope.Set("varargs", std::move(varargs));
   scope.Set("kwargs", std::move(kwargs));
@@ -427,7 +427,7 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& expr, Frame& frame) {
         ASSIGN_OR_RETURN(Value item, Eval(*child, frame));
         items.push_back(std::move(item));
       }
-      return Value::MakeArray(std::move(items));
+      return Value::MakeArray(std::move(items), expr.name == "tuple");
     }
     case Expr::Kind::kDict: {
       Object object;
@@ -610,16 +610,16 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const std::string& op, const Value
       return Value::String(a.string_value() + b.string_value());
     }
     if (a.is_array()) {
-      if (!b.is_array()) {
-        return TypeError(absl::StrCat("can only concatenate list (not \"", PyTypeName(b),
-                                      "\") to list"));
+      if (!b.is_array() || a.is_tuple() != b.is_tuple()) {
+        return TypeError(absl::StrCat("can only concatenate ", PyTypeName(a), " (not \"",
+                                      PyTypeName(b), "\") to ", PyTypeName(a)));
       }
       size_t size = a.array().size() + b.array().size();
       RETURN_IF_ERROR(CheckValueSize(size));
       RETURN_IF_ERROR(ChargeBytes(size * sizeof(Value)));
       Array items = a.array();
       items.insert(items.end(), b.array().begin(), b.array().end());
-      return Value::MakeArray(std::move(items));
+      return Value::MakeArray(std::move(items), a.is_tuple());
     }
     return unsupported();
   }
@@ -654,7 +654,7 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const std::string& op, const Value
       for (int64_t i = 0; i < times; ++i) {
         items.insert(items.end(), sequence->array().begin(), sequence->array().end());
       }
-      return Value::MakeArray(std::move(items));
+      return Value::MakeArray(std::move(items), sequence->is_tuple());
     }
     if (!both_numbers) return unsupported();
     if (any_float) return Value::Float(a.float_value() * b.float_value());
@@ -790,7 +790,7 @@ absl::StatusOr<Value> Interpreter::EvalSlice(const Value& object, const Value& s
   items.reserve(indices.size());
   for (int64_t i : indices) items.push_back(object.array()[i]);
   RETURN_IF_ERROR(ChargeBytes(items.size() * sizeof(Value)));
-  return Value::MakeArray(std::move(items));
+  return Value::MakeArray(std::move(items), object.is_tuple());
 }
 
 }  // namespace exo::runtime::jinja

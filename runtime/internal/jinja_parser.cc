@@ -408,7 +408,9 @@ class Parser {
       if (!items.empty()) return std::move(items[0]);
       if (!explicit_parentheses) return Unexpected("an expression");
     }
-    return MakeExpr(Expr::Kind::kList, offset, std::move(items));
+    ASSIGN_OR_RETURN(ExprPtr tuple, MakeExpr(Expr::Kind::kList, offset, std::move(items)));
+    tuple->name = "tuple";
+    return tuple;
   }
 
   absl::StatusOr<ExprPtr> ParseExpression(bool with_condexpr) {

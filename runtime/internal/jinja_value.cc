@@ -67,7 +67,7 @@ Value Value::String(std::string s) {
   return v;
 }
 
-absl::StatusOr<Value> Value::MakeArray(Array items) {
+absl::StatusOr<Value> Value::MakeArray(Array items, bool tuple) {
   int depth = 0;
   bool contains_namespace = false;
   for (const Value& item : items) {
@@ -79,6 +79,7 @@ absl::StatusOr<Value> Value::MakeArray(Array items) {
   }
   Value v;
   v.kind_ = Kind::kArray;
+  v.b_ = tuple;
   v.depth_ = depth + 1;
   v.contains_namespace_ = contains_namespace;
   v.array_ = std::make_shared<const Array>(std::move(items));
@@ -375,13 +376,14 @@ std::string ToPyRepr(const Value& value) {
     case Value::Kind::kString:
       return PyStringRepr(value.string_value());
     case Value::Kind::kArray: {
-      std::string out = "[";
+      std::string out = value.is_tuple() ? "(" : "[";
       bool first = true;
       for (const Value& item : value.array()) {
         if (!first) out += ", ";
         first = false;
         out += ToPyRepr(item);
       }
+      if (value.is_tuple()) return out + (value.array().size() == 1 ? ",)" : ")");
       return out + "]";
     }
     case Value::Kind::kObject: {
@@ -587,6 +589,7 @@ bool PyEquals(const Value& a, const Value& b) {
     case Value::Kind::kString:
       return a.string_value() == b.string_value();
     case Value::Kind::kArray: {
+      if (a.is_tuple() != b.is_tuple()) return false;
       if (a.array().size() != b.array().size()) return false;
       for (size_t i = 0; i < a.array().size(); ++i) {
         if (!PyEquals(a.array()[i], b.array()[i])) return false;
@@ -624,7 +627,7 @@ std::string PyTypeName(const Value& value) {
     case Value::Kind::kString:
       return "str";
     case Value::Kind::kArray:
-      return "list";
+      return value.is_tuple() ? "tuple" : "list";
     case Value::Kind::kObject:
       return value.object().is_namespace ? "Namespace" : "dict";
     case Value::Kind::kCallable:
@@ -646,7 +649,7 @@ absl::StatusOr<bool> PyLess(const Value& a, const Value& b) {
     return a.int_value() < b.int_value();
   }
   if (a.is_string() && b.is_string()) return a.string_value() < b.string_value();
-  if (a.is_array() && b.is_array()) {
+  if (a.is_array() && b.is_array() && a.is_tuple() == b.is_tuple()) {
     const Array& x = a.array();
     const Array& y = b.array();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {

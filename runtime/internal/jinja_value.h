@@ -63,7 +63,8 @@ class Value {
   static Value Float(double f);
   static Value String(std::string s);
   // Fails when the nesting would exceed kMaxValueDepth.
-  static absl::StatusOr<Value> MakeArray(Array items);
+  // `tuple` marks a Python tuple: it prints as (a, b) and never equals a list.
+  static absl::StatusOr<Value> MakeArray(Array items, bool tuple = false);
   static absl::StatusOr<Value> MakeObject(Object object);
   static Value MakeCallable(std::string name, std::function<absl::StatusOr<Value>(CallArgs&)> fn);
   // Converts JSON input (messages, tools); fails on nesting deeper than kMaxValueDepth.
@@ -74,13 +75,14 @@ class Value {
   bool is_none() const { return kind_ == Kind::kNone; }
   bool is_string() const { return kind_ == Kind::kString; }
   bool is_array() const { return kind_ == Kind::kArray; }
+  bool is_tuple() const { return kind_ == Kind::kArray && b_; }
   bool is_object() const { return kind_ == Kind::kObject; }
   bool is_callable() const { return kind_ == Kind::kCallable; }
   bool is_number() const {
     return kind_ == Kind::kInt || kind_ == Kind::kFloat || kind_ == Kind::kBool;
   }
 
-  bool bool_value() const { return b_; }
+  bool bool_value() const { return kind_ == Kind::kBool && b_; }
   int64_t int_value() const { return kind_ == Kind::kBool ? (b_ ? 1 : 0) : i_; }
   double float_value() const {
     return kind_ == Kind::kFloat ? f_ : static_cast<double>(int_value());
