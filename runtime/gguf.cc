@@ -45,7 +45,7 @@ constexpr uint32_t kMaxDims = 4;
 constexpr int kMaxArrayDepth = 8;
 constexpr uint32_t kMaxValueType = static_cast<uint32_t>(GgufValueType::kFloat64);
 // Smallest possible encodings, used to bound counts before reserving memory.
-constexpr uint64_t kMinKvBytes = 8 + 4 + 1;                 // empty key, type, 1-byte value
+constexpr uint64_t kMinKvBytes = 8 + 4 + 1;                  // empty key, type, 1-byte value
 constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;  // empty name, 1 dim, type, offset
 constexpr const char* kAlignmentKey = "general.alignment";
 
@@ -112,8 +112,8 @@ uint64_t MinEncodedBytes(GgufValueType type) {
 }
 
 bool IsUnsignedType(GgufValueType t) {
-  return t == GgufValueType::kUint8 || t == GgufValueType::kUint16 ||
-         t == GgufValueType::kUint32 || t == GgufValueType::kUint64;
+  return t == GgufValueType::kUint8 || t == GgufValueType::kUint16 || t == GgufValueType::kUint32 ||
+         t == GgufValueType::kUint64;
 }
 bool IsSignedType(GgufValueType t) {
   return t == GgufValueType::kInt8 || t == GgufValueType::kInt16 || t == GgufValueType::kInt32 ||
@@ -238,8 +238,8 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, int depth, std::strin
     case GgufValueType::kArray: {
       const uint64_t start = cursor.pos();
       if (depth >= kMaxArrayDepth) {
-        return Invalid(absl::StrCat("arrays nested more than ", kMaxArrayDepth,
-                                    " levels deep in ", AV(what), " at byte ", start));
+        return Invalid(absl::StrCat("arrays nested more than ", kMaxArrayDepth, " levels deep in ",
+                                    AV(what), " at byte ", start));
       }
       uint32_t raw_element_type = 0;
       RETURN_IF_ERROR(cursor.ReadU32(&raw_element_type, absl::StrCat("array type of ", AV(what))));
@@ -261,8 +261,7 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, int depth, std::strin
       array.element_type = element_type;
       array.elements.resize(count);
       for (uint64_t i = 0; i < count; ++i) {
-        absl::Status status =
-            ReadValue(cursor, element_type, depth + 1, what, &array.elements[i]);
+        absl::Status status = ReadValue(cursor, element_type, depth + 1, what, &array.elements[i]);
         if (!status.ok()) {
           return absl::InvalidArgumentError(
               absl::StrCat(status.message(), " (array element ", i, " of ", count, ")"));
@@ -272,7 +271,8 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, int depth, std::strin
       return absl::OkStatus();
     }
   }
-  return Invalid(absl::StrCat("unknown value type ", static_cast<uint32_t>(type), " in ", AV(what)));
+  return Invalid(
+      absl::StrCat("unknown value type ", static_cast<uint32_t>(type), " in ", AV(what)));
 }
 
 // Appends `value`'s payload (no leading type tag) to `out`, encoded as `type`.
@@ -377,8 +377,8 @@ absl::StatusOr<int64_t> ToInt(const GgufValue& value, std::string_view key) {
   if (IsUnsignedType(value.type)) {
     if (const auto* u = std::get_if<uint64_t>(&value.data)) {
       if (*u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return absl::InvalidArgumentError(absl::StrCat("GGUF: metadata key ", Quote(key),
-                                                       " value ", *u, " does not fit in int64"));
+        return absl::InvalidArgumentError(absl::StrCat("GGUF: metadata key ", Quote(key), " value ",
+                                                       *u, " does not fit in int64"));
       }
       return static_cast<int64_t>(*u);
     }
@@ -417,19 +417,32 @@ std::string ElementKey(std::string_view key, size_t index) {
 
 const char* GgufValueTypeName(GgufValueType type) {
   switch (type) {
-    case GgufValueType::kUint8: return "uint8";
-    case GgufValueType::kInt8: return "int8";
-    case GgufValueType::kUint16: return "uint16";
-    case GgufValueType::kInt16: return "int16";
-    case GgufValueType::kUint32: return "uint32";
-    case GgufValueType::kInt32: return "int32";
-    case GgufValueType::kFloat32: return "float32";
-    case GgufValueType::kBool: return "bool";
-    case GgufValueType::kString: return "string";
-    case GgufValueType::kArray: return "array";
-    case GgufValueType::kUint64: return "uint64";
-    case GgufValueType::kInt64: return "int64";
-    case GgufValueType::kFloat64: return "float64";
+    case GgufValueType::kUint8:
+      return "uint8";
+    case GgufValueType::kInt8:
+      return "int8";
+    case GgufValueType::kUint16:
+      return "uint16";
+    case GgufValueType::kInt16:
+      return "int16";
+    case GgufValueType::kUint32:
+      return "uint32";
+    case GgufValueType::kInt32:
+      return "int32";
+    case GgufValueType::kFloat32:
+      return "float32";
+    case GgufValueType::kBool:
+      return "bool";
+    case GgufValueType::kString:
+      return "string";
+    case GgufValueType::kArray:
+      return "array";
+    case GgufValueType::kUint64:
+      return "uint64";
+    case GgufValueType::kInt64:
+      return "int64";
+    case GgufValueType::kFloat64:
+      return "float64";
   }
   return "unknown";
 }
@@ -561,8 +574,8 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
   }
   if (st.st_size < static_cast<off_t>(sizeof(kMagic))) {
     ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat("GGUF: not a GGUF file (only ", st.st_size,
-                                                   " bytes): ", path));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GGUF: not a GGUF file (only ", st.st_size, " bytes): ", path));
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   void* mapping = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -603,10 +616,10 @@ absl::Status GgufFile::Parse() {
   }
   if (std::memcmp(base_, kMagic, sizeof(kMagic)) != 0) {
     std::string shown(reinterpret_cast<const char*>(base_), sizeof(kMagic));
-    return Invalid(absl::StrFormat("not a GGUF file (magic \"%s\" = %02x %02x %02x %02x, expected "
-                                   "\"GGUF\")",
-                                   absl::CHexEscape(shown), base_[0], base_[1], base_[2],
-                                   base_[3]));
+    return Invalid(
+        absl::StrFormat("not a GGUF file (magic \"%s\" = %02x %02x %02x %02x, expected "
+                        "\"GGUF\")",
+                        absl::CHexEscape(shown), base_[0], base_[1], base_[2], base_[3]));
   }
   uint64_t skipped = 0;
   RETURN_IF_ERROR(cursor.ReadUint(4, &skipped, "magic"));
@@ -656,21 +669,21 @@ absl::Status GgufFile::Parse() {
     uint32_t raw_type = 0;
     RETURN_IF_ERROR(cursor.ReadU32(&raw_type, absl::StrCat("value type for key ", quoted)));
     if (!IsValidValueType(raw_type)) {
-      return Invalid(absl::StrCat("unknown value type ", raw_type, " for key ", quoted,
-                                  " at byte ", type_pos));
+      return Invalid(absl::StrCat("unknown value type ", raw_type, " for key ", quoted, " at byte ",
+                                  type_pos));
     }
     GgufValue value;
     RETURN_IF_ERROR(ReadValue(cursor, static_cast<GgufValueType>(raw_type), 0,
                               absl::StrCat("metadata value for key ", quoted), &value));
     if (key == kAlignmentKey) {
       if (value.type != GgufValueType::kUint32) {
-        return Invalid(absl::StrCat(kAlignmentKey, " must be a uint32, got ",
-                                    GgufValueTypeName(value.type)));
+        return Invalid(
+            absl::StrCat(kAlignmentKey, " must be a uint32, got ", GgufValueTypeName(value.type)));
       }
       const uint64_t alignment = std::get<uint64_t>(value.data);
       if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
-        return Invalid(absl::StrCat(kAlignmentKey, " = ", alignment,
-                                    " is not a nonzero power of two"));
+        return Invalid(
+            absl::StrCat(kAlignmentKey, " = ", alignment, " is not a nonzero power of two"));
       }
       alignment_ = alignment;
     }
@@ -723,8 +736,9 @@ absl::Status GgufFile::Parse() {
                                   ", not a multiple of the block size ", type_info->block_size));
     }
     uint64_t nbytes = 0;
-    bool overflow = __builtin_mul_overflow(static_cast<uint64_t>(info.dims[0] / type_info->block_size),
-                                           static_cast<uint64_t>(type_info->block_bytes), &nbytes);
+    bool overflow =
+        __builtin_mul_overflow(static_cast<uint64_t>(info.dims[0] / type_info->block_size),
+                               static_cast<uint64_t>(type_info->block_bytes), &nbytes);
     for (size_t d = 1; d < info.dims.size() && !overflow; ++d) {
       overflow = __builtin_mul_overflow(nbytes, static_cast<uint64_t>(info.dims[d]), &nbytes);
     }
@@ -754,9 +768,9 @@ absl::Status GgufFile::Parse() {
     uint64_t end = 0;
     if (__builtin_add_overflow(data_offset_, info.offset, &start) ||
         __builtin_add_overflow(start, info.nbytes, &end) || end > size_) {
-      const std::string where =
-          start >= data_offset_ ? absl::StrCat(start)
-                                : absl::StrCat(data_offset_, " + ", info.offset);
+      const std::string where = start >= data_offset_
+                                    ? absl::StrCat(start)
+                                    : absl::StrCat(data_offset_, " + ", info.offset);
       return Invalid(absl::StrCat("tensor ", Quote(info.name), " data [offset ", where, ", ",
                                   info.nbytes, " bytes) extends past end of file (size ", size_,
                                   ")"));

@@ -11,8 +11,8 @@
 
 namespace exo::runtime {
 
-void GgufWriter::AddTensorF32(std::string name, kernels::TensorType type,
-                              std::vector<int64_t> dims, const std::vector<float>& values) {
+void GgufWriter::AddTensorF32(std::string name, kernels::TensorType type, std::vector<int64_t> dims,
+                              const std::vector<float>& values) {
   int64_t count = 1;
   for (int64_t d : dims) count *= d;
   const kernels::TypeInfo& info = kernels::GetTypeInfo(type);

@@ -14,13 +14,14 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/quants.h"
 #include "kernels/types.h"
 
 namespace exo::runtime {
 namespace {
 
-using ::testing::HasSubstr;
 using kernels::TensorType;
+using ::testing::HasSubstr;
 
 // ---- helpers -----------------------------------------------------------------------------------
 
@@ -215,12 +216,12 @@ TEST(GgufWriter, RoundTripsArraysOfEveryElementType) {
   GgufWriter writer;
   writer.SetValue("a_u8", MakeArray(GgufValueType::kUint8, {Make(GgufValueType::kUint8, 1),
                                                             Make(GgufValueType::kUint8, 255)}));
-  writer.SetValue("a_i16", MakeArray(GgufValueType::kInt16,
-                                     {MakeSigned(GgufValueType::kInt16, -5)}));
+  writer.SetValue("a_i16",
+                  MakeArray(GgufValueType::kInt16, {MakeSigned(GgufValueType::kInt16, -5)}));
   writer.SetValue("a_u64", MakeArray(GgufValueType::kUint64, {GgufValue::U64(1ull << 40)}));
   writer.SetValue("a_f64", MakeArray(GgufValueType::kFloat64, {MakeF64(0.125), MakeF64(-3)}));
-  writer.SetValue("a_bool", MakeArray(GgufValueType::kBool,
-                                      {GgufValue::Bool(true), GgufValue::Bool(false)}));
+  writer.SetValue("a_bool",
+                  MakeArray(GgufValueType::kBool, {GgufValue::Bool(true), GgufValue::Bool(false)}));
   writer.SetValue("a_str", GgufValue::StringArray({"x", "", "yz"}));
   writer.SetValue("a_f32", GgufValue::F32Array({1.0f, -0.5f}));
   writer.SetValue("a_i32", GgufValue::I32Array({7, -8, 9}));
@@ -248,8 +249,8 @@ TEST(GgufWriter, RoundTripsArraysOfEveryElementType) {
 TEST(GgufWriter, RoundTripsNestedArrays) {
   GgufWriter writer;
   GgufValue inner_strings = GgufValue::StringArray({"p", "q"});
-  GgufValue level2 = MakeArray(GgufValueType::kArray,
-                               {GgufValue::I32Array({1, 2, 3}), GgufValue::I32Array({})});
+  GgufValue level2 =
+      MakeArray(GgufValueType::kArray, {GgufValue::I32Array({1, 2, 3}), GgufValue::I32Array({})});
   writer.SetValue("nested", MakeArray(GgufValueType::kArray, {level2, level2}));
   writer.SetValue("strings2", MakeArray(GgufValueType::kArray, {inner_strings}));
   auto file = Parse(writer.Serialize());
@@ -324,6 +325,62 @@ TEST(GgufWriter, RoundTripsTensorsAtEveryAlignment) {
     EXPECT_EQ(d->nbytes, 4u);
     EXPECT_EQ(d->data[3], 0xc0);
     EXPECT_EQ(f.FindTensor("missing"), nullptr);
+  }
+}
+
+TEST(GgufWriter, AddTensorF32StoresF32Exactly) {
+  GgufWriter writer;
+  const std::vector<float> values = {1.0f, -2.5f, 3.25f, 1e-30f, 7.0f, -0.0f};
+  writer.AddTensorF32("t", TensorType::kF32, {3, 2}, values);
+  std::vector<uint8_t> bytes = writer.Serialize();
+  auto file = Parse(bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const GgufTensorInfo* t = (*file)->FindTensor("t");
+  ASSERT_NE(t, nullptr);
+  ASSERT_EQ(t->nbytes, 24u);
+  std::vector<float> read(6);
+  std::memcpy(read.data(), t->data, 24);
+  EXPECT_EQ(read, values);
+}
+
+TEST(GgufWriter, AddTensorF32QuantisesEachRow) {
+  // Two rows of very different scale: quantising them as one run would wreck the small row.
+  constexpr int64_t kRow = 256;
+  std::vector<float> values(2 * kRow);
+  for (int64_t i = 0; i < kRow; ++i) {
+    values[i] = 100.0f * std::sin(0.1f * static_cast<float>(i));
+    values[kRow + i] = 0.01f * std::cos(0.37f * static_cast<float>(i));
+  }
+  struct Case {
+    TensorType type;
+    double tolerance;  // relative to the row's largest magnitude
+  };
+  for (const Case& c :
+       {Case{TensorType::kF16, 1e-3}, Case{TensorType::kBF16, 1e-2}, Case{TensorType::kQ8_0, 1e-2},
+        Case{TensorType::kQ4_0, 0.13},  // clamps +max to 7/8
+        Case{TensorType::kQ4_K, 0.1}, Case{TensorType::kQ6_K, 0.03}}) {
+    SCOPED_TRACE(kernels::TypeName(c.type));
+    GgufWriter writer;
+    writer.AddTensorF32("w", c.type, {kRow, 2}, values);
+    std::vector<uint8_t> bytes = writer.Serialize();
+    auto file = Parse(bytes);
+    ASSERT_TRUE(file.ok()) << file.status();
+    const GgufTensorInfo* w = (*file)->FindTensor("w");
+    ASSERT_NE(w, nullptr);
+    EXPECT_EQ(w->type, c.type);
+    const int64_t row_bytes = kernels::RowBytes(c.type, kRow);
+    ASSERT_EQ(w->nbytes, static_cast<uint64_t>(2 * row_bytes));
+    for (int64_t r = 0; r < 2; ++r) {
+      std::vector<float> row(kRow);
+      kernels::DequantizeRow(c.type, w->data + r * row_bytes, row.data(), kRow);
+      double max_abs = 0.0;
+      double max_err = 0.0;
+      for (int64_t i = 0; i < kRow; ++i) {
+        max_abs = std::max(max_abs, std::fabs(static_cast<double>(values[r * kRow + i])));
+        max_err = std::max(max_err, std::fabs(static_cast<double>(row[i] - values[r * kRow + i])));
+      }
+      EXPECT_LE(max_err, c.tolerance * max_abs) << "row " << r;
+    }
   }
 }
 
@@ -474,8 +531,8 @@ TEST(GgufReader, RejectsEveryTruncationOfAValidFile) {
 TEST(GgufReader, TruncationMessagesSayWhatAndWhere) {
   Bytes b;
   b.Header(3, 0, 1).Str("general.name").U32(8).U64(10).Raw("abc", 3);
-  ExpectInvalid(b.data(), {"string length 10", "'general.name'", "at byte 48",
-                           "extends past end of file"});
+  ExpectInvalid(b.data(),
+                {"string length 10", "'general.name'", "at byte 48", "extends past end of file"});
   Bytes c;
   c.Header(3, 0, 1).Str("general.name").U32(4).U16(1);
   ExpectInvalid(c.data(), {"truncated metadata value for key 'general.name' at byte 48"});
@@ -545,7 +602,7 @@ TEST(GgufReader, LimitsArrayNesting) {
     Bytes b;
     b.Header(3, 0, 1).Str("deep").U32(9);
     for (int i = 0; i < levels - 1; ++i) b.U32(9).U64(1);  // array of one array ...
-    b.U32(4).U64(1).U32(77);                                 // ... of one uint32
+    b.U32(4).U64(1).U32(77);                               // ... of one uint32
     return b;
   };
   auto ok = Parse(build(8).data());
@@ -580,7 +637,8 @@ TEST(GgufReader, RejectsUnknownTensorType) {
     SCOPED_TRACE(raw);
     GgufWriter writer;
     writer.AddTensor("weird", static_cast<TensorType>(raw), {32}, std::vector<uint8_t>(128));
-    ExpectInvalid(writer.Serialize(), {"tensor 'weird' has unknown type id " + std::to_string(raw)});
+    ExpectInvalid(writer.Serialize(),
+                  {"tensor 'weird' has unknown type id " + std::to_string(raw)});
   }
 }
 
@@ -611,8 +669,8 @@ TEST(GgufReader, RejectsZeroAndOverflowingDims) {
 TEST(GgufReader, RejectsRowsThatAreNotWholeBlocks) {
   GgufWriter writer;
   writer.AddTensor("q", TensorType::kQ4_K, {128, 2}, std::vector<uint8_t>(144));
-  ExpectInvalid(writer.Serialize(), {"tensor 'q' of type Q4_K has row length 128",
-                                     "block size 256"});
+  ExpectInvalid(writer.Serialize(),
+                {"tensor 'q' of type Q4_K has row length 128", "block size 256"});
 }
 
 TEST(GgufReader, RejectsMisalignedTensorOffset) {
@@ -657,8 +715,8 @@ TEST(GgufReader, RejectsBadAlignmentValues) {
     SCOPED_TRACE(alignment);
     GgufWriter writer;
     writer.SetValue("general.alignment", GgufValue::U32(alignment));
-    ExpectInvalid(writer.Serialize(), {"general.alignment = " + std::to_string(alignment),
-                                       "power of two"});
+    ExpectInvalid(writer.Serialize(),
+                  {"general.alignment = " + std::to_string(alignment), "power of two"});
   }
   GgufWriter wrong_type;
   wrong_type.SetValue("general.alignment", GgufValue::U64(64));
@@ -732,8 +790,8 @@ TEST(GgufReader, OpensTheSharedVocabFiles) {
     const char* file;
     const char* model;
   };
-  for (const Case& c : {Case{"ggml-vocab-llama-spm.gguf", "llama"},
-                        Case{"ggml-vocab-gpt-2.gguf", "gpt2"}}) {
+  for (const Case& c :
+       {Case{"ggml-vocab-llama-spm.gguf", "llama"}, Case{"ggml-vocab-gpt-2.gguf", "gpt2"}}) {
     SCOPED_TRACE(c.file);
     const std::string path = std::string(EXO_TESTDATA_DIR) + "/tokenizer/" + c.file;
     if (access(path.c_str(), R_OK) != 0) GTEST_SKIP() << "test data missing: " << path;
@@ -746,6 +804,43 @@ TEST(GgufReader, OpensTheSharedVocabFiles) {
     EXPECT_GT(tokens->size(), 30000u);
     EXPECT_TRUE((*file)->tensors().empty());
   }
+}
+
+TEST(GgufReader, OpensTheFuzzSeedCorpus) {
+  // Seeds written by tests/fuzz/make_gguf_corpus.py, independently of GgufWriter.
+  const std::string dir = std::string(EXO_SOURCE_DIR) + "/tests/fuzz/corpus/gguf/";
+  struct Case {
+    const char* file;
+    uint32_t version;
+    uint64_t alignment;
+    size_t tensors;
+  };
+  for (const Case& c : {Case{"every_value_type.gguf", 3, 32, 2},
+                        Case{"nested_arrays.gguf", 3, 32, 0}, Case{"version2.gguf", 2, 32, 1},
+                        Case{"alignment8.gguf", 3, 8, 3}, Case{"quantized.gguf", 3, 32, 4}}) {
+    SCOPED_TRACE(c.file);
+    auto file = GgufFile::Open(dir + c.file);
+    ASSERT_TRUE(file.ok()) << file.status();
+    EXPECT_EQ((*file)->version(), c.version);
+    EXPECT_EQ((*file)->alignment(), c.alignment);
+    EXPECT_EQ((*file)->tensors().size(), c.tensors);
+  }
+  auto every = GgufFile::Open(dir + "every_value_type.gguf");
+  ASSERT_TRUE(every.ok()) << every.status();
+  EXPECT_EQ(*(*every)->GetInt("i16"), -300);
+  EXPECT_EQ(*(*every)->GetFloat("f64"), 1e100);
+  EXPECT_EQ(*(*every)->GetStringArray("tokens"),
+            (std::vector<std::string>{"<s>", "</s>", "a", "b"}));
+  auto nested = GgufFile::Open(dir + "nested_arrays.gguf");
+  ASSERT_TRUE(nested.ok()) << nested.status();
+  EXPECT_EQ((*nested)->Find("nested")->DebugString(), "[[1, 2, 3], [\"x\"], [[9]], []]");
+  auto quantized = GgufFile::Open(dir + "quantized.gguf");
+  ASSERT_TRUE(quantized.ok()) << quantized.status();
+  const GgufTensorInfo* embd = (*quantized)->FindTensor("token_embd.weight");
+  ASSERT_NE(embd, nullptr);
+  EXPECT_EQ(embd->type, TensorType::kQ8_0);
+  EXPECT_EQ(embd->nbytes, 68u);
+  EXPECT_EQ(embd->data[67], 67);
 }
 
 }  // namespace
