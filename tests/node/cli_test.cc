@@ -2,6 +2,8 @@
 // one-line error and a non-zero exit code.
 #include "node/cli.h"
 
+#include <unistd.h>
+
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -17,7 +19,11 @@
 namespace exo::node {
 namespace {
 
-std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+// Unique per process: ctest runs tests in parallel, and rewriting a file another process has
+// mapped would crash it.
+std::string TempPath(const std::string& name) {
+  return ::testing::TempDir() + "/cli_test." + std::to_string(getpid()) + "." + name;
+}
 
 std::string WriteModel(const std::string& name, int n_embd = 64) {
   runtime::synthetic::SyntheticModelOptions options;

@@ -2,6 +2,8 @@
 // (tests/runtime/synthetic_model_testlib.h), on tiny synthetic models of every architecture.
 #include "runtime/stage.h"
 
+#include <unistd.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,10 +35,20 @@ struct Model {
   std::string path;
 };
 
+// A file name of this test's own: ctest runs tests in parallel processes, and rewriting a file
+// another process has mapped would crash it.
+std::string UniquePath(const std::string& name) {
+  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string test = std::string(info->test_suite_name()) + "." + info->name();
+  for (char& c : test) {
+    if (c == '/') c = '_';
+  }
+  return ::testing::TempDir() + "/" + test + "." + std::to_string(getpid()) + "." + name + ".gguf";
+}
+
 Model Write(const SyntheticModelOptions& options, const std::string& name) {
   Model m;
-  absl::StatusOr<std::string> path =
-      WriteSyntheticModel(options, ::testing::TempDir() + "/" + name + ".gguf");
+  absl::StatusOr<std::string> path = WriteSyntheticModel(options, UniquePath(name));
   EXPECT_TRUE(path.ok()) << path.status();
   m.path = *path;
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(m.path);

@@ -1,5 +1,6 @@
 // Self-tests of the synthetic-model infrastructure: the writer produces what llama.cpp expects,
 // and the reference forward pass has the properties the maths demands.
+#include <unistd.h>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -16,7 +17,8 @@ namespace {
 using kernels::TensorType;
 
 std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "/synthetic_model_test_" + name + ".gguf";
+  return ::testing::TempDir() + "/synthetic_model_test_" + std::to_string(::getpid()) + "_" + name +
+         ".gguf";
 }
 
 SyntheticModelOptions OptionsFor(const std::string& arch) {
