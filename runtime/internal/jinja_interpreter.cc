@@ -638,6 +638,7 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const std::string& op, const Value
       int64_t times = std::max<int64_t>(0, count->int_value());
       size_t unit = sequence->is_string() ? sequence->string_value().size()
                                           : sequence->array().size();
+      if (unit == 0) times = 0;  // an empty sequence stays empty, however many times
       if (unit != 0 && static_cast<uint64_t>(times) > limits_.max_value_size / unit) {
         return CheckValueSize(limits_.max_value_size + 1);
       }

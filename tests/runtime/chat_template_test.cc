@@ -350,6 +350,8 @@ TEST(ChatTemplateLimits, HostileTemplatesStopWithAnError) {
   ExpectResourceExhausted("{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
                           "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s | length }}");
   ExpectResourceExhausted("{{ 'x' * 1000000000000 }}");
+  // Repeating an empty sequence many times is cheap and stays empty (found by fuzzing).
+  EXPECT_EQ(RenderOrDie("[{{ '' * 4294967296 }}{{ ([] * 4294967296) | length }}]"), "[0]");
   ExpectResourceExhausted("{{ range(1000000000000) | length }}");
   // Unbounded recursion.
   ExpectResourceExhausted("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}");
