@@ -36,11 +36,14 @@ import numpy as np
 MODEL_FILE_NAME = "gemma-3-270m-q4_k_m.gguf"
 
 # The fixed raw prompts of the end-to-end reference test. Raw text, no chat template.
+# Chosen (README.md) from ~35 candidates as those whose 32 greedy tokens llama.cpp itself
+# reproduces under every arithmetic variant tried: with this 270M model most prose
+# prompts hit near-ties (top1 - top2 < 0.05) that flip under mere rounding changes.
 PROMPTS = (
-    "The capital of France is",
-    "def fibonacci(n):",
-    "Once upon a time, in a small village,",
-    "Question: A farmer has 17 sheep and buys 25 more. How many sheep does he have now?\nAnswer:",
+    "Water boils at 100 degrees",
+    "def factorial(n):",
+    "#include <stdio.h>\n\nint main() {",
+    "What is 12 + 30? The answer is",
 )
 
 N_PREDICT = 32
