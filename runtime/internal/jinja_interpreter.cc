@@ -87,6 +87,20 @@ absl::Status Interpreter::Step() {
   return absl::OkStatus();
 }
 
+absl::Status Interpreter::ChargeWalk(const Value& value) {
+  steps_ += static_cast<int64_t>(std::min<uint64_t>(value.weight() / 16, uint64_t{1} << 40));
+  if (steps_ > limits_.max_steps) {
+    return absl::ResourceExhaustedError("chat template exceeded its step limit");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Interpreter::ChargeArgs(const CallArgs& args) {
+  for (const Value& value : args.positional) RETURN_IF_ERROR(ChargeWalk(value));
+  for (const auto& [key, value] : args.keyword) RETURN_IF_ERROR(ChargeWalk(value));
+  return absl::OkStatus();
+}
+
 absl::Status Interpreter::ChargeBytes(size_t bytes) {
   bytes_built_ += static_cast<int64_t>(bytes);
   if (bytes_built_ > limits_.max_bytes_built) {
@@ -191,6 +205,7 @@ absl::Status Interpreter::Exec(const Stmt& stmt, Frame& frame, std::string& out)
       break;
     case Stmt::Kind::kOutput: {
       ASSIGN_OR_RETURN(Value value, Eval(*stmt.exprs[0], frame));
+      RETURN_IF_ERROR(ChargeWalk(value));
       std::string text = ToPyStr(value);
       RETURN_IF_ERROR(ChargeBytes(text.size()));
       out += text;
@@ -275,6 +290,7 @@ absl::Status Interpreter::ExecFor(const Stmt& stmt, Frame& frame, std::string& o
       iterable.is_callable()) {
     return TypeError(absl::StrCat("'", PyTypeName(iterable), "' object is not iterable"));
   }
+  RETURN_IF_ERROR(ChargeWalk(iterable));
   ASSIGN_OR_RETURN(Array items, Iterate(iterable));
   if (stmt.exprs.size() > 1) {
     Array kept;
@@ -442,12 +458,14 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& expr, Frame& frame) {
     case Expr::Kind::kGetAttr: {
       ASSIGN_OR_RETURN(Value object, Eval(*expr.children[0], frame));
       error_offset_ = expr.offset;
+      if (object.is_string()) RETURN_IF_ERROR(ChargeWalk(object));  // a method will walk it
       return GetAttribute(*this, object, expr.name);
     }
     case Expr::Kind::kGetItem: {
       ASSIGN_OR_RETURN(Value object, Eval(*expr.children[0], frame));
       ASSIGN_OR_RETURN(Value key, Eval(*expr.children[1], frame));
       error_offset_ = expr.offset;
+      if (object.is_string()) RETURN_IF_ERROR(ChargeWalk(object));  // code point indexing
       return GetItem(*this, object, key);
     }
     case Expr::Kind::kSlice: {
@@ -459,24 +477,30 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& expr, Frame& frame) {
         }
       }
       error_offset_ = expr.offset;
+      RETURN_IF_ERROR(ChargeWalk(object));
       return EvalSlice(object, bounds[0], bounds[1], bounds[2]);
     }
     case Expr::Kind::kCall: {
       ASSIGN_OR_RETURN(Value callee, Eval(*expr.children[0], frame));
       ASSIGN_OR_RETURN(CallArgs args, EvalArgs(expr, frame));
       error_offset_ = expr.offset;
+      RETURN_IF_ERROR(ChargeArgs(args));
       return CallValue(callee, args);
     }
     case Expr::Kind::kFilter: {
       ASSIGN_OR_RETURN(Value operand, Eval(*expr.children[0], frame));
       ASSIGN_OR_RETURN(CallArgs args, EvalArgs(expr, frame));
       error_offset_ = expr.offset;
+      RETURN_IF_ERROR(ChargeWalk(operand));
+      RETURN_IF_ERROR(ChargeArgs(args));
       return ApplyFilter(*this, expr.name, operand, args);
     }
     case Expr::Kind::kTest: {
       ASSIGN_OR_RETURN(Value operand, Eval(*expr.children[0], frame));
       ASSIGN_OR_RETURN(CallArgs args, EvalArgs(expr, frame));
       error_offset_ = expr.offset;
+      RETURN_IF_ERROR(ChargeWalk(operand));
+      RETURN_IF_ERROR(ChargeArgs(args));
       ASSIGN_OR_RETURN(bool result, ApplyTest(*this, expr.name, operand, args));
       return Value::Bool(result != expr.negated);
     }
@@ -525,6 +549,8 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& expr, Frame& frame) {
       for (size_t i = 0; i < expr.ops.size(); ++i) {
         ASSIGN_OR_RETURN(Value right, Eval(*expr.children[i + 1], frame));
         error_offset_ = expr.offset;
+        RETURN_IF_ERROR(ChargeWalk(left));
+        RETURN_IF_ERROR(ChargeWalk(right));
         ASSIGN_OR_RETURN(bool holds, EvalCompare(expr.ops[i], left, right));
         if (!holds) return Value::Bool(false);
         left = std::move(right);
@@ -535,6 +561,8 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& expr, Frame& frame) {
       ASSIGN_OR_RETURN(Value left, Eval(*expr.children[0], frame));
       ASSIGN_OR_RETURN(Value right, Eval(*expr.children[1], frame));
       error_offset_ = expr.offset;
+      RETURN_IF_ERROR(ChargeWalk(left));
+      RETURN_IF_ERROR(ChargeWalk(right));
       return EvalBinary(expr.name, left, right);
     }
   }

@@ -56,6 +56,10 @@ class Interpreter {
   enum class Flow { kNormal, kBreak, kContinue };
 
   absl::Status Step();
+  // Charges steps for an operation that may walk all of `value` (filters, tests, comparisons,
+  // calls), so that repeating it on a large value cannot run for long.
+  absl::Status ChargeWalk(const Value& value);
+  absl::Status ChargeArgs(const CallArgs& args);
   absl::Status ExecBody(const Body& body, Frame& frame, std::string& out);
   absl::Status Exec(const Stmt& stmt, Frame& frame, std::string& out);
   absl::Status ExecFor(const Stmt& stmt, Frame& frame, std::string& out);

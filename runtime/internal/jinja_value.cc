@@ -70,7 +70,9 @@ Value Value::String(std::string s) {
 absl::StatusOr<Value> Value::MakeArray(Array items, bool tuple) {
   int depth = 0;
   bool contains_namespace = false;
+  uint64_t weight = 1;
   for (const Value& item : items) {
+    weight = std::min<uint64_t>(weight + item.weight(), uint64_t{1} << 62);
     depth = std::max(depth, item.depth_);
     contains_namespace = contains_namespace || item.contains_namespace_;
   }
@@ -79,6 +81,7 @@ absl::StatusOr<Value> Value::MakeArray(Array items, bool tuple) {
   }
   Value v;
   v.kind_ = Kind::kArray;
+  v.weight_ = weight;
   v.b_ = tuple;
   v.depth_ = depth + 1;
   v.contains_namespace_ = contains_namespace;
@@ -89,7 +92,9 @@ absl::StatusOr<Value> Value::MakeArray(Array items, bool tuple) {
 absl::StatusOr<Value> Value::MakeObject(Object object) {
   int depth = 0;
   bool contains_namespace = object.is_namespace;
+  uint64_t weight = 1;
   for (const auto& entry : object.entries) {
+    weight = std::min<uint64_t>(weight + entry.second.weight() + 1, uint64_t{1} << 62);
     depth = std::max(depth, entry.second.depth_);
     contains_namespace = contains_namespace || entry.second.contains_namespace_;
   }
@@ -98,6 +103,7 @@ absl::StatusOr<Value> Value::MakeObject(Object object) {
   }
   Value v;
   v.kind_ = Kind::kObject;
+  v.weight_ = weight;
   v.depth_ = depth + 1;
   v.contains_namespace_ = contains_namespace;
   v.object_ = std::make_shared<Object>(std::move(object));

@@ -93,6 +93,10 @@ class Value {
   Object& mutable_object() const { return *object_; }  // namespaces only
   const Callable& callable() const { return *callable_; }
   int depth() const { return depth_; }
+  // Roughly the work of one walk over the value: 1 per node, plus string bytes / 8.
+  uint64_t weight() const {
+    return kind_ == Kind::kString ? 1 + s_->size() / 8 : weight_;
+  }
   // True for namespaces and containers holding one; a namespace may not hold another, which
   // keeps values acyclic.
   bool contains_namespace() const { return contains_namespace_; }
@@ -108,6 +112,7 @@ class Value {
   int64_t i_ = 0;
   double f_ = 0;
   int depth_ = 0;
+  uint64_t weight_ = 1;
   bool contains_namespace_ = false;
   std::shared_ptr<const std::string> s_;
   std::shared_ptr<const Array> array_;

@@ -353,6 +353,9 @@ TEST(ChatTemplateLimits, HostileTemplatesStopWithAnError) {
   // Repeating an empty sequence many times is cheap and stays empty (found by fuzzing).
   EXPECT_EQ(RenderOrDie("[{{ '' * 4294967296 }}{{ ([] * 4294967296) | length }}]"), "[0]");
   ExpectResourceExhausted("{{ range(1000000000000) | length }}");
+  // Cheap-looking operations repeated on a large value: each one walks the whole list.
+  ExpectResourceExhausted("{% set l = range(100000) | list %}{% for i in range(100000) %}"
+                          "{% if -1 in l or l == l %}{% endif %}{{ l | length }}{% endfor %}");
   // Unbounded recursion.
   ExpectResourceExhausted("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}");
   // Exponential recursion: each call makes two.
