@@ -6,6 +6,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "node/cli.h"
 #include "node/paths.h"
@@ -37,7 +39,7 @@ ABSL_FLAG(bool, all, false, "inspect: print metadata arrays in full.");
 
 namespace {
 
-constexpr char kUsage[] = R"(exo-node: peer-to-peer cluster inference for GGUF models.
+constexpr char kUsage[] = R"(peer-to-peer cluster inference for GGUF models.
 
 Usage:
   exo-node generate [--model PATH] --prompt TEXT [-n N] [--temp T] [--seed S] ...
@@ -77,13 +79,21 @@ int UsageError(const std::string& message) {
   return 2;
 }
 
+// --help lists the flags defined in this file (Abseil's default looks for a file named after
+// the binary).
+bool IsMainFile(absl::string_view path) { return absl::EndsWith(path, "node/main.cc"); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = IsMainFile;
+  usage_config.contains_helpshort_flags = IsMainFile;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
-    std::cerr << kUsage << "\n";
+    std::cerr << "exo-node: " << kUsage << "\n";
     return 2;
   }
   const std::string command = args[1];
