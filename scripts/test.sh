@@ -23,8 +23,7 @@ configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DEXO_SANITIZE=address,u
 
 log "4/4 fuzz targets, ${FUZZ_SECONDS}s each"
 configure_and_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
-  -DCMAKE_CXX_COMPILER=clang++ -DEXO_BUILD_FUZZ=ON -DEXO_ONLY_PARSERS=ON -DEXO_BUILD_TESTS=OFF \
-  -DEXO_SANITIZE=address,undefined -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link
+  -DCMAKE_CXX_COMPILER=clang++ -DEXO_BUILD_FUZZ=ON -DEXO_ONLY_PARSERS=ON -DEXO_BUILD_TESTS=OFF
 for fuzzer in build-fuzz/tests/fuzz/*_fuzz; do
   name=$(basename "$fuzzer" _fuzz)
   corpus=$(mktemp -d)
