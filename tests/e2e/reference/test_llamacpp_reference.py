@@ -130,7 +130,7 @@ def exo_runs(exo_node_binary, model_path, reference, tmp_path_factory):
         logits_out = work / "logits.f32"
         command = [str(exo_node_binary), "generate", "--model", str(model_path), "--prompt", prompt,
                    "-n", str(N_PREDICT), "--temp", "0",
-                   "--json-out", str(json_out), "--logits-out", str(logits_out)]
+                   "--json_out", str(json_out), "--logits_out", str(logits_out)]
         completed = subprocess.run(command, capture_output=True, text=True,
                                    timeout=EXO_NODE_TIMEOUT_S, check=False)
         if completed.returncode != 0:
@@ -139,9 +139,9 @@ def exo_runs(exo_node_binary, model_path, reference, tmp_path_factory):
         try:
             result = json.loads(json_out.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            pytest.fail("exo-node did not write a readable --json-out file %s: %s" % (json_out, error))
+            pytest.fail("exo-node did not write a readable --json_out file %s: %s" % (json_out, error))
         if not logits_out.is_file():
-            pytest.fail("exo-node did not write --logits-out file %s" % logits_out)
+            pytest.fail("exo-node did not write --logits_out file %s" % logits_out)
         raw = logits_out.read_bytes()
         if len(raw) != 4 * reference.n_vocab:
             pytest.fail("logits file has %d bytes, expected %d (vocab %d x float32)"
