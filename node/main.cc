@@ -1,4 +1,5 @@
 // exo-node: parses flags and dispatches to a subcommand. No logic lives here.
+#include <algorithm>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -6,6 +7,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -83,6 +85,30 @@ int UsageError(const std::string& message) {
 // the binary).
 bool IsMainFile(absl::string_view path) { return absl::EndsWith(path, "node/main.cc"); }
 
+// `exo-node --help` (or -h, or `help`): usage and every flag of this file, on stdout, exit 0.
+// Abseil's own --help handler exits with status 1, which scripts read as a failure.
+bool WantsHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-help" || arg == "-h" || (i == 1 && arg == "help")) return true;
+  }
+  return false;
+}
+
+int PrintHelp() {
+  std::cout << "exo-node: " << kUsage << "\n\nFlags:\n";
+  std::vector<std::pair<std::string, const absl::CommandLineFlag*>> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (IsMainFile(flag->Filename())) flags.emplace_back(std::string(name), flag);
+  }
+  std::sort(flags.begin(), flags.end());
+  for (const auto& [name, flag] : flags) {
+    std::cout << "  --" << name << "  (default: " << flag->DefaultValue() << ")\n      "
+              << flag->Help() << "\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -91,6 +117,7 @@ int main(int argc, char** argv) {
   usage_config.contains_helpshort_flags = IsMainFile;
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(kUsage);
+  if (WantsHelp(argc, argv)) return PrintHelp();
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::cerr << "exo-node: " << kUsage << "\n";
