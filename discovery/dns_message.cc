@@ -47,8 +47,8 @@ class Parser {
 
   absl::StatusOr<DnsMessage> Parse() {
     if (p_.size() < kHeaderSize) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "DNS: packet of ", p_.size(), " bytes is shorter than the 12-byte header"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("DNS: packet of ", p_.size(), " bytes is shorter than the 12-byte header"));
     }
     if (p_.size() > kMaxDnsMessageSize) {
       return absl::InvalidArgumentError(
@@ -101,8 +101,8 @@ class Parser {
     size_t wire_length = 1;  // the root byte
     std::vector<std::string> labels;
     auto name_error = [&](absl::string_view what, size_t offset) {
-      return absl::InvalidArgumentError(absl::StrCat("DNS: ", what, " at offset ", offset,
-                                                     " in name at offset ", name_start));
+      return absl::InvalidArgumentError(
+          absl::StrCat("DNS: ", what, " at offset ", offset, " in name at offset ", name_start));
     };
     while (true) {
       const size_t bound = jumped ? p_.size() : limit;
@@ -127,7 +127,7 @@ class Parser {
           if (wire_length > kMaxDnsNameLength) {
             return name_error(absl::StrCat("name longer than ", kMaxDnsNameLength, " bytes"), pos);
           }
-          labels.emplace_back(reinterpret_cast<const char*>(&p_[pos + 1]), length);
+          labels.emplace_back(reinterpret_cast<const char*>(p_.data() + pos + 1), length);
           pos += 1 + length;
           break;
         }
@@ -136,13 +136,13 @@ class Parser {
           const size_t target = ((length & 0x3F) << 8) | p_[pos + 1];
           if (!jumped) end = pos + 2;
           if (target >= p_.size()) {
-            return name_error(absl::StrCat("compression pointer to ", target,
-                                           " past the end of the packet"),
-                              pos);
+            return name_error(
+                absl::StrCat("compression pointer to ", target, " past the end of the packet"),
+                pos);
           }
           if (target < kHeaderSize) {
-            return name_error(
-                absl::StrCat("compression pointer to ", target, " into the header"), pos);
+            return name_error(absl::StrCat("compression pointer to ", target, " into the header"),
+                              pos);
           }
           if (target >= run_start) {
             return name_error(absl::StrCat("compression pointer loop (pointer to ", target,
@@ -207,8 +207,8 @@ class Parser {
     const size_t end = at + rdlength;
     ASSIGN_OR_RETURN(record.rdata, ReadRdata(record.type, at, end));
     if (at != end) {
-      return ErrorAt(absl::StrCat(DnsTypeName(record.type), " rdata leaves ", end - at,
-                                  " of its ", rdlength, " bytes unused"),
+      return ErrorAt(absl::StrCat(DnsTypeName(record.type), " rdata leaves ", end - at, " of its ",
+                                  rdlength, " bytes unused"),
                      at);
     }
     return record;
@@ -220,22 +220,22 @@ class Parser {
     const size_t length = end - at;
     auto fixed_size = [&](size_t expected) -> absl::Status {
       if (length == expected) return absl::OkStatus();
-      return ErrorAt(absl::StrCat(DnsTypeName(type), " rdata of ", length, " bytes, expected ",
-                                  expected),
-                     start);
+      return ErrorAt(
+          absl::StrCat(DnsTypeName(type), " rdata of ", length, " bytes, expected ", expected),
+          start);
     };
     switch (type) {
       case DnsType::kA: {
         RETURN_IF_ERROR(fixed_size(4));
         ARdata a;
-        std::copy_n(&p_[at], 4, a.address.begin());
+        std::copy_n(p_.data() + at, 4, a.address.begin());
         at = end;
         return a;
       }
       case DnsType::kAaaa: {
         RETURN_IF_ERROR(fixed_size(16));
         AaaaRdata aaaa;
-        std::copy_n(&p_[at], 16, aaaa.address.begin());
+        std::copy_n(p_.data() + at, 16, aaaa.address.begin());
         at = end;
         return aaaa;
       }
@@ -271,7 +271,8 @@ class Parser {
                                         " bytes runs past the end of its rdata"),
                            at);
           }
-          txt.strings.emplace_back(reinterpret_cast<const char*>(&p_[at + 1]), string_length);
+          txt.strings.emplace_back(reinterpret_cast<const char*>(p_.data() + at + 1),
+                                   string_length);
           at += 1 + string_length;
         }
         return txt;
@@ -279,35 +280,32 @@ class Parser {
       case DnsType::kNsec: {
         NsecRdata nsec;
         ASSIGN_OR_RETURN(nsec.next_name, ReadName(at, end));
-        int previous_window = -1;
+        // RFC 4034 §4.1.2 wants increasing windows of 1 to 32 bytes. python-zeroconf before
+        // 0.128 writes the window and the length as 16-bit numbers, which reads as an empty
+        // window-0 block followed by the real one; to keep those responders' packets, empty
+        // blocks and windows in any order are accepted and the types are sorted afterwards.
         while (at < end) {
           if (at + 2 > end) return ErrorAt("truncated NSEC type bitmap window", at);
-          const int window = p_[at];
+          const size_t window = p_[at];
           const size_t bitmap_length = p_[at + 1];
-          if (window <= previous_window) {
-            return ErrorAt(absl::StrCat("NSEC window ", window, " after window ",
-                                        previous_window, " (must increase)"),
-                           at);
-          }
-          if (bitmap_length < 1 || bitmap_length > 32) {
-            return ErrorAt(absl::StrCat("NSEC bitmap length ", bitmap_length,
-                                        " outside [1, 32]"),
-                           at + 1);
+          if (bitmap_length > 32) {
+            return ErrorAt(absl::StrCat("NSEC bitmap length ", bitmap_length, " above 32"), at + 1);
           }
           if (at + 2 + bitmap_length > end) {
             return ErrorAt("NSEC bitmap runs past the end of its rdata", at);
           }
           for (size_t i = 0; i < bitmap_length; ++i) {
             const uint8_t bits = p_[at + 2 + i];
-            for (int bit = 0; bit < 8; ++bit) {
+            for (size_t bit = 0; bit < 8; ++bit) {
               if (bits & (0x80 >> bit)) {
                 nsec.types.push_back(static_cast<uint16_t>(window * 256 + i * 8 + bit));
               }
             }
           }
-          previous_window = window;
           at += 2 + bitmap_length;
         }
+        std::sort(nsec.types.begin(), nsec.types.end());
+        nsec.types.erase(std::unique(nsec.types.begin(), nsec.types.end()), nsec.types.end());
         return nsec;
       }
       default: {
@@ -389,8 +387,8 @@ class Writer {
     const std::vector<std::string>& labels = name.labels();
     std::vector<std::string> keys(labels.size() + 1);
     for (size_t i = labels.size(); i-- > 0;) {
-      keys[i] = absl::StrCat(std::string(1, static_cast<char>(labels[i].size())), labels[i],
-                             keys[i + 1]);
+      keys[i] =
+          absl::StrCat(std::string(1, static_cast<char>(labels[i].size())), labels[i], keys[i + 1]);
     }
     for (size_t i = 0; i < labels.size(); ++i) {
       auto found = suffixes_.find(keys[i]);
@@ -409,9 +407,9 @@ class Writer {
 
   absl::Status Record(const DnsRecord& record) {
     if (record.rdata.index() != RdataIndexForType(record.type)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("DNS: ", DnsTypeName(record.type), " record for ", record.name.ToString(),
-                       " holds the wrong kind of rdata"));
+      return absl::InvalidArgumentError(absl::StrCat("DNS: ", DnsTypeName(record.type),
+                                                     " record for ", record.name.ToString(),
+                                                     " holds the wrong kind of rdata"));
     }
     Name(record.name);
     U16(static_cast<uint16_t>(record.type));
@@ -420,13 +418,13 @@ class Writer {
     const size_t length_at = out_.size();
     U16(0);
     const size_t rdata_start = out_.size();
-    RETURN_IF_ERROR(std::visit([&](const auto& rdata) { return Rdata(record, rdata); },
-                               record.rdata));
+    RETURN_IF_ERROR(
+        std::visit([&](const auto& rdata) { return Rdata(record, rdata); }, record.rdata));
     const size_t rdlength = out_.size() - rdata_start;
     if (rdlength > 0xFFFF) {
       return absl::InvalidArgumentError(absl::StrCat("DNS: ", DnsTypeName(record.type),
-                                                     " rdata for ", record.name.ToString(),
-                                                     " of ", rdlength, " bytes exceeds 65535"));
+                                                     " rdata for ", record.name.ToString(), " of ",
+                                                     rdlength, " bytes exceeds 65535"));
     }
     out_[length_at] = static_cast<uint8_t>(rdlength >> 8);
     out_[length_at + 1] = static_cast<uint8_t>(rdlength);
@@ -459,9 +457,9 @@ class Writer {
     }
     for (const std::string& string : txt.strings) {
       if (string.size() > 255) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("DNS: TXT string of ", string.size(), " bytes for ",
-                         record.name.ToString(), " exceeds 255"));
+        return absl::InvalidArgumentError(absl::StrCat("DNS: TXT string of ", string.size(),
+                                                       " bytes for ", record.name.ToString(),
+                                                       " exceeds 255"));
       }
       U8(static_cast<uint8_t>(string.size()));
       Bytes(string);
@@ -525,8 +523,7 @@ std::string RdataToString(const DnsRdata& rdata) {
     }
     std::string operator()(const PtrRdata& ptr) const { return ptr.target.ToString(); }
     std::string operator()(const SrvRdata& srv) const {
-      return absl::StrCat(srv.priority, " ", srv.weight, " ", srv.port, " ",
-                          srv.target.ToString());
+      return absl::StrCat(srv.priority, " ", srv.weight, " ", srv.port, " ", srv.target.ToString());
     }
     std::string operator()(const TxtRdata& txt) const {
       std::vector<std::string> quoted;
@@ -573,9 +570,8 @@ absl::StatusOr<DnsName> DnsName::FromLabels(std::vector<std::string> labels) {
     wire_length += 1 + label.size();
   }
   if (wire_length > kMaxDnsNameLength) {
-    return absl::InvalidArgumentError(absl::StrCat("DNS: name of ", wire_length,
-                                                   " bytes in wire form exceeds ",
-                                                   kMaxDnsNameLength));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "DNS: name of ", wire_length, " bytes in wire form exceeds ", kMaxDnsNameLength));
   }
   return DnsName(std::move(labels));
 }
@@ -601,12 +597,11 @@ absl::StatusOr<DnsName> DnsName::Parse(absl::string_view presentation) {
           return absl::InvalidArgumentError(absl::StrCat(
               "DNS: name \"", presentation, "\" has a \\DDD escape without three digits"));
         }
-        const int value = (next - '0') * 100 + (presentation[i + 2] - '0') * 10 +
-                          (presentation[i + 3] - '0');
+        const int value =
+            (next - '0') * 100 + (presentation[i + 2] - '0') * 10 + (presentation[i + 3] - '0');
         if (value > 255) {
-          return absl::InvalidArgumentError(absl::StrCat("DNS: name \"", presentation,
-                                                         "\" has an escape \\", value,
-                                                         " above 255"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              "DNS: name \"", presentation, "\" has an escape \\", value, " above 255"));
         }
         label.push_back(static_cast<char>(value));
         i += 3;
@@ -791,12 +786,10 @@ std::string DnsMessageToString(const DnsMessage& message) {
   std::string out = absl::StrFormat(
       "id %u flags 0x%04x%s%s%s opcode %u rcode %u\n", message.header.id, message.header.flags,
       message.header.is_response() ? " qr" : "", message.header.is_authoritative() ? " aa" : "",
-      message.header.is_truncated() ? " tc" : "", message.header.opcode(),
-      message.header.rcode());
+      message.header.is_truncated() ? " tc" : "", message.header.opcode(), message.header.rcode());
   for (const DnsQuestion& question : message.questions) {
     absl::StrAppend(&out, "question: ", question.name.ToString(), " class ", question.qclass,
-                    question.unicast_response ? " QU " : " QM ", DnsTypeName(question.type),
-                    "\n");
+                    question.unicast_response ? " QU " : " QM ", DnsTypeName(question.type), "\n");
   }
   const std::pair<const char*, const std::vector<DnsRecord>*> sections[] = {
       {"answer", &message.answers},

@@ -117,8 +117,8 @@ struct DnsHeader {
 struct DnsQuestion {
   DnsName name;
   DnsType type = DnsType::kAny;
-  uint16_t qclass = kDnsClassIn;   // without the top bit
-  bool unicast_response = false;   // top bit of the class: "QU" question (RFC 6762 §5.4)
+  uint16_t qclass = kDnsClassIn;  // without the top bit
+  bool unicast_response = false;  // top bit of the class: "QU" question (RFC 6762 §5.4)
 
   friend bool operator==(const DnsQuestion&, const DnsQuestion&) = default;
 };
@@ -161,8 +161,7 @@ struct RawRdata {
   std::vector<uint8_t> bytes;
   friend bool operator==(const RawRdata&, const RawRdata&) = default;
 };
-using DnsRdata =
-    std::variant<ARdata, AaaaRdata, PtrRdata, SrvRdata, TxtRdata, NsecRdata, RawRdata>;
+using DnsRdata = std::variant<ARdata, AaaaRdata, PtrRdata, SrvRdata, TxtRdata, NsecRdata, RawRdata>;
 
 // A resource record. `rdata` must hold the alternative for `type`: ARdata for A, AaaaRdata for
 // AAAA, PtrRdata for PTR/CNAME/NS, SrvRdata for SRV, TxtRdata for TXT, NsecRdata for NSEC,
@@ -194,7 +193,8 @@ struct DnsMessage {
 // labels with the reserved 0x40/0x80 length bits; compression pointers past the end, into the
 // header, or not strictly before the label run that holds them (which rules out loops); names
 // over 255 bytes; rdata whose structure does not fill its rdlength exactly (an SRV target running
-// past it, an A record of 5 bytes); malformed NSEC bitmaps. Bytes after the last record are
+// past it, an A record of 5 bytes); NSEC bitmap blocks over 32 bytes or past the rdata (empty
+// blocks and unordered windows are accepted, see the parser). Bytes after the last record are
 // ignored.
 absl::StatusOr<DnsMessage> ParseDnsMessage(absl::Span<const uint8_t> packet);
 
