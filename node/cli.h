@@ -36,8 +36,17 @@ struct ChatCommand {
   runtime::SamplingParams sampling;
 };
 
+struct BenchCommand {
+  ModelOptions model;
+  int32_t prompt_tokens = 512;     // pp: prompt processing test size
+  int32_t generate_tokens = 128;   // tg: decode test size
+  int32_t repetitions = 3;
+  bool json = false;
+};
+
 int RunGenerate(const GenerateCommand& command, std::ostream& out, std::ostream& err);
 int RunChat(const ChatCommand& command, std::istream& in, std::ostream& out, std::ostream& err);
+int RunBench(const BenchCommand& command, std::ostream& out, std::ostream& err);
 int RunInspect(const std::string& path, bool all_values, std::ostream& out, std::ostream& err);
 
 }  // namespace exo::node

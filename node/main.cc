@@ -38,6 +38,10 @@ ABSL_FLAG(std::string, json_out, "",
 ABSL_FLAG(std::string, logits_out, "",
           "generate: write the logits of the first generated step (float32) to this file.");
 ABSL_FLAG(bool, all, false, "inspect: print metadata arrays in full.");
+ABSL_FLAG(int32_t, pp, 512, "bench: prompt tokens in the prompt-processing test.");
+ABSL_FLAG(int32_t, tg, 128, "bench: tokens in the decode test.");
+ABSL_FLAG(int32_t, reps, 3, "bench: repetitions of each test.");
+ABSL_FLAG(bool, json, false, "bench: print the figures as JSON.");
 
 namespace {
 
@@ -50,6 +54,9 @@ Usage:
       Interactive chat using the model's own chat template.
   exo-node inspect FILE [--all]
       Print a GGUF file's metadata and tensor table.
+  exo-node bench [--model PATH] [--pp 512] [--tg 128] [--reps 3] [--json]
+      Prompt-processing and decode speed, bytes per token, memory bandwidth and roofline,
+      peak RSS and cold start, as llama-bench reports them.
 
 Without --model the default model is used (installed by ./scripts/setup.sh).
 Run `exo-node --help` for every flag.)";
@@ -145,6 +152,16 @@ int main(int argc, char** argv) {
     c.max_tokens = absl::GetFlag(FLAGS_n);
     c.sampling = SamplingFromFlags();
     return exo::node::RunChat(c, std::cin, std::cout, std::cerr);
+  }
+  if (command == "bench") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    exo::node::BenchCommand b;
+    b.model = ModelFromFlags();
+    b.prompt_tokens = absl::GetFlag(FLAGS_pp);
+    b.generate_tokens = absl::GetFlag(FLAGS_tg);
+    b.repetitions = absl::GetFlag(FLAGS_reps);
+    b.json = absl::GetFlag(FLAGS_json);
+    return exo::node::RunBench(b, std::cout, std::cerr);
   }
   if (command == "inspect") {
     if (args.size() != 3) return UsageError("inspect needs exactly one FILE");

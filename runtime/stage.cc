@@ -152,6 +152,16 @@ absl::StatusOr<absl::Span<const float>> Stage::Forward(const StageInput& in, Log
   return absl::Span<const float>(logits_.data(), count);
 }
 
+uint64_t Stage::weight_bytes_per_token() const {
+  uint64_t bytes = weight_bytes();
+  const TensorView& embd = weights_.token_embd;
+  if (embd.present() && weights_.output.data != embd.data) {
+    bytes -= embd.nbytes;
+    bytes += embd.nbytes / embd.rows;
+  }
+  return bytes;
+}
+
 bool Stage::CanRollBack(int32_t slot, int32_t position) const {
   const int32_t cached = cached_length_[slot];
   if (position >= cached) return true;

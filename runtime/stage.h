@@ -47,6 +47,9 @@ class Stage {
   const ModelConfig& config() const { return config_; }
   const StageOptions& options() const { return options_; }
   uint64_t weight_bytes() const { return StageWeightBytes(weights_); }
+  // Weight bytes one decode step reads: every matrix once, but only one row of the token
+  // embedding (unless the head shares it, in which case the head reads it all).
+  uint64_t weight_bytes_per_token() const;
   uint64_t kv_cache_bytes() const { return kv_.bytes(); }
 
   // Runs one batch of a sequence. Positions before first_position must already be in the slot's

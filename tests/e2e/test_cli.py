@@ -85,3 +85,17 @@ def test_bad_inputs_give_one_line_errors(exo_node_bin, tmp_path):
         assert result.returncode == 1, args
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("exo-node: error: "), (args, result.stderr)
+
+
+def test_bench_reports_every_figure(exo_node_bin, default_model):
+    result = run(exo_node_bin, "bench", "--model", default_model, "--pp", "16", "--tg", "8",
+                 "--reps", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for key in ["pp16", "tg8"]:
+        assert figures[key]["tokens_per_second"] > 0
+    assert figures["bytes_per_token"] > 100 * 2**20  # Gemma 3 270M reads ~235 MiB a token
+    assert figures["memory_bandwidth_bytes_per_second"] > 1e8
+    assert 0 < figures["roofline_fraction"]
+    assert figures["peak_rss_mib"] > 0 and figures["cold_start_seconds"] > 0
+    assert "repetition 2/2" in result.stderr  # progress is shown while it runs

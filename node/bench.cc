@@ -1,0 +1,193 @@
+// `exo-node bench`: llama-bench style figures for one model on this machine: prompt processing
+// (pp) and decode (tg) tokens/s over repetitions, the bytes a decode step reads, the measured
+// memory bandwidth and the decode roofline it implies, peak RSS and cold start.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "node/cli.h"
+#include "node/model_loader.h"
+
+namespace exo::node {
+namespace {
+
+const auto kBenchProcessStart = std::chrono::steady_clock::now();
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+struct Figure {
+  double mean = 0;
+  double stddev = 0;
+};
+
+Figure Summarize(const std::vector<double>& values) {
+  Figure f;
+  f.mean = std::accumulate(values.begin(), values.end(), 0.0) / values.size();
+  for (double v : values) f.stddev += (v - f.mean) * (v - f.mean);
+  f.stddev = values.size() > 1 ? std::sqrt(f.stddev / (values.size() - 1)) : 0.0;
+  return f;
+}
+
+// Read bandwidth of this machine: the best of several parallel passes summing a 512 MiB buffer,
+// large enough that no cache holds it.
+double MeasureReadBandwidth(kernels::ThreadPool& pool) {
+  const size_t words = (size_t{512} << 20) / sizeof(uint64_t);
+  std::vector<uint64_t> buffer(words);
+  for (size_t i = 0; i < words; ++i) buffer[i] = i;
+  std::vector<uint64_t> partial(pool.num_threads() * 64, 0);
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto start = Clock::now();
+    std::atomic<uint64_t> total{0};
+    pool.ParallelFor(static_cast<int64_t>(words), 1 << 16, [&](int64_t begin, int64_t end) {
+      uint64_t a = 0, b = 0, c = 0, d = 0;
+      int64_t i = begin;
+      for (; i + 4 <= end; i += 4) {
+        a += buffer[i];
+        b += buffer[i + 1];
+        c += buffer[i + 2];
+        d += buffer[i + 3];
+      }
+      for (; i < end; ++i) a += buffer[i];
+      total += a + b + c + d;
+    });
+    const double seconds = SecondsSince(start);
+    if (total.load() == 1) std::abort();  // keeps the sums alive
+    best = std::max(best, words * sizeof(uint64_t) / seconds);
+  }
+  return best;
+}
+
+absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream& err) {
+  if (command.prompt_tokens <= 0 || command.generate_tokens <= 0 || command.repetitions <= 0) {
+    return absl::InvalidArgumentError("--pp, --tg and --reps must be positive");
+  }
+  ModelOptions model_options = command.model;
+  model_options.context =
+      std::max(model_options.context, command.prompt_tokens + command.generate_tokens);
+  ASSIGN_OR_RETURN(LoadedModel model, LoadModel(model_options));
+  runtime::Stage& stage = *model.stage;
+  const int32_t vocab = stage.config().n_vocab;
+  if (stage.options().context < command.prompt_tokens ||
+      stage.options().context < command.generate_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("the model's context of ",
+                                                   stage.options().context,
+                                                   " tokens is smaller than the test sizes"));
+  }
+
+  // Cold start: process start to the first token out of a one-token prompt.
+  std::vector<int32_t> one = {model.tokenizer->bos_id() >= 0 ? model.tokenizer->bos_id() : 0};
+  runtime::StageInput first;
+  first.tokens = one;
+  RETURN_IF_ERROR(stage.Forward(first, runtime::LogitsMode::kLast).status());
+  const double cold_start = SecondsSince(kBenchProcessStart);
+
+  std::mt19937 rng(1234);
+  std::vector<int32_t> prompt(command.prompt_tokens);
+  for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % vocab);
+
+  auto run_prompt = [&]() -> absl::StatusOr<double> {
+    stage.ResetSlot(0);
+    const auto start = Clock::now();
+    for (int32_t pos = 0; pos < command.prompt_tokens;) {
+      const int32_t n = std::min(stage.options().max_batch_tokens, command.prompt_tokens - pos);
+      runtime::StageInput in;
+      in.first_position = pos;
+      in.tokens = absl::MakeConstSpan(prompt).subspan(pos, n);
+      RETURN_IF_ERROR(stage.Forward(in, runtime::LogitsMode::kLast).status());
+      pos += n;
+    }
+    return command.prompt_tokens / SecondsSince(start);
+  };
+  auto run_decode = [&]() -> absl::StatusOr<double> {
+    stage.ResetSlot(0);
+    const auto start = Clock::now();
+    for (int32_t pos = 0; pos < command.generate_tokens; ++pos) {
+      runtime::StageInput in;
+      in.first_position = pos;
+      in.tokens = absl::MakeConstSpan(prompt).subspan(pos, 1);
+      RETURN_IF_ERROR(stage.Forward(in, runtime::LogitsMode::kLast).status());
+    }
+    return command.generate_tokens / SecondsSince(start);
+  };
+
+  err << "exo-node bench: warming up\n";
+  RETURN_IF_ERROR(run_decode().status());
+  std::vector<double> pp, tg;
+  for (int32_t rep = 0; rep < command.repetitions; ++rep) {
+    err << absl::StrFormat("exo-node bench: repetition %d/%d\n", rep + 1, command.repetitions);
+    ASSIGN_OR_RETURN(double p, run_prompt());
+    ASSIGN_OR_RETURN(double t, run_decode());
+    pp.push_back(p);
+    tg.push_back(t);
+  }
+  // Peak RSS of inference, read before the bandwidth test allocates its buffer.
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const double peak_rss_mib = usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
+  err << "exo-node bench: measuring memory bandwidth\n";
+  const double bandwidth = MeasureReadBandwidth(*model.pool);
+  const uint64_t bytes_per_token = stage.weight_bytes_per_token();
+  const double roofline = bandwidth / bytes_per_token;
+
+  const Figure pp_fig = Summarize(pp);
+  const Figure tg_fig = Summarize(tg);
+  const std::string pp_name = absl::StrCat("pp", command.prompt_tokens);
+  const std::string tg_name = absl::StrCat("tg", command.generate_tokens);
+  if (command.json) {
+    nlohmann::json j = {
+        {"model", stage.config().name},
+        {"threads", model.pool->num_threads()},
+        {"repetitions", command.repetitions},
+        {pp_name, {{"tokens_per_second", pp_fig.mean}, {"stddev", pp_fig.stddev}}},
+        {tg_name, {{"tokens_per_second", tg_fig.mean}, {"stddev", tg_fig.stddev}}},
+        {"bytes_per_token", bytes_per_token},
+        {"memory_bandwidth_bytes_per_second", bandwidth},
+        {"roofline_tokens_per_second", roofline},
+        {"roofline_fraction", tg_fig.mean / roofline},
+        {"peak_rss_mib", peak_rss_mib},
+        {"kv_cache_mib", stage.kv_cache_bytes() / 1048576.0},
+        {"cold_start_seconds", cold_start}};
+    out << j.dump(2) << "\n";
+  } else {
+    out << absl::StrFormat("model: %s, %d threads, %d repetitions\n", stage.config().name,
+                           model.pool->num_threads(), command.repetitions);
+    out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", pp_name, pp_fig.mean, pp_fig.stddev);
+    out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", tg_name, tg_fig.mean, tg_fig.stddev);
+    out << absl::StrFormat("  bytes read per decoded token: %.1f MiB\n",
+                           bytes_per_token / 1048576.0);
+    out << absl::StrFormat("  memory bandwidth (read): %.2f GB/s -> decode roofline %.1f tok/s; "
+                           "tg is %.0f%% of it\n",
+                           bandwidth / 1e9, roofline, 100.0 * tg_fig.mean / roofline);
+    out << absl::StrFormat("  peak RSS %.1f MiB (KV cache %.1f MiB), cold start %.3f s\n",
+                           peak_rss_mib, stage.kv_cache_bytes() / 1048576.0, cold_start);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunBench(const BenchCommand& command, std::ostream& out, std::ostream& err) {
+  absl::Status status = Bench(command, out, err);
+  if (status.ok()) return 0;
+  err << "exo-node: error: " << status.message() << "\n";
+  return 1;
+}
+
+}  // namespace exo::node
