@@ -46,6 +46,9 @@ Stage::Stage(const ModelConfig& config, const StageOptions& options, StageWeight
   proj_.resize(b * c.n_embd);
   gate_.resize(b * c.n_ff);
   up_.resize(b * c.n_ff);
+  // The most positions one batch can see: the whole context (full-attention layers).
+  attn_keys_.resize(size_t(options.context) * c.n_embd_k_gqa());
+  attn_values_.resize(size_t(options.context) * c.n_embd_v_gqa());
   const size_t pairs = c.rope_dim / 2;
   for (auto* table : {&rope_cos_, &rope_sin_, &rope_cos_swa_, &rope_sin_swa_}) {
     table->resize(b * pairs);
@@ -191,7 +194,8 @@ void Stage::RunLayer(int32_t local_layer, int32_t slot, int32_t first_position, 
                              swa ? rope_cos_swa_.data() : rope_cos_.data(),
                              swa ? rope_sin_swa_.data() : rope_sin_.data()};
   internal::LayerScratch s{norm_.data(), q_.data(),    k_.data(),    v_.data(),
-                           attn_.data(), proj_.data(), gate_.data(), up_.data()};
+                           attn_.data(), proj_.data(), gate_.data(), up_.data(),
+                           attn_keys_.data(), attn_values_.data()};
   const LayerWeights& w = weights_.layers[local_layer];
   switch (config_.arch) {
     case Architecture::kLlama:

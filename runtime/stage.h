@@ -81,6 +81,7 @@ class Stage {
 
   // Scratch, sized once for max_batch_tokens rows.
   std::vector<float> x_, norm_, q_, k_, v_, attn_, proj_, gate_, up_, logits_;
+  std::vector<float> attn_keys_, attn_values_;  // f32 copies of the cache rows a batch sees
 };
 
 }  // namespace exo::runtime

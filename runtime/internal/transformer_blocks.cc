@@ -71,8 +71,8 @@ void ApplyRope(const LayerContext& ctx, float* rows, int32_t n_heads) {
   }
 }
 
-void Attention(const LayerContext& ctx, const float* q, const float* k, const float* v,
-               float scale, float* out) {
+void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, const float* k,
+               const float* v, float scale, float* out) {
   const ModelConfig& c = *ctx.config;
   const int32_t k_width = c.n_embd_k_gqa();
   const int32_t v_width = c.n_embd_v_gqa();
@@ -89,12 +89,31 @@ void Attention(const LayerContext& ctx, const float* q, const float* k, const fl
   const int32_t hd = c.head_dim;
   const int32_t hdv = c.head_dim_v;
 
-  // 2. For every (row, head): online-softmax attention over the visible keys. Query row r at
-  // position p sees keys [lo, p], lo = p - window + 1 on sliding-window layers.
+  // 2. Convert every position some row of the batch can see to f32, once. Row r at position p
+  // sees keys [lo(p), p], lo(p) = p - window + 1 on sliding-window layers, else 0.
+  const int32_t last = ctx.first_position + ctx.n - 1;
+  const int32_t first_visible =
+      sliding ? std::max(0, ctx.first_position - c.sliding_window + 1) : 0;
+  const int32_t visible = last - first_visible + 1;
+  auto convert = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int32_t p = first_visible + static_cast<int32_t>(i);
+      kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Key(ctx.slot, ctx.local_layer, p),
+                             s.keys + i * k_width, k_width);
+      kernels::DequantizeRow(kernels::TensorType::kF16,
+                             ctx.kv->Value(ctx.slot, ctx.local_layer, p), s.values + i * v_width,
+                             v_width);
+    }
+  };
+  if (ctx.pool != nullptr) {
+    ctx.pool->ParallelFor(visible, 64, convert);
+  } else {
+    convert(0, visible);
+  }
+
+  // 3. For every (row, head): online-softmax attention over the visible keys.
   auto work = [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> key_row, value_row, acc;
-    key_row.resize(hd);
-    value_row.resize(hdv);
+    thread_local std::vector<float> acc;
     acc.resize(hdv);
     for (int64_t job = begin; job < end; ++job) {
       const int32_t r = static_cast<int32_t>(job / c.n_head);
@@ -107,15 +126,11 @@ void Attention(const LayerContext& ctx, const float* q, const float* k, const fl
       float running_max = -std::numeric_limits<float>::infinity();
       float running_sum = 0.0f;
       for (int32_t p = lo; p <= pos; ++p) {
-        kernels::DequantizeRow(kernels::TensorType::kF16,
-                               ctx.kv->Key(ctx.slot, ctx.local_layer, p) + kv_head * hd,
-                               key_row.data(), hd);
+        const float* key = s.keys + int64_t{p - first_visible} * k_width + kv_head * hd;
+        const float* value = s.values + int64_t{p - first_visible} * v_width + kv_head * hdv;
         float score = 0.0f;
-        for (int32_t i = 0; i < hd; ++i) score += qh[i] * key_row[i];
+        for (int32_t i = 0; i < hd; ++i) score += qh[i] * key[i];
         score *= scale;
-        kernels::DequantizeRow(kernels::TensorType::kF16,
-                               ctx.kv->Value(ctx.slot, ctx.local_layer, p) + kv_head * hdv,
-                               value_row.data(), hdv);
         if (score > running_max) {
           const float rescale = std::exp(running_max - score);
           running_sum *= rescale;
@@ -124,7 +139,7 @@ void Attention(const LayerContext& ctx, const float* q, const float* k, const fl
         }
         const float weight = std::exp(score - running_max);
         running_sum += weight;
-        for (int32_t i = 0; i < hdv; ++i) acc[i] += weight * value_row[i];
+        for (int32_t i = 0; i < hdv; ++i) acc[i] += weight * value[i];
       }
       float* o = out + (int64_t{r} * c.n_head + h) * hdv;
       const float inv = 1.0f / running_sum;

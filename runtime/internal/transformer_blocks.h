@@ -36,6 +36,8 @@ struct LayerScratch {
   float* proj;  // n x n_embd
   float* gate;  // n x n_ff
   float* up;    // n x n_ff
+  float* keys;    // context x n_head_kv * head_dim: the cached keys a batch sees, as f32
+  float* values;  // context x n_head_kv * head_dim_v: the same for values
 };
 
 // out (n x w.rows) = in (n x w.cols) · Wᵀ
@@ -57,10 +59,11 @@ void RopeTables(const ModelConfig& c, float base, float freq_scale, const float*
 void ApplyRope(const LayerContext& ctx, float* rows, int32_t n_heads);
 
 // Writes this batch's keys and values (already roped) into the cache, then computes causal
-// (optionally sliding-window) attention of q against the cache into ctx's `out`
-// (n x n_head * head_dim_v). `scale` multiplies q·k.
-void Attention(const LayerContext& ctx, const float* q, const float* k, const float* v,
-               float scale, float* out);
+// (optionally sliding-window) attention of q against the cache into `out`
+// (n x n_head * head_dim_v). `scale` multiplies q·k. The keys and values the batch can see are
+// converted from f16 once into s.keys / s.values and shared by every query row and head.
+void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, const float* k,
+               const float* v, float scale, float* out);
 
 // out = act(gate) * up, in place on gate.
 void GatedActivation(const ModelConfig& c, float* gate, const float* up, int32_t n);
