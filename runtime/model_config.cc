@@ -128,11 +128,33 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& file) {
       ASSIGN_OR_RETURN(c.sliding_window, GetPositiveOr(file, p + "attention.sliding_window", 0));
       c.rope_base_swa = 10000.0f;
       c.rope_freq_scale_swa = 1.0f;
-      ASSIGN_OR_RETURN(int64_t pattern,
-                       file.GetIntOr(p + "attention.sliding_window_pattern", 6));
-      if (pattern <= 0) pattern = 6;
-      if (c.sliding_window > 0) {
-        for (int32_t il = 0; il < c.n_layer; ++il) c.layer_is_swa[il] = (il % pattern) < pattern - 1;
+      // The pattern is an integer period (every period-th layer is global) or, in newer files,
+      // an array with one flag per layer (true = sliding).
+      const GgufValue* pattern_value = file.Find(p + "attention.sliding_window_pattern");
+      if (pattern_value != nullptr && pattern_value->type == GgufValueType::kArray) {
+        const auto& flags = std::get<GgufValue::Array>(pattern_value->data).elements;
+        if (static_cast<int32_t>(flags.size()) != c.n_layer) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "model metadata: ", p, "attention.sliding_window_pattern has ", flags.size(),
+              " entries for ", c.n_layer, " layers"));
+        }
+        for (int32_t il = 0; il < c.n_layer; ++il) {
+          const bool* flag = std::get_if<bool>(&flags[il].data);
+          if (flag == nullptr) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "model metadata: ", p, "attention.sliding_window_pattern must hold booleans"));
+          }
+          c.layer_is_swa[il] = c.sliding_window > 0 && *flag;
+        }
+      } else {
+        ASSIGN_OR_RETURN(int64_t period,
+                         file.GetIntOr(p + "attention.sliding_window_pattern", 6));
+        if (period <= 0) period = 6;
+        if (c.sliding_window > 0) {
+          for (int32_t il = 0; il < c.n_layer; ++il) {
+            c.layer_is_swa[il] = (il % period) < period - 1;
+          }
+        }
       }
       break;
     }
