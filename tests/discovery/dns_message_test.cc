@@ -417,11 +417,10 @@ TEST(ParseDnsMessage, RejectsPointersOutOfRange) {
   packet = Header(1);
   Append(packet, {0xC0, 0x02, 0, 1, 0, 1});
   EXPECT_THAT(ParseError(packet), HasSubstr("into the header"));
-  packet = Header(1);
-  packet.push_back(0xC0);  // pointer cut off by the end of the packet
-  Append(packet, {0, 0, 0, 0});
-  packet.resize(13);
-  EXPECT_THAT(ParseError(packet), HasSubstr("need at least 5 bytes"));
+  // A PTR target whose pointer straddles the end of the rdata (rdlength 1).
+  packet = Header(0, 1);
+  Append(packet, RecordBytes(WireName("p.local"), 12, {0xC0, 12}, 1));
+  EXPECT_THAT(ParseError(packet), HasSubstr("truncated compression pointer at offset 31"));
 }
 
 TEST(ParseDnsMessage, RejectsReservedLabelTypes) {
