@@ -145,8 +145,8 @@ class Parser {
                               pos);
           }
           if (target >= run_start) {
-            return name_error(absl::StrCat("compression pointer loop (pointer to ", target,
-                                           ", not before ", run_start, ")"),
+            return name_error(absl::StrCat("compression pointer loop or forward pointer (to ",
+                                           target, "; pointers must point before ", run_start, ")"),
                               pos);
           }
           if (++jumps > kMaxPointerJumps) {
