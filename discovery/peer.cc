@@ -32,8 +32,7 @@ absl::StatusOr<uint16_t> ParsePort(absl::string_view text) {
   uint32_t value = 0;
   for (char c : text) {
     if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("port '%s' is not a decimal number", text));
+      return absl::InvalidArgumentError(absl::StrFormat("port '%s' is not a decimal number", text));
     }
     value = value * 10 + static_cast<uint32_t>(c - '0');
   }
@@ -53,8 +52,7 @@ absl::StatusOr<std::string> CanonicalIpv6(absl::string_view text) {
     zone = text.substr(percent + 1);
     if (zone.empty()) return absl::InvalidArgumentError("empty IPv6 zone after '%'");
     for (char c : zone) {
-      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' &&
-          c != '.') {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') {
         return absl::InvalidArgumentError(absl::StrFormat("bad IPv6 zone '%s'", zone));
       }
     }
@@ -62,8 +60,7 @@ absl::StatusOr<std::string> CanonicalIpv6(absl::string_view text) {
   in6_addr parsed;
   const std::string address_string(address);
   if (address.empty() || inet_pton(AF_INET6, address_string.c_str(), &parsed) != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("'%s' is not a valid IPv6 address", address));
+    return absl::InvalidArgumentError(absl::StrFormat("'%s' is not a valid IPv6 address", address));
   }
   char buffer[INET6_ADDRSTRLEN];
   if (inet_ntop(AF_INET6, &parsed, buffer, sizeof(buffer)) == nullptr) {
@@ -83,8 +80,7 @@ absl::StatusOr<std::string> CanonicalHost(absl::string_view text) {
     in_addr parsed;
     const std::string address(text);
     if (inet_pton(AF_INET, address.c_str(), &parsed) != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("'%s' is not a valid IPv4 address", text));
+      return absl::InvalidArgumentError(absl::StrFormat("'%s' is not a valid IPv4 address", text));
     }
     char buffer[INET_ADDRSTRLEN];
     if (inet_ntop(AF_INET, &parsed, buffer, sizeof(buffer)) == nullptr) {
@@ -104,14 +100,13 @@ absl::StatusOr<std::string> CanonicalHost(absl::string_view text) {
           "host name '%s' has a label of %d characters; labels are 1 to 63", text, label.size()));
     }
     if (label.front() == '-' || label.back() == '-') {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "host name '%s' has a label starting or ending with '-'", text));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("host name '%s' has a label starting or ending with '-'", text));
     }
     for (char c : label) {
       if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-') {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "host name '%s' contains '%c'; host names use letters, digits, '-' and '.'", text,
-            c));
+            "host name '%s' contains '%c'; host names use letters, digits, '-' and '.'", text, c));
       }
     }
   }
@@ -143,8 +138,7 @@ absl::StatusOr<PeerInfo> ParseEntry(size_t index, absl::string_view entry) {
       return EntryError(index, entry, absl::StrCat("missing port; ", kExample));
     }
     if (entry.find(':', colon + 1) != absl::string_view::npos) {
-      return EntryError(index, entry,
-                        "IPv6 addresses must be in brackets, e.g. [fe80::1]:50051");
+      return EntryError(index, entry, "IPv6 addresses must be in brackets, e.g. [fe80::1]:50051");
     }
     if (entry.find(']') != absl::string_view::npos) {
       return EntryError(index, entry, "']' without an opening '['");
@@ -178,18 +172,17 @@ absl::StatusOr<std::vector<PeerInfo>> ParseStaticPeers(std::string_view text) {
   for (size_t i = 0; i < entries.size(); ++i) {
     const absl::string_view entry = absl::StripAsciiWhitespace(entries[i]);
     if (entry.empty()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "peer list entry %d is empty; separate peers with single commas, e.g. "
-          "a.local:50051,b.local:50051",
-          i + 1));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("peer list entry %d is empty; separate peers with single commas, e.g. "
+                          "a.local:50051,b.local:50051",
+                          i + 1));
     }
     absl::StatusOr<PeerInfo> peer = ParseEntry(i, entry);
     if (!peer.ok()) return peer.status();
     for (size_t j = 0; j < peers.size(); ++j) {
       if (peers[j].host == peer->host && peers[j].grpc_port == peer->grpc_port) {
-        return EntryError(i, entry,
-                          absl::StrFormat("duplicate of entry %d (%s)", j + 1,
-                                          PeerAddress(peers[j])));
+        return EntryError(
+            i, entry, absl::StrFormat("duplicate of entry %d (%s)", j + 1, PeerAddress(peers[j])));
       }
     }
     peers.push_back(*std::move(peer));

@@ -17,8 +17,8 @@ enum class PeerSource {
 };
 
 struct PeerInfo {
-  std::string node_id;      // empty until learned (static peers: from the Hello handshake)
-  std::string host;         // host name (lower case) or IP literal; IPv6 without brackets
+  std::string node_id;  // empty until learned (static peers: from the Hello handshake)
+  std::string host;     // host name (lower case) or IP literal; IPv6 without brackets
   uint16_t grpc_port = 0;
   PeerSource source = PeerSource::kStatic;
   std::string cluster_fingerprint;  // mDNS TXT fingerprint of the cluster key; empty if unknown

@@ -45,6 +45,7 @@ namespace {
 struct MatMulJob {
   TensorType act_type;
   internal::VecDotFn dot;
+  internal::VecDotMultiFn dot_multi;  // nullptr: only the single-token dot
   const uint8_t* weights;
   int64_t weight_row_bytes;
   int64_t rows;
@@ -63,13 +64,25 @@ struct MatMulJob {
   }
 
   // Weight rows [row_begin, row_end) against every token; each weight row meets a tile of tokens
-  // while it is hot in cache.
+  // while it is hot in cache. Where the type has a multi-token dot, tokens go through it in
+  // groups of up to kMaxDotTokens (each weight block unpacked once per group; results
+  // bit-identical to the single dot); a lone token uses the single dot.
   void MultiplyRows(int64_t row_begin, int64_t row_end) const {
+    constexpr int64_t kGroup = internal::kMaxDotTokens;
     for (int64_t t0 = 0; t0 < n; t0 += kTokenTile) {
       const int64_t t1 = std::min(n, t0 + kTokenTile);
       for (int64_t r = row_begin; r < row_end; ++r) {
         const uint8_t* weight_row = weights + r * weight_row_bytes;
-        for (int64_t t = t0; t < t1; ++t) {
+        int64_t t = t0;
+        if (dot_multi != nullptr) {
+          for (; t1 - t >= 2; t += kGroup) {
+            const int tokens = static_cast<int>(std::min(kGroup, t1 - t));
+            float out[kGroup];
+            dot_multi(weight_row, act + t * act_row_bytes, act_row_bytes, cols, tokens, out);
+            for (int k = 0; k < tokens; ++k) y[(t + k) * rows + r] = out[k];
+          }
+        }
+        for (; t < t1; ++t) {
           y[t * rows + r] = dot(weight_row, act + t * act_row_bytes, cols);
         }
       }
@@ -89,6 +102,7 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
                  TypeName(type));
     std::abort();
   }
+  job.dot_multi = n > 1 ? internal::GetVecDotMulti(type) : nullptr;
   job.act_type = VecDotType(type);
   job.weights = static_cast<const uint8_t*>(weights);
   job.weight_row_bytes = RowBytes(type, cols);

@@ -151,19 +151,18 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   const std::string pp_name = absl::StrCat("pp", command.prompt_tokens);
   const std::string tg_name = absl::StrCat("tg", command.generate_tokens);
   if (command.json) {
-    nlohmann::json j = {
-        {"model", stage.config().name},
-        {"threads", model.pool->num_threads()},
-        {"repetitions", command.repetitions},
-        {pp_name, {{"tokens_per_second", pp_fig.mean}, {"stddev", pp_fig.stddev}}},
-        {tg_name, {{"tokens_per_second", tg_fig.mean}, {"stddev", tg_fig.stddev}}},
-        {"bytes_per_token", bytes_per_token},
-        {"memory_bandwidth_bytes_per_second", bandwidth},
-        {"roofline_tokens_per_second", roofline},
-        {"roofline_fraction", tg_fig.mean / roofline},
-        {"peak_rss_mib", peak_rss_mib},
-        {"kv_cache_mib", stage.kv_cache_bytes() / 1048576.0},
-        {"cold_start_seconds", cold_start}};
+    nlohmann::json j = {{"model", stage.config().name},
+                        {"threads", model.pool->num_threads()},
+                        {"repetitions", command.repetitions},
+                        {pp_name, {{"tokens_per_second", pp_fig.mean}, {"stddev", pp_fig.stddev}}},
+                        {tg_name, {{"tokens_per_second", tg_fig.mean}, {"stddev", tg_fig.stddev}}},
+                        {"bytes_per_token", bytes_per_token},
+                        {"memory_bandwidth_bytes_per_second", bandwidth},
+                        {"roofline_tokens_per_second", roofline},
+                        {"roofline_fraction", tg_fig.mean / roofline},
+                        {"peak_rss_mib", peak_rss_mib},
+                        {"kv_cache_mib", stage.kv_cache_bytes() / 1048576.0},
+                        {"cold_start_seconds", cold_start}};
     out << j.dump(2) << "\n";
   } else {
     out << absl::StrFormat("model: %s, %d threads, %d repetitions\n", stage.config().name,
@@ -172,9 +171,10 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
     out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", tg_name, tg_fig.mean, tg_fig.stddev);
     out << absl::StrFormat("  bytes read per decoded token: %.1f MiB\n",
                            bytes_per_token / 1048576.0);
-    out << absl::StrFormat("  memory bandwidth (read): %.2f GB/s -> decode roofline %.1f tok/s; "
-                           "tg is %.0f%% of it\n",
-                           bandwidth / 1e9, roofline, 100.0 * tg_fig.mean / roofline);
+    out << absl::StrFormat(
+        "  memory bandwidth (read): %.2f GB/s -> decode roofline %.1f tok/s; "
+        "tg is %.0f%% of it\n",
+        bandwidth / 1e9, roofline, 100.0 * tg_fig.mean / roofline);
     out << absl::StrFormat("  peak RSS %.1f MiB (KV cache %.1f MiB), cold start %.3f s\n",
                            peak_rss_mib, stage.kv_cache_bytes() / 1048576.0, cold_start);
   }

@@ -141,8 +141,8 @@ absl::Status Chat(const ChatCommand& command, std::istream& in, std::ostream& ou
   ASSIGN_OR_RETURN(LoadedModel model, LoadModel(command.model));
   const runtime::Tokenizer& tokenizer = *model.tokenizer;
   // Check the template before the first prompt, so a broken one fails at once.
-  RETURN_IF_ERROR(RenderChat(*model.file, tokenizer, nlohmann::json::array(
-                                                         {{{"role", "user"}, {"content", "hi"}}}))
+  RETURN_IF_ERROR(RenderChat(*model.file, tokenizer,
+                             nlohmann::json::array({{{"role", "user"}, {"content", "hi"}}}))
                       .status());
   err << "exo-node chat: " << model.stage->config().name << " (" << model.load_seconds
       << " s to load). Type a message; /reset starts over, /exit or Ctrl-D quits.\n";
@@ -183,8 +183,8 @@ absl::Status Chat(const ChatCommand& command, std::istream& in, std::ostream& ou
     options.is_stop_token = [&](int32_t id) { return tokenizer.IsEndOfGeneration(id); };
     runtime::StreamingDecoder decoder(tokenizer);
     std::string reply;
-    absl::StatusOr<runtime::GenerateStats> stats = runtime::Generate(
-        *model.stage, 0, tokens, options, [&](int32_t token) {
+    absl::StatusOr<runtime::GenerateStats> stats =
+        runtime::Generate(*model.stage, 0, tokens, options, [&](int32_t token) {
           const std::string piece = decoder.Push(token);
           reply += piece;
           out << piece << std::flush;
@@ -219,8 +219,8 @@ absl::Status Inspect(const std::string& path, bool all_values, std::ostream& out
                          file->data_offset());
   out << absl::StrFormat("\nmetadata (%d keys):\n", file->metadata().size());
   for (const auto& [key, value] : file->metadata()) {
-    out << "  " << key << " (" << runtime::GgufValueTypeName(value.type) << ") = "
-        << value.DebugString(all_values ? SIZE_MAX : 8) << "\n";
+    out << "  " << key << " (" << runtime::GgufValueTypeName(value.type)
+        << ") = " << value.DebugString(all_values ? SIZE_MAX : 8) << "\n";
   }
   out << absl::StrFormat("\ntensors (%d):\n", file->tensors().size());
   out << absl::StrFormat("  %-40s %-8s %-22s %14s %14s\n", "name", "type", "shape", "offset",
@@ -237,8 +237,7 @@ absl::Status Inspect(const std::string& path, bool all_values, std::ostream& out
     total += t.nbytes;
     params += t.num_elements();
   }
-  out << absl::StrFormat("\n%d parameters, %.1f MiB of tensor data:", params,
-                         total / 1048576.0);
+  out << absl::StrFormat("\n%d parameters, %.1f MiB of tensor data:", params, total / 1048576.0);
   for (const auto& [type, count_bytes] : per_type) {
     out << absl::StrFormat(" %s x%d (%.1f MiB)", type, count_bytes.first,
                            count_bytes.second / 1048576.0);

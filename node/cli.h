@@ -38,8 +38,8 @@ struct ChatCommand {
 
 struct BenchCommand {
   ModelOptions model;
-  int32_t prompt_tokens = 512;     // pp: prompt processing test size
-  int32_t generate_tokens = 128;   // tg: decode test size
+  int32_t prompt_tokens = 512;    // pp: prompt processing test size
+  int32_t generate_tokens = 128;  // tg: decode test size
   int32_t repetitions = 3;
   bool json = false;
 };

@@ -6,8 +6,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -22,8 +22,10 @@ ABSL_FLAG(int32_t, n, 128, "Maximum number of tokens to generate.");
 ABSL_FLAG(double, temp, 0.8, "Sampling temperature; 0 picks the most likely token (greedy).");
 ABSL_FLAG(uint64_t, seed, 0, "Random seed for sampling; 0 picks one. Same seed, same output.");
 ABSL_FLAG(int32_t, top_k, 40, "Keep only the k most likely tokens; 0 turns it off.");
-ABSL_FLAG(double, top_p, 0.95, "Keep the smallest set of tokens with this probability mass; 1 = off.");
-ABSL_FLAG(double, min_p, 0.05, "Drop tokens less likely than min_p times the most likely; 0 = off.");
+ABSL_FLAG(double, top_p, 0.95,
+          "Keep the smallest set of tokens with this probability mass; 1 = off.");
+ABSL_FLAG(double, min_p, 0.05,
+          "Drop tokens less likely than min_p times the most likely; 0 = off.");
 ABSL_FLAG(double, repeat_penalty, 1.0, "Penalty on repeating recent tokens; 1 = off.");
 ABSL_FLAG(double, presence_penalty, 0.0, "OpenAI-style presence penalty in [-2, 2].");
 ABSL_FLAG(double, frequency_penalty, 0.0, "OpenAI-style frequency penalty in [-2, 2].");

@@ -17,9 +17,9 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   if (path.empty()) {
     path = DefaultModelPath();
     if (std::ifstream(path).fail()) {
-      return absl::NotFoundError(absl::StrCat(
-          "the default model is not installed at ", path,
-          "; run ./scripts/setup.sh to install it, or pass --model PATH"));
+      return absl::NotFoundError(
+          absl::StrCat("the default model is not installed at ", path,
+                       "; run ./scripts/setup.sh to install it, or pass --model PATH"));
     }
   }
   LoadedModel model;
@@ -27,10 +27,9 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   ASSIGN_OR_RETURN(runtime::ModelConfig config, runtime::ReadModelConfig(*model.file));
   ASSIGN_OR_RETURN(model.tokenizer, runtime::Tokenizer::FromGguf(*model.file));
   if (model.tokenizer->vocab_size() != config.n_vocab) {
-    return absl::InvalidArgumentError(absl::StrCat("the tokenizer has ",
-                                                   model.tokenizer->vocab_size(),
-                                                   " tokens but the embedding has ",
-                                                   config.n_vocab, " rows"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the tokenizer has ", model.tokenizer->vocab_size(),
+                     " tokens but the embedding has ", config.n_vocab, " rows"));
   }
   if (options.threads < 0) return absl::InvalidArgumentError("--threads must be 0 or more");
   model.pool = std::make_unique<kernels::ThreadPool>(options.threads);
@@ -40,7 +39,8 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   stage_options.max_batch_tokens = options.batch;
   stage_options.pool = model.pool.get();
   ASSIGN_OR_RETURN(model.stage, runtime::Stage::Create(*model.file, stage_options));
-  model.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  model.load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return model;
 }
 

@@ -92,8 +92,8 @@ absl::Status ValidatePlan(const Plan& plan, const ModelProfile& model,
     const DeviceProfile* device = FindDevice(devices, stage.node_id);
     if (device == nullptr) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "plan %d stage %d names node '%s', which is not among the %d known devices",
-          plan.epoch, i, stage.node_id, devices.size()));
+          "plan %d stage %d names node '%s', which is not among the %d known devices", plan.epoch,
+          i, stage.node_id, devices.size()));
     }
     const uint64_t bytes = StageMemoryBytes(stage, model);
     auto it = std::find_if(node_usage.begin(), node_usage.end(),

@@ -1,6 +1,5 @@
 #include "partition/profile.h"
 
-
 #include "absl/strings/str_format.h"
 #include "partition/internal/saturating.h"
 

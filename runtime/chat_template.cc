@@ -19,7 +19,8 @@ namespace {
 // verbatim copy of runtime/templates/<name>.jinja (ChatTemplate.BuiltinsMatchTemplateFiles
 // checks this).
 // runtime/templates/gemma.jinja
-constexpr std::string_view kTemplate_gemma = R"jinja({#- Gemma turn format. Gemma has no system role: a system message is folded into the first
+constexpr std::string_view kTemplate_gemma =
+    R"jinja({#- Gemma turn format. Gemma has no system role: a system message is folded into the first
     user turn. Content may be a string or a list of {"type": "text", "text": ...} parts. -#}
 {%- macro text_of(content) -%}
   {%- if content is string -%}
@@ -55,7 +56,8 @@ constexpr std::string_view kTemplate_gemma = R"jinja({#- Gemma turn format. Gemm
 )jinja";
 
 // runtime/templates/chatml.jinja
-constexpr std::string_view kTemplate_chatml = R"jinja({#- ChatML, as used by Qwen: <|im_start|>role\ncontent<|im_end|>\n per message. -#}
+constexpr std::string_view kTemplate_chatml =
+    R"jinja({#- ChatML, as used by Qwen: <|im_start|>role\ncontent<|im_end|>\n per message. -#}
 {%- macro text_of(content) -%}
   {%- if content is string -%}
     {{- content -}}
@@ -74,7 +76,8 @@ constexpr std::string_view kTemplate_chatml = R"jinja({#- ChatML, as used by Qwe
 )jinja";
 
 // runtime/templates/llama3.jinja
-constexpr std::string_view kTemplate_llama3 = R"jinja({#- Llama 3 header format: <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>. -#}
+constexpr std::string_view kTemplate_llama3 =
+    R"jinja({#- Llama 3 header format: <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>. -#}
 {%- macro text_of(content) -%}
   {%- if content is string -%}
     {{- content -}}
@@ -96,7 +99,8 @@ constexpr std::string_view kTemplate_llama3 = R"jinja({#- Llama 3 header format:
 )jinja";
 
 // runtime/templates/llama2.jinja
-constexpr std::string_view kTemplate_llama2 = R"jinja({#- Llama 2 [INST] format. The system prompt goes inside the first [INST] between <<SYS>>
+constexpr std::string_view kTemplate_llama2 =
+    R"jinja({#- Llama 2 [INST] format. The system prompt goes inside the first [INST] between <<SYS>>
     markers; each user turn starts with bos_token and each answer ends with eos_token. The
     prompt already ends in [/INST], so there is no separate generation prompt. -#}
 {%- macro text_of(content) -%}
@@ -174,7 +178,8 @@ absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::json& messages,
   limits.max_value_size = limits_.max_value_size;
   limits.max_steps = limits_.max_steps;
   limits.max_call_depth = limits_.max_call_depth;
-  limits.max_bytes_built = static_cast<int64_t>(std::min<size_t>(limits_.max_value_size, size_t{1} << 40)) * 32;
+  limits.max_bytes_built =
+      static_cast<int64_t>(std::min<size_t>(limits_.max_value_size, size_t{1} << 40)) * 32;
   jinja::Interpreter interpreter(*parsed_, limits);
   return interpreter.Render(std::move(variables));
 }
@@ -224,7 +229,8 @@ absl::StatusOr<std::string> ChatTemplateSourceFor(const GgufFile& file) {
   } else {
     return absl::NotFoundError(absl::StrCat(
         "the model has no tokenizer.chat_template and there is no built-in chat template for "
-        "architecture '", architecture, "'; supply a template"));
+        "architecture '",
+        architecture, "'; supply a template"));
   }
   return std::string(*BuiltinChatTemplate(name));
 }

@@ -32,10 +32,10 @@ struct ParsedTemplate;
 
 // Resource bounds for one Render call; exceeding one is a ResourceExhausted error.
 struct ChatTemplateLimits {
-  size_t max_output_bytes = size_t{8} << 20;     // rendered prompt
-  size_t max_value_size = size_t{8} << 20;       // bytes of one string / items of one list
-  int64_t max_steps = 20'000'000;                // evaluation steps (bounds CPU time)
-  int max_call_depth = 32;                       // nested macro calls
+  size_t max_output_bytes = size_t{8} << 20;  // rendered prompt
+  size_t max_value_size = size_t{8} << 20;    // bytes of one string / items of one list
+  int64_t max_steps = 20'000'000;             // evaluation steps (bounds CPU time)
+  int max_call_depth = 32;                    // nested macro calls
 };
 
 class ChatTemplate {

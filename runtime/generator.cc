@@ -32,8 +32,8 @@ absl::StatusOr<GenerateStats> Generate(Stage& stage, int32_t slot, std::vector<i
   GenerateStats stats;
   // Reuse the cached prefix; always recompute at least the last token to get its logits. A
   // rollback the sliding-window cache cannot serve starts the sequence again.
-  int32_t position = std::min({options.cached_prefix, stage.cached_length(slot),
-                               static_cast<int32_t>(history.size()) - 1});
+  int32_t position = std::min(
+      {options.cached_prefix, stage.cached_length(slot), static_cast<int32_t>(history.size()) - 1});
   position = std::max(position, 0);
   if (position < stage.cached_length(slot) && !stage.CanRollBack(slot, position)) {
     position = 0;
@@ -43,8 +43,8 @@ absl::StatusOr<GenerateStats> Generate(Stage& stage, int32_t slot, std::vector<i
   const auto prompt_start = std::chrono::steady_clock::now();
   absl::Span<const float> logits;
   while (position < static_cast<int32_t>(history.size())) {
-    const int32_t n = std::min<int32_t>(so.max_batch_tokens,
-                                        static_cast<int32_t>(history.size()) - position);
+    const int32_t n =
+        std::min<int32_t>(so.max_batch_tokens, static_cast<int32_t>(history.size()) - position);
     StageInput input;
     input.slot = slot;
     input.first_position = position;

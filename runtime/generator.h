@@ -29,8 +29,8 @@ struct GenerateOptions {
 struct GenerateStats {
   int32_t prompt_tokens = 0;
   int32_t generated_tokens = 0;
-  double prompt_seconds = 0;    // prompt processing
-  double generate_seconds = 0;  // from the first to the last generated token
+  double prompt_seconds = 0;        // prompt processing
+  double generate_seconds = 0;      // from the first to the last generated token
   bool stopped_by_token = false;    // an end-of-generation token ended it
   bool stopped_by_context = false;  // the context filled up
 };

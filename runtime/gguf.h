@@ -66,9 +66,9 @@ struct GgufValue {
 struct GgufTensorInfo {
   std::string name;
   kernels::TensorType type = kernels::TensorType::kF32;
-  std::vector<int64_t> dims;  // ggml order: dims[0] is the contiguous (row) dimension
-  uint64_t offset = 0;        // relative to the start of the tensor data section
-  uint64_t nbytes = 0;        // validated to lie inside the file
+  std::vector<int64_t> dims;      // ggml order: dims[0] is the contiguous (row) dimension
+  uint64_t offset = 0;            // relative to the start of the tensor data section
+  uint64_t nbytes = 0;            // validated to lie inside the file
   const uint8_t* data = nullptr;  // into the mapping (null for files opened without data)
 
   int64_t num_elements() const;

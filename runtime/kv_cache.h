@@ -41,9 +41,9 @@ class KvCache {
  private:
   int32_t context_;
   int32_t num_slots_;
-  int32_t k_width_;  // n_head_kv * head_dim
-  int32_t v_width_;  // n_head_kv * head_dim_v
-  std::vector<int32_t> capacity_;  // per local layer
+  int32_t k_width_;                            // n_head_kv * head_dim
+  int32_t v_width_;                            // n_head_kv * head_dim_v
+  std::vector<int32_t> capacity_;              // per local layer
   std::vector<std::vector<uint16_t>> keys_;    // [slot * n_layers + layer]
   std::vector<std::vector<uint16_t>> values_;  // [slot * n_layers + layer]
 };

@@ -13,17 +13,15 @@ absl::StatusOr<Architecture> ParseArchitecture(const std::string& name) {
   if (name == "llama") return Architecture::kLlama;
   if (name == "qwen2") return Architecture::kQwen2;
   if (name == "gemma3") return Architecture::kGemma3;
-  return absl::UnimplementedError(
-      absl::StrCat("unsupported model architecture '", name,
-                   "' (exo-node runs: llama, qwen2, gemma3)"));
+  return absl::UnimplementedError(absl::StrCat("unsupported model architecture '", name,
+                                               "' (exo-node runs: llama, qwen2, gemma3)"));
 }
 
 // Reads a positive integer hyperparameter `<arch>.<suffix>`.
 absl::StatusOr<int32_t> GetPositive(const GgufFile& file, const std::string& key) {
   absl::StatusOr<int64_t> value = file.GetInt(key);
   if (!value.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model metadata: ", value.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("model metadata: ", value.status().message()));
   }
   if (*value <= 0 || *value > (int64_t{1} << 24)) {
     return absl::InvalidArgumentError(
@@ -57,7 +55,8 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& file) {
   absl::StatusOr<std::string> arch_name = file.GetString("general.architecture");
   if (!arch_name.ok()) {
     return absl::InvalidArgumentError(
-        "model metadata: general.architecture is missing; is this a model (not a vocab-only) file?");
+        "model metadata: general.architecture is missing; is this a model (not a vocab-only) "
+        "file?");
   }
   ASSIGN_OR_RETURN(c.arch, ParseArchitecture(*arch_name));
   const std::string p = *arch_name + ".";
@@ -83,8 +82,8 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& file) {
     c.rope_freq_scale = static_cast<float>(1.0 / scale_factor);
   } else if (scaling_type.ok() && *scaling_type != "none" && *scaling_type != "linear" &&
              *scaling_type != "llama3") {
-    return absl::UnimplementedError(
-        absl::StrCat("model uses RoPE scaling '", *scaling_type, "', which exo-node does not support"));
+    return absl::UnimplementedError(absl::StrCat("model uses RoPE scaling '", *scaling_type,
+                                                 "', which exo-node does not support"));
   }
   ASSIGN_OR_RETURN(double softcap, file.GetFloatOr(p + "final_logit_softcapping", 0.0));
   c.final_logit_softcap = static_cast<float>(softcap);
@@ -134,9 +133,9 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& file) {
       if (pattern_value != nullptr && pattern_value->type == GgufValueType::kArray) {
         const auto& flags = std::get<GgufValue::Array>(pattern_value->data).elements;
         if (static_cast<int32_t>(flags.size()) != c.n_layer) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "model metadata: ", p, "attention.sliding_window_pattern has ", flags.size(),
-              " entries for ", c.n_layer, " layers"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("model metadata: ", p, "attention.sliding_window_pattern has ",
+                           flags.size(), " entries for ", c.n_layer, " layers"));
         }
         for (int32_t il = 0; il < c.n_layer; ++il) {
           const bool* flag = std::get_if<bool>(&flags[il].data);
@@ -147,8 +146,7 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& file) {
           c.layer_is_swa[il] = c.sliding_window > 0 && *flag;
         }
       } else {
-        ASSIGN_OR_RETURN(int64_t period,
-                         file.GetIntOr(p + "attention.sliding_window_pattern", 6));
+        ASSIGN_OR_RETURN(int64_t period, file.GetIntOr(p + "attention.sliding_window_pattern", 6));
         if (period <= 0) period = 6;
         if (c.sliding_window > 0) {
           for (int32_t il = 0; il < c.n_layer; ++il) {

@@ -46,13 +46,13 @@ struct ModelConfig {
   int32_t sliding_window = 0;
   std::vector<bool> layer_is_swa;
 
-  float embedding_scale = 1.0f;  // gemma multiplies embeddings by sqrt(n_embd)
-  float attention_scale = 0.0f;  // multiplier on q·k
+  float embedding_scale = 1.0f;      // gemma multiplies embeddings by sqrt(n_embd)
+  float attention_scale = 0.0f;      // multiplier on q·k
   float final_logit_softcap = 0.0f;  // 0 = none
   FeedForwardActivation activation = FeedForwardActivation::kSilu;
-  bool has_qkv_bias = false;   // qwen2
-  bool has_qk_norm = false;    // gemma3: RMSNorm on q and k per head
-  bool has_post_norms = false; // gemma3: RMSNorm after attention and after the FFN
+  bool has_qkv_bias = false;    // qwen2
+  bool has_qk_norm = false;     // gemma3: RMSNorm on q and k per head
+  bool has_post_norms = false;  // gemma3: RMSNorm after attention and after the FFN
 
   int32_t n_embd_k_gqa() const { return n_head_kv * head_dim; }
   int32_t n_embd_v_gqa() const { return n_head_kv * head_dim_v; }

@@ -32,8 +32,8 @@ uint64_t RandomSeed() {
 absl::Status ValidateSamplingParams(const SamplingParams& params) {
   // Written as !(in range) so that NaN fails too.
   if (!(params.temperature >= 0.0f && params.temperature <= 100.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "temperature must be in [0, 100] (0 = greedy), got ", params.temperature));
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be in [0, 100] (0 = greedy), got ", params.temperature));
   }
   if (params.top_k < 0) {
     return absl::InvalidArgumentError(
@@ -61,8 +61,7 @@ absl::Status ValidateSamplingParams(const SamplingParams& params) {
   }
   if (params.penalty_last_n < -1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "penalty_last_n must be >= -1 (0 = off, -1 = whole history), got ",
-        params.penalty_last_n));
+        "penalty_last_n must be >= -1 (0 = off, -1 = whole history), got ", params.penalty_last_n));
   }
   return absl::OkStatus();
 }
@@ -85,8 +84,8 @@ double Sampler::NextUniform() {
 }
 
 void Sampler::ApplyPenalties(absl::Span<float> logits, absl::Span<const int32_t> history) {
-  const bool any_penalty = params_.repetition_penalty != 1.0f ||
-                           params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f;
+  const bool any_penalty = params_.repetition_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+                           params_.frequency_penalty != 0.0f;
   if (!any_penalty || params_.penalty_last_n == 0 || history.empty()) return;
   size_t window = history.size();
   if (params_.penalty_last_n > 0) {
@@ -218,8 +217,7 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> hist
     for (int32_t i = 1; i < n; ++i) {
       if (candidates_[i].logit > candidates_[best].logit) best = i;
     }
-    sampled_logprob_ =
-        static_cast<float>(candidates_[best].logit - max_logit_ - log_normalizer_);
+    sampled_logprob_ = static_cast<float>(candidates_[best].logit - max_logit_ - log_normalizer_);
     return candidates_[best].id;
   }
 
@@ -250,8 +248,7 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> hist
   }
   // Rounding can leave `target` past the last sum; the fallback must be a token with mass.
   while (chosen > 0 && candidates_[chosen].logit == kNegativeInfinity) --chosen;
-  sampled_logprob_ =
-      static_cast<float>(candidates_[chosen].logit - max_logit_ - log_normalizer_);
+  sampled_logprob_ = static_cast<float>(candidates_[chosen].logit - max_logit_ - log_normalizer_);
   return candidates_[chosen].id;
 }
 

@@ -98,7 +98,7 @@ class Sampler {
   bool sorted_ = false;                // live candidates sorted by (logit desc, id asc)
   std::vector<int32_t> counts_;        // per-token occurrences in the window; zero between calls
   float max_logit_ = 0.0f;
-  double log_normalizer_ = 0.0;        // log sum exp(logit - max_logit_) over live candidates
+  double log_normalizer_ = 0.0;  // log sum exp(logit - max_logit_) over live candidates
   float sampled_logprob_ = 0.0f;
 };
 

@@ -16,16 +16,16 @@ absl::StatusOr<std::unique_ptr<Stage>> Stage::Create(const GgufFile& file,
   ASSIGN_OR_RETURN(ModelConfig config, ReadModelConfig(file));
   if (options.layers.begin == 0 && options.layers.end == 0 && !options.has_embedding &&
       !options.has_head) {
-    return absl::InvalidArgumentError("a stage needs at least one layer, the embedding or the head");
+    return absl::InvalidArgumentError(
+        "a stage needs at least one layer, the embedding or the head");
   }
   if (options.context <= 0 || options.max_batch_tokens <= 0 || options.num_slots <= 0 ||
       options.max_logit_rows <= 0) {
     return absl::InvalidArgumentError(
         "stage options: context, max_batch_tokens, max_logit_rows and num_slots must be positive");
   }
-  ASSIGN_OR_RETURN(StageWeights weights,
-                   LoadStageWeights(file, config, options.layers, options.has_embedding,
-                                    options.has_head));
+  ASSIGN_OR_RETURN(StageWeights weights, LoadStageWeights(file, config, options.layers,
+                                                          options.has_embedding, options.has_head));
   return std::unique_ptr<Stage>(new Stage(config, options, std::move(weights)));
 }
 
@@ -76,21 +76,21 @@ absl::StatusOr<absl::Span<const float>> Stage::Forward(const StageInput& in, Log
     }
   } else {
     if (in.hidden.size() % c.n_embd != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "hidden state of ", in.hidden.size(), " floats is not a whole number of rows of ",
-          c.n_embd));
+      return absl::InvalidArgumentError(absl::StrCat("hidden state of ", in.hidden.size(),
+                                                     " floats is not a whole number of rows of ",
+                                                     c.n_embd));
     }
     n = static_cast<int64_t>(in.hidden.size() / c.n_embd);
   }
   if (n <= 0 || n > options_.max_batch_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("a batch must have 1 to ",
-                                                   options_.max_batch_tokens, " tokens, got ", n));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a batch must have 1 to ", options_.max_batch_tokens, " tokens, got ", n));
   }
   const int32_t cached = cached_length_[in.slot];
   if (in.first_position < 0 || in.first_position > cached) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("batch starts at position ", in.first_position, " but slot ", in.slot,
-                     " holds ", cached, " positions"));
+    return absl::FailedPreconditionError(absl::StrCat("batch starts at position ",
+                                                      in.first_position, " but slot ", in.slot,
+                                                      " holds ", cached, " positions"));
   }
   if (in.first_position + n > options_.context) {
     return absl::OutOfRangeError(absl::StrCat("sequence of ", in.first_position + n,
@@ -104,8 +104,8 @@ absl::StatusOr<absl::Span<const float>> Stage::Forward(const StageInput& in, Log
   }
   if (mode == LogitsMode::kAll && options_.has_head &&
       n > static_cast<int64_t>(logits_.size() / c.n_vocab)) {
-    return absl::InvalidArgumentError(absl::StrCat("logits for all ", n, " rows requested, at most ",
-                                                   logits_.size() / c.n_vocab, " allowed"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logits for all ", n, " rows requested, at most ", logits_.size() / c.n_vocab, " allowed"));
   }
 
   // ---- Input: token embeddings or the previous stage's hidden states. ------------------------
@@ -124,10 +124,10 @@ absl::StatusOr<absl::Span<const float>> Stage::Forward(const StageInput& in, Log
   }
 
   // ---- Layers. --------------------------------------------------------------------------------
-  internal::RopeTables(c, c.rope_base, c.rope_freq_scale,
-                       weights_.rope_freq_factors.empty() ? nullptr
-                                                          : weights_.rope_freq_factors.data(),
-                       in.first_position, rows, rope_cos_.data(), rope_sin_.data());
+  internal::RopeTables(
+      c, c.rope_base, c.rope_freq_scale,
+      weights_.rope_freq_factors.empty() ? nullptr : weights_.rope_freq_factors.data(),
+      in.first_position, rows, rope_cos_.data(), rope_sin_.data());
   if (c.sliding_window > 0) {
     internal::RopeTables(c, c.rope_base_swa, c.rope_freq_scale_swa, nullptr, in.first_position,
                          rows, rope_cos_swa_.data(), rope_sin_swa_.data());
@@ -172,9 +172,8 @@ bool Stage::CanRollBack(int32_t slot, int32_t position) const {
     const int32_t il = options_.layers.begin + l;
     // Full-attention layers hold every position; a ring must still hold the window before it.
     if (kv_.capacity(l) >= options_.context) continue;
-    const int32_t needed = config_.layer_is_swa[il]
-                               ? std::max(0, position - config_.sliding_window + 1)
-                               : 0;
+    const int32_t needed =
+        config_.layer_is_swa[il] ? std::max(0, position - config_.sliding_window + 1) : 0;
     if (needed < kv_.OldestHeld(l, cached - 1)) return false;
   }
   return true;
@@ -193,8 +192,8 @@ void Stage::RunLayer(int32_t local_layer, int32_t slot, int32_t first_position, 
                              options_.pool,
                              swa ? rope_cos_swa_.data() : rope_cos_.data(),
                              swa ? rope_sin_swa_.data() : rope_sin_.data()};
-  internal::LayerScratch s{norm_.data(), q_.data(),    k_.data(),    v_.data(),
-                           attn_.data(), proj_.data(), gate_.data(), up_.data(),
+  internal::LayerScratch s{norm_.data(),      q_.data(),          k_.data(),    v_.data(),
+                           attn_.data(),      proj_.data(),       gate_.data(), up_.data(),
                            attn_keys_.data(), attn_values_.data()};
   const LayerWeights& w = weights_.layers[local_layer];
   switch (config_.arch) {

@@ -23,9 +23,9 @@ struct StageOptions {
   bool has_embedding = true;  // input is token ids (else hidden states)
   bool has_head = true;       // output is logits (else hidden states)
   int32_t context = 4096;     // KV positions per sequence; capped by nothing, checked by callers
-  int32_t max_batch_tokens = 256;  // tokens per Forward call
-  int32_t max_logit_rows = 16;     // rows of logits one call may return (speculative verify)
-  int32_t num_slots = 1;           // sequences with their own KV cache
+  int32_t max_batch_tokens = 256;       // tokens per Forward call
+  int32_t max_logit_rows = 16;          // rows of logits one call may return (speculative verify)
+  int32_t num_slots = 1;                // sequences with their own KV cache
   kernels::ThreadPool* pool = nullptr;  // not owned; null runs single-threaded
 };
 
@@ -33,9 +33,9 @@ enum class LogitsMode { kLast, kAll };
 
 struct StageInput {
   int32_t slot = 0;
-  int32_t first_position = 0;         // position of the first token of this batch
-  absl::Span<const int32_t> tokens;   // for a stage with the embedding
-  absl::Span<const float> hidden;     // tokens * n_embd floats, for a stage without it
+  int32_t first_position = 0;        // position of the first token of this batch
+  absl::Span<const int32_t> tokens;  // for a stage with the embedding
+  absl::Span<const float> hidden;    // tokens * n_embd floats, for a stage without it
 };
 
 class Stage {

@@ -19,14 +19,16 @@ namespace {
 using tokenizer_internal::Utf8LengthFromLeadByte;
 
 // The packaged Abseil has its own string_view type, distinct from std::string_view.
-absl::string_view Absl(std::string_view text) { return absl::string_view(text.data(), text.size()); }
+absl::string_view Absl(std::string_view text) {
+  return absl::string_view(text.data(), text.size());
+}
 
 constexpr std::string_view kSpaceMarker = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGHTH BLOCK "▁"
 
 // Texts of tokens that end a turn in common chat formats (llama.cpp's list).
 constexpr std::string_view kEndOfGenerationTexts[] = {
-    "<|eot_id|>", "<|im_end|>",    "<|end|>",  "<|return|>", "<|call|>",        "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>",    "_<EOT>",     "<|end_of_text|>",
+    "<|eot_id|>",    "<|im_end|>", "<|end|>", "<|return|>", "<|call|>",        "<end_of_turn>",
+    "<|endoftext|>", "<|eom_id|>", "<EOT>",   "_<EOT>",     "<|end_of_text|>",
 };
 
 // One symbol of the word being merged: a byte range of the text, linked to its live neighbours.
@@ -45,8 +47,8 @@ std::vector<Symbol> CharacterSymbols(std::string_view text) {
     const size_t length =
         std::min(text.size() - offset, Utf8LengthFromLeadByte(static_cast<uint8_t>(text[offset])));
     const auto index = static_cast<int32_t>(symbols.size());
-    symbols.push_back(Symbol{index - 1, offset + length == text.size() ? -1 : index + 1, offset,
-                             length});
+    symbols.push_back(
+        Symbol{index - 1, offset + length == text.size() ? -1 : index + 1, offset, length});
     offset += length;
   }
   return symbols;
@@ -134,8 +136,8 @@ absl::StatusOr<int32_t> ReadOptionalId(const GgufFile& file, std::string_view ke
 }
 
 bool IsSpecialType(TokenType type) {
-  return type == TokenType::kControl || type == TokenType::kUnknown ||
-         type == TokenType::kUnused || type == TokenType::kUndefined;
+  return type == TokenType::kControl || type == TokenType::kUnknown || type == TokenType::kUnused ||
+         type == TokenType::kUndefined;
 }
 
 }  // namespace
@@ -177,8 +179,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
     vocab.types.reserve(types.size());
     for (size_t i = 0; i < types.size(); ++i) {
       if (types[i] < 0 || types[i] > 6) {
-        return absl::InvalidArgumentError(absl::StrCat("tokenizer.ggml.token_type[", i, "] = ",
-                                                       types[i], " is not a token type (0..6)"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tokenizer.ggml.token_type[", i, "] = ", types[i], " is not a token type (0..6)"));
       }
       vocab.types.push_back(static_cast<TokenType>(types[i]));
     }
@@ -200,22 +202,25 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
   }
   if (vocab.types.size() != vocab.tokens.size() ||
       (!vocab.scores.empty() && vocab.scores.size() != vocab.tokens.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tokenizer arrays differ in length: ", vocab.tokens.size(), " tokens, ",
-        vocab.types.size(), " token types, ", vocab.scores.size(), " scores"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer arrays differ in length: ", vocab.tokens.size(), " tokens, ",
+                     vocab.types.size(), " token types, ", vocab.scores.size(), " scores"));
   }
 
   // Defaults follow llama.cpp: SentencePiece vocabularies are assumed to be Llama's.
   const auto n_tokens = static_cast<int64_t>(vocab.tokens.size());
   const auto default_id = [&](int32_t id) { return is_sentence_piece && id < n_tokens ? id : -1; };
-  ASSIGN_OR_RETURN(vocab.bos_id, ReadOptionalId(file, "tokenizer.ggml.bos_token_id", default_id(1)));
-  ASSIGN_OR_RETURN(vocab.eos_id, ReadOptionalId(file, "tokenizer.ggml.eos_token_id", default_id(2)));
+  ASSIGN_OR_RETURN(vocab.bos_id,
+                   ReadOptionalId(file, "tokenizer.ggml.bos_token_id", default_id(1)));
+  ASSIGN_OR_RETURN(vocab.eos_id,
+                   ReadOptionalId(file, "tokenizer.ggml.eos_token_id", default_id(2)));
   ASSIGN_OR_RETURN(vocab.unknown_id,
                    ReadOptionalId(file, "tokenizer.ggml.unknown_token_id", default_id(0)));
   ASSIGN_OR_RETURN(vocab.padding_id, ReadOptionalId(file, "tokenizer.ggml.padding_token_id", -1));
   ASSIGN_OR_RETURN(vocab.eot_id, ReadOptionalId(file, "tokenizer.ggml.eot_token_id", -1));
   ASSIGN_OR_RETURN(vocab.eom_id, ReadOptionalId(file, "tokenizer.ggml.eom_token_id", -1));
-  ASSIGN_OR_RETURN(vocab.add_bos, file.GetBoolOr("tokenizer.ggml.add_bos_token", is_sentence_piece));
+  ASSIGN_OR_RETURN(vocab.add_bos,
+                   file.GetBoolOr("tokenizer.ggml.add_bos_token", is_sentence_piece));
   ASSIGN_OR_RETURN(vocab.add_eos, file.GetBoolOr("tokenizer.ggml.add_eos_token", false));
   ASSIGN_OR_RETURN(vocab.add_space_prefix,
                    file.GetBoolOr("tokenizer.ggml.add_space_prefix", is_sentence_piece));
@@ -286,16 +291,14 @@ absl::Status Tokenizer::Init(TokenizerVocab vocab) {
     }
   }
   // Longest first, so "<|im_end|>" wins over a shorter token that it contains.
-  std::stable_sort(special_tokens_.begin(), special_tokens_.end(), [&](int32_t a, int32_t b) {
-    return tokens_[a].size() > tokens_[b].size();
-  });
+  std::stable_sort(special_tokens_.begin(), special_tokens_.end(),
+                   [&](int32_t a, int32_t b) { return tokens_[a].size() > tokens_[b].size(); });
   std::vector<tokenizer_internal::SpecialTokenMatcher::Pattern> patterns;
   patterns.reserve(special_tokens_.size());
   for (int32_t id : special_tokens_) {
     patterns.push_back({tokens_[id], types_[id] == TokenType::kUserDefined});
   }
-  special_matcher_ =
-      std::make_unique<tokenizer_internal::SpecialTokenMatcher>(std::move(patterns));
+  special_matcher_ = std::make_unique<tokenizer_internal::SpecialTokenMatcher>(std::move(patterns));
 
   for (int value = 0; value < 256; ++value) {
     byte_token_[value] = -1;
@@ -327,8 +330,8 @@ absl::Status Tokenizer::Init(TokenizerVocab vocab) {
       const std::string& merge = vocab.merges[rank];
       const size_t space = merge.size() > 1 ? merge.find(' ', 1) : std::string::npos;
       if (space == std::string::npos || rank > static_cast<size_t>(INT32_MAX)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tokenizer.ggml.merges[", rank, "] = '", merge, "' is not of the form 'left right'"));
+        return absl::InvalidArgumentError(absl::StrCat("tokenizer.ggml.merges[", rank, "] = '",
+                                                       merge, "' is not of the form 'left right'"));
       }
       std::string key = merge;
       key[space] = '\xff';  // never part of UTF-8 text, so the key is unambiguous
@@ -366,8 +369,8 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_bos,
       continue;
     }
     if (kind_ == TokenizerKind::kSentencePiece) {
-      std::string escaped = add_space_prefix_ && previous_was_special ? std::string(kSpaceMarker)
-                                                                      : std::string();
+      std::string escaped =
+          add_space_prefix_ && previous_was_special ? std::string(kSpaceMarker) : std::string();
       escaped += ReplaceAll(fragment.text, " ", kSpaceMarker);
       EncodeSentencePiece(escaped, output);
     } else {
@@ -443,7 +446,8 @@ void Tokenizer::EncodeBytePairs(std::string_view text, std::vector<int32_t>& out
   for (std::string_view piece : splitter_->Split(text)) {
     // Byte-level: every byte becomes one printable character.
     word.clear();
-    for (char c : piece) tokenizer_internal::AppendByteLevelCharacter(static_cast<uint8_t>(c), word);
+    for (char c : piece)
+      tokenizer_internal::AppendByteLevelCharacter(static_cast<uint8_t>(c), word);
     if (ignore_merges_) {
       if (auto id = FindToken(word)) {
         output.push_back(*id);
@@ -477,8 +481,8 @@ void Tokenizer::EncodeBytePairs(std::string_view text, std::vector<int32_t>& out
       try_add(bigram.left, symbols[bigram.left].next);
     }
     for (int32_t i = symbols.empty() ? -1 : 0; i != -1; i = symbols[i].next) {
-      const std::string_view symbol = std::string_view(word).substr(symbols[i].start,
-                                                                    symbols[i].length);
+      const std::string_view symbol =
+          std::string_view(word).substr(symbols[i].start, symbols[i].length);
       if (auto id = FindToken(symbol)) {
         output.push_back(*id);
         continue;

@@ -135,7 +135,7 @@ class Tokenizer {
   std::vector<int16_t> byte_value_;  // per token: the byte a kByte token stands for, else -1
   absl::flat_hash_map<std::string, int32_t> token_to_id_;
   absl::flat_hash_map<std::string, int32_t> bpe_ranks_;  // left + '\xff' + right -> rank
-  int32_t byte_token_[256];                               // SentencePiece byte fallback, -1 if none
+  int32_t byte_token_[256];                              // SentencePiece byte fallback, -1 if none
   // Control, user-defined and unknown tokens, longest text first, and a matcher over their texts
   // (pattern i of the matcher is token special_tokens_[i]).
   std::vector<int32_t> special_tokens_;

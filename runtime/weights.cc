@@ -20,8 +20,8 @@ absl::StatusOr<TensorView> Find(const GgufFile& file, const std::string& name, i
     if (optional) return TensorView{};
     return absl::InvalidArgumentError(absl::StrCat("model is missing tensor '", name, "'"));
   }
-  std::vector<int64_t> want = rows == 0 ? std::vector<int64_t>{cols}
-                                        : std::vector<int64_t>{cols, rows};
+  std::vector<int64_t> want =
+      rows == 0 ? std::vector<int64_t>{cols} : std::vector<int64_t>{cols, rows};
   if (info->dims != want) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ",
                                                    ShapeString(info->dims), ", expected ",
@@ -35,8 +35,8 @@ absl::StatusOr<TensorView> Find(const GgufFile& file, const std::string& name, i
         "Q6_K)"));
   }
   if (rows == 0 && info->type != kernels::TensorType::kF32) {
-    return absl::UnimplementedError(
-        absl::StrCat("tensor '", name, "' is a ", type.name, " vector; only F32 vectors are supported"));
+    return absl::UnimplementedError(absl::StrCat("tensor '", name, "' is a ", type.name,
+                                                 " vector; only F32 vectors are supported"));
   }
   TensorView view;
   view.type = info->type;
@@ -50,8 +50,7 @@ absl::StatusOr<TensorView> Find(const GgufFile& file, const std::string& name, i
 }  // namespace
 
 absl::StatusOr<StageWeights> LoadStageWeights(const GgufFile& file, const ModelConfig& c,
-                                              LayerRange range, bool has_embedding,
-                                              bool has_head) {
+                                              LayerRange range, bool has_embedding, bool has_head) {
   if (range.begin < 0 || range.end > c.n_layer || range.begin > range.end) {
     return absl::InvalidArgumentError(absl::StrCat("layer range [", range.begin, ", ", range.end,
                                                    ") is outside the model's ", c.n_layer,
@@ -96,7 +95,8 @@ absl::StatusOr<StageWeights> LoadStageWeights(const GgufFile& file, const ModelC
       ASSIGN_OR_RETURN(l.k_norm, Find(file, p + "attn_k_norm.weight", c.head_dim, 0));
     }
     if (c.has_post_norms) {
-      ASSIGN_OR_RETURN(l.post_attention_norm, Find(file, p + "post_attention_norm.weight", embd, 0));
+      ASSIGN_OR_RETURN(l.post_attention_norm,
+                       Find(file, p + "post_attention_norm.weight", embd, 0));
       ASSIGN_OR_RETURN(l.post_ffw_norm, Find(file, p + "post_ffw_norm.weight", embd, 0));
     }
     ASSIGN_OR_RETURN(l.ffn_norm, Find(file, p + "ffn_norm.weight", embd, 0));
@@ -112,10 +112,9 @@ uint64_t StageWeightBytes(const StageWeights& w) {
   uint64_t total = w.token_embd.nbytes + w.output_norm.nbytes;
   if (w.output.data != w.token_embd.data) total += w.output.nbytes;
   for (const LayerWeights& l : w.layers) {
-    for (const TensorView* t :
-         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.wo,
-          &l.post_attention_norm, &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down,
-          &l.post_ffw_norm}) {
+    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
+                                &l.k_norm, &l.wo, &l.post_attention_norm, &l.ffn_norm, &l.ffn_gate,
+                                &l.ffn_up, &l.ffn_down, &l.post_ffw_norm}) {
       total += t->nbytes;
     }
   }

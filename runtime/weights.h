@@ -60,8 +60,7 @@ struct LayerRange {
 // Resolves and validates every tensor a stage needs: presence, exact shape and a supported type.
 // Errors name the tensor and what is wrong.
 absl::StatusOr<StageWeights> LoadStageWeights(const GgufFile& file, const ModelConfig& config,
-                                              LayerRange layers, bool has_embedding,
-                                              bool has_head);
+                                              LayerRange layers, bool has_embedding, bool has_head);
 
 // Bytes of the weights a stage touches (for planning and for reporting).
 uint64_t StageWeightBytes(const StageWeights& weights);

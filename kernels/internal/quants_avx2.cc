@@ -338,7 +338,239 @@ EXO_AVX2 float vec_dot_q6_k_q8_k_avx2(const void* vx, const void* vy, int64_t n)
   return HorizontalSum(acc);
 }
 
+
+// ---- Multi-token dot products -------------------------------------------------------------
+// One weight row against T activation rows (`stride` bytes apart). Each weight block is unpacked
+// once; per token the floating-point work is exactly that of the single-token kernel above (same
+// products, same accumulator layout, same order), so every result is bit-identical to it. Only
+// integer work (exact) is shared or reordered.
+
+// MulSumI8Pairs(x, y) with sign(x, x) computed once by the caller.
+EXO_AVX2 inline __m256 MulSumI8PairsAbs(__m256i abs_x, __m256i x, __m256i y) {
+  const __m256i dot16 = _mm256_maddubs_epi16(abs_x, _mm256_sign_epi8(y, x));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
+}
+
+template <typename Block, int T>
+inline void TokenRows(const void* vy, int64_t stride, const Block* (&y)[T]) {
+  const uint8_t* base = static_cast<const uint8_t*>(vy);
+  for (int t = 0; t < T; ++t) y[t] = reinterpret_cast<const Block*>(base + t * stride);
+}
+
+template <int T>
+EXO_AVX2 void VecDotQ8_0Tokens(const void* vx, const void* vy, int64_t stride, int64_t n,
+                               float* out) {
+  const BlockQ8_0* x = static_cast<const BlockQ8_0*>(vx);
+  const BlockQ8_0* y[T];
+  TokenRows(vy, stride, y);
+  const int64_t nb = n / kQk32;
+  __m256 acc0[T], acc1[T];
+  for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m256i x0 = Load256(x[i].qs);
+    const __m256i x1 = Load256(x[i + 1].qs);
+    const __m256i abs0 = _mm256_sign_epi8(x0, x0);
+    const __m256i abs1 = _mm256_sign_epi8(x1, x1);
+    const float xd0 = Half(x[i].d);
+    const float xd1 = Half(x[i + 1].d);
+    for (int t = 0; t < T; ++t) {
+      const __m256 d0 = _mm256_set1_ps(xd0 * Half(y[t][i].d));
+      const __m256 d1 = _mm256_set1_ps(xd1 * Half(y[t][i + 1].d));
+      acc0[t] = _mm256_fmadd_ps(d0, MulSumI8PairsAbs(abs0, x0, Load256(y[t][i].qs)), acc0[t]);
+      acc1[t] =
+          _mm256_fmadd_ps(d1, MulSumI8PairsAbs(abs1, x1, Load256(y[t][i + 1].qs)), acc1[t]);
+    }
+  }
+  for (; i < nb; ++i) {
+    const __m256i x0 = Load256(x[i].qs);
+    const __m256i abs0 = _mm256_sign_epi8(x0, x0);
+    const float xd0 = Half(x[i].d);
+    for (int t = 0; t < T; ++t) {
+      const __m256 d = _mm256_set1_ps(xd0 * Half(y[t][i].d));
+      acc0[t] = _mm256_fmadd_ps(d, MulSumI8PairsAbs(abs0, x0, Load256(y[t][i].qs)), acc0[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = HorizontalSum(_mm256_add_ps(acc0[t], acc1[t]));
+}
+
+template <int T>
+EXO_AVX2 void VecDotQ5_0Tokens(const void* vx, const void* vy, int64_t stride, int64_t n,
+                               float* out) {
+  const BlockQ5_0* x = static_cast<const BlockQ5_0*>(vx);
+  const BlockQ8_0* y[T];
+  TokenRows(vy, stride, y);
+  const int64_t nb = n / kQk32;
+  const __m256i sixteen = _mm256_set1_epi8(16);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const float xd = Half(x[i].d);
+    const __m256i q = _mm256_sub_epi8(
+        _mm256_or_si256(UnpackNibbles(x[i].qs), HighBitsQ5(x[i].qh)), sixteen);
+    const __m256i abs_q = _mm256_sign_epi8(q, q);
+    for (int t = 0; t < T; ++t) {
+      const __m256 d = _mm256_set1_ps(xd * Half(y[t][i].d));
+      acc[t] = _mm256_fmadd_ps(d, MulSumI8PairsAbs(abs_q, q, Load256(y[t][i].qs)), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = HorizontalSum(acc[t]);
+}
+
+template <int T>
+EXO_AVX2 void VecDotQ4_KTokens(const void* vx, const void* vy, int64_t stride, int64_t n,
+                               float* out) {
+  const BlockQ4_K* x = static_cast<const BlockQ4_K*>(vx);
+  const BlockQ8_K* y[T];
+  TokenRows(vy, stride, y);
+  const int64_t nb = n / kQkK;
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  __m256 acc[T];
+  float sum_mins[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    sum_mins[t] = 0.0f;
+  }
+  for (int64_t i = 0; i < nb; ++i) {
+    uint8_t scales[8], mins[8];
+    for (int j = 0; j < 8; ++j) GetScaleMinK4(j, x[i].scales, &scales[j], &mins[j]);
+    const float xdmin = Half(x[i].dmin);
+    const float xd = Half(x[i].d);
+    __m256i sumi[T];
+    for (int t = 0; t < T; ++t) {
+      sum_mins[t] += xdmin * y[t][i].d * static_cast<float>(SumMinsK(mins, y[t][i].bsums));
+      sumi[t] = _mm256_setzero_si256();
+    }
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      const __m256i q4 = Load256(x[i].qs + 32 * chunk);
+      const __m256i lo = _mm256_and_si256(q4, low_mask);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low_mask);
+      const __m256i scale0 = _mm256_set1_epi16(scales[2 * chunk]);
+      const __m256i scale1 = _mm256_set1_epi16(scales[2 * chunk + 1]);
+      for (int t = 0; t < T; ++t) {
+        const __m256i p0 = _mm256_maddubs_epi16(lo, Load256(y[t][i].qs + 64 * chunk));
+        const __m256i p1 = _mm256_maddubs_epi16(hi, Load256(y[t][i].qs + 64 * chunk + 32));
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p0, scale0),
+                                                             _mm256_madd_epi16(p1, scale1)));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m256 d = _mm256_set1_ps(xd * y[t][i].d);
+      acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = HorizontalSum(acc[t]) - sum_mins[t];
+}
+
+template <int T>
+EXO_AVX2 void VecDotQ6_KTokens(const void* vx, const void* vy, int64_t stride, int64_t n,
+                               float* out) {
+  const BlockQ6_K* x = static_cast<const BlockQ6_K*>(vx);
+  const BlockQ8_K* y[T];
+  TokenRows(vy, stride, y);
+  const int64_t nb = n / kQkK;
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  const __m256i two_bits = _mm256_set1_epi8(0x03);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const int8_t* sc = x[i].scales;
+    const float xd = Half(x[i].d);
+    __m256i sumi[T];
+    float d[T];
+    for (int t = 0; t < T; ++t) {
+      int offset_sum = 0;
+      for (int g = 0; g < 16; ++g) offset_sum += sc[g] * y[t][i].bsums[g];
+      d[t] = xd * y[t][i].d;
+      sumi[t] = _mm256_setr_epi32(-32 * offset_sum, 0, 0, 0, 0, 0, 0, 0);
+    }
+    for (int half = 0; half < 2; ++half) {
+      const __m256i ql0 = Load256(x[i].ql + 64 * half);
+      const __m256i ql1 = Load256(x[i].ql + 64 * half + 32);
+      const __m256i qh = Load256(x[i].qh + 32 * half);
+      __m256i q[4];
+      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, low_mask),
+                             _mm256_slli_epi16(_mm256_and_si256(qh, two_bits), 4));
+      q[1] = _mm256_or_si256(
+          _mm256_and_si256(ql1, low_mask),
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits), 4));
+      q[2] = _mm256_or_si256(
+          _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low_mask),
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two_bits), 4));
+      q[3] = _mm256_or_si256(
+          _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low_mask),
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two_bits), 4));
+      for (int k = 0; k < 4; ++k) {
+        const int group = 8 * half + 2 * k;
+        const __m256i scale =
+            _mm256_set_m128i(_mm_set1_epi16(sc[group + 1]), _mm_set1_epi16(sc[group]));
+        for (int t = 0; t < T; ++t) {
+          const __m256i p =
+              _mm256_maddubs_epi16(q[k], Load256(y[t][i].qs + 128 * half + 32 * k));
+          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, scale));
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d[t]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = HorizontalSum(acc[t]);
+}
+
+// VecDotMultiFn entry point for a kernel template: picks the instantiation for `tokens`.
+template <template <int> class Kernel>
+void DispatchTokens(const void* vx, const void* vy, int64_t stride, int64_t n, int tokens,
+                    float* out) {
+  switch (tokens) {
+    case 1:
+      Kernel<1>::Run(vx, vy, stride, n, out);
+      return;
+    case 2:
+      Kernel<2>::Run(vx, vy, stride, n, out);
+      return;
+    case 3:
+      Kernel<3>::Run(vx, vy, stride, n, out);
+      return;
+    case 4:
+      Kernel<4>::Run(vx, vy, stride, n, out);
+      return;
+    default:
+      std::abort();  // callers pass 1..kMaxDotTokens
+  }
+}
+
+static_assert(kMaxDotTokens == 4, "DispatchTokens handles 1..4 tokens");
+
+#define EXO_TOKENS_KERNEL(Name, fn)                                                      \
+  template <int T>                                                                       \
+  struct Name {                                                                          \
+    static void Run(const void* vx, const void* vy, int64_t stride, int64_t n, float* out) { \
+      fn<T>(vx, vy, stride, n, out);                                                     \
+    }                                                                                    \
+  };
+EXO_TOKENS_KERNEL(Q8_0Tokens, VecDotQ8_0Tokens)
+EXO_TOKENS_KERNEL(Q5_0Tokens, VecDotQ5_0Tokens)
+EXO_TOKENS_KERNEL(Q4_KTokens, VecDotQ4_KTokens)
+EXO_TOKENS_KERNEL(Q6_KTokens, VecDotQ6_KTokens)
+#undef EXO_TOKENS_KERNEL
+
 }  // namespace
+
+VecDotMultiFn GetVecDotMultiAvx2(TensorType type) {
+  switch (type) {
+    case TensorType::kQ5_0:
+      return DispatchTokens<Q5_0Tokens>;
+    case TensorType::kQ8_0:
+      return DispatchTokens<Q8_0Tokens>;
+    case TensorType::kQ4_K:
+      return DispatchTokens<Q4_KTokens>;
+    case TensorType::kQ6_K:
+      return DispatchTokens<Q6_KTokens>;
+    default:
+      return nullptr;
+  }
+}
 
 VecDotFn GetVecDotAvx2(TensorType type) {
   switch (type) {
@@ -373,7 +605,14 @@ VecDotFn GetVecDotAvx2(TensorType type) {
 
 bool CpuHasAvx2Fma() { return false; }
 VecDotFn GetVecDotAvx2(TensorType) { return nullptr; }
+VecDotMultiFn GetVecDotMultiAvx2(TensorType) { return nullptr; }
 
 #endif
+
+// The multi-token kernels exist only as AVX2 variants, and GetVecDot picks the AVX2 single dot
+// exactly when CpuHasAvx2Fma() holds, so the pair always matches bit for bit.
+VecDotMultiFn GetVecDotMulti(TensorType type) {
+  return CpuHasAvx2Fma() ? GetVecDotMultiAvx2(type) : nullptr;
+}
 
 }  // namespace exo::kernels::internal

@@ -27,6 +27,23 @@ bool CpuHasAvx2Fma();
 // The dot product the public VecDot uses for `type` (SIMD where available), nullptr if none.
 VecDotFn GetVecDot(TensorType type);
 
+// Most activation rows one multi-token dot product takes at once.
+inline constexpr int kMaxDotTokens = 4;
+
+// Dot products of one weight row with `tokens` (1..kMaxDotTokens) activation rows that lie
+// `act_row_bytes` apart: every weight block is unpacked once and used for each token. out[t] is
+// bit-identical to GetVecDot(type)(weights, activations + t * act_row_bytes, n): per token the
+// same floating-point operations in the same order.
+using VecDotMultiFn = void (*)(const void* weights, const void* activations,
+                               int64_t act_row_bytes, int64_t n, int tokens, float* out);
+
+// AVX2 multi-token variants; nullptr when `type` has none. Only call after CpuHasAvx2Fma().
+VecDotMultiFn GetVecDotMultiAvx2(TensorType type);
+
+// The multi-token dot product matching GetVecDot(type), or nullptr when there is none (scalar
+// path, or a type without one): callers then use the single-token dot.
+VecDotMultiFn GetVecDotMulti(TensorType type);
+
 // 6-bit scale/min pair `j` (0..7) of a Q4_K / Q5_K block, as ggml's get_scale_min_k4.
 inline void GetScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
   if (j < 4) {

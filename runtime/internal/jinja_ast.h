@@ -42,10 +42,10 @@ struct Expr {
   int depth = 1;      // 1 + the deepest child
   Value literal;
   std::string name;
-  bool negated = false;                 // kTest: "is not"
-  std::vector<ExprPtr> children;        // may hold nulls where noted
+  bool negated = false;           // kTest: "is not"
+  std::vector<ExprPtr> children;  // may hold nulls where noted
   std::vector<std::string> keyword_names;
-  std::vector<std::string> ops;         // kCompare: == != < <= > >= in notin
+  std::vector<std::string> ops;  // kCompare: == != < <= > >= in notin
 };
 
 struct Stmt;
@@ -64,7 +64,7 @@ struct Stmt {
     kMacro,     // macro names[0](names[1..] = exprs[...] or null defaults): bodies[0]
     kBreak,
     kContinue,
-    kScope,     // bodies[0] rendered in place (the {% generation %} marker of Hugging Face)
+    kScope,  // bodies[0] rendered in place (the {% generation %} marker of Hugging Face)
   };
   Kind kind = Kind::kText;
   size_t offset = 0;

@@ -42,7 +42,8 @@ absl::StatusOr<std::vector<Value>> Bind(std::string_view function, const CallArg
   for (const auto& [key, value] : args.keyword) {
     auto it = std::find(name_list.begin(), name_list.end(), key);
     if (it == name_list.end()) {
-      return TypeError(absl::StrCat(std::string(function), "() got an unexpected keyword argument '", key, "'"));
+      return TypeError(
+          absl::StrCat(std::string(function), "() got an unexpected keyword argument '", key, "'"));
     }
     bound[it - name_list.begin()] = value;
   }
@@ -193,9 +194,7 @@ absl::StatusOr<Value> StringList(const std::vector<std::string>& parts) {
 
 absl::StatusOr<bool> MatchesPrefixOrSuffix(const std::string& s, const Value& pattern,
                                            bool prefix) {
-  auto check = [&](const std::string& p) {
-    return prefix ? s.starts_with(p) : s.ends_with(p);
-  };
+  auto check = [&](const std::string& p) { return prefix ? s.starts_with(p) : s.ends_with(p); };
   if (pattern.is_string()) return check(pattern.string_value());
   if (pattern.is_array()) {
     for (const Value& item : pattern.array()) {
@@ -215,20 +214,19 @@ std::optional<Value> StringMethod(Interpreter& interpreter, const Value& self,
   const std::string method(name);
   auto make = [&](std::function<absl::StatusOr<Value>(const std::string&, CallArgs&)> body) {
     Value captured = self;
-    return Value::MakeCallable(method, [captured, body](CallArgs& args) {
-      return body(captured.string_value(), args);
-    });
+    return Value::MakeCallable(
+        method, [captured, body](CallArgs& args) { return body(captured.string_value(), args); });
   };
   Interpreter* interp = &interpreter;
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     bool left = name != "rstrip";
     bool right = name != "lstrip";
-    return make([method, left, right](const std::string& s, CallArgs& args)
-                    -> absl::StatusOr<Value> {
-      ASSIGN_OR_RETURN(std::vector<Value> a, Bind(method, args, {"chars"}));
-      if (a[0].is_string()) return Value::String(PyStrip(s, &a[0].string_value(), left, right));
-      return Value::String(PyStrip(s, nullptr, left, right));
-    });
+    return make(
+        [method, left, right](const std::string& s, CallArgs& args) -> absl::StatusOr<Value> {
+          ASSIGN_OR_RETURN(std::vector<Value> a, Bind(method, args, {"chars"}));
+          if (a[0].is_string()) return Value::String(PyStrip(s, &a[0].string_value(), left, right));
+          return Value::String(PyStrip(s, nullptr, left, right));
+        });
   }
   if (name == "split" || name == "rsplit") {
     return make([method](const std::string& s, CallArgs& args) -> absl::StatusOr<Value> {
@@ -295,11 +293,13 @@ std::optional<Value> StringMethod(Interpreter& interpreter, const Value& self,
       if (method == "find") {
         size_t found = s.find(sub);
         if (found == std::string::npos) return Value::Int(-1);
-        return Value::Int(static_cast<int64_t>(CodePointCount(std::string_view(s).substr(0, found))));
+        return Value::Int(
+            static_cast<int64_t>(CodePointCount(std::string_view(s).substr(0, found))));
       }
       if (sub.empty()) return Value::Int(static_cast<int64_t>(CodePointCount(s)) + 1);
       int64_t count = 0;
-      for (size_t pos = s.find(sub); pos != std::string::npos; pos = s.find(sub, pos + sub.size())) {
+      for (size_t pos = s.find(sub); pos != std::string::npos;
+           pos = s.find(sub, pos + sub.size())) {
         ++count;
       }
       return Value::Int(count);
@@ -414,11 +414,11 @@ absl::StatusOr<Value> GetAttributePath(Interpreter& interpreter, const Value& it
   size_t start = 0;
   while (true) {
     size_t dot = path.find('.', start);
-    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos
-                                                                   : dot - start);
+    std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     Value key = Value::String(part);
-    if (!part.empty() && std::all_of(part.begin(), part.end(),
-                                     [](char c) { return c >= '0' && c <= '9'; }) &&
+    if (!part.empty() &&
+        std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
         part.size() < 18) {
       key = Value::Int(std::strtoll(part.c_str(), nullptr, 10));
     }
@@ -434,8 +434,8 @@ absl::StatusOr<Value> ArrayValue(Interpreter& interpreter, Array items) {
 }
 
 // select / reject / selectattr / rejectattr.
-absl::StatusOr<Value> SelectOrReject(Interpreter& interpreter, const Value& operand,
-                                     CallArgs& args, bool select, bool by_attribute) {
+absl::StatusOr<Value> SelectOrReject(Interpreter& interpreter, const Value& operand, CallArgs& args,
+                                     bool select, bool by_attribute) {
   ASSIGN_OR_RETURN(Array items, Iterate(operand));
   size_t next = 0;
   std::string attribute;
@@ -450,7 +450,8 @@ absl::StatusOr<Value> SelectOrReject(Interpreter& interpreter, const Value& oper
   if (args.positional.size() > next) {
     if (!args.positional[next].is_string()) return TypeError("the test name must be a string");
     test_name = args.positional[next].string_value();
-    if (!IsKnownTest(*test_name)) return TypeError(absl::StrCat("no test named '", *test_name, "'"));
+    if (!IsKnownTest(*test_name))
+      return TypeError(absl::StrCat("no test named '", *test_name, "'"));
     ++next;
   }
   CallArgs test_args;
@@ -560,27 +561,28 @@ absl::StatusOr<std::string> PercentFormat(const std::string& format, const Array
         return TypeError(absl::StrCat("unsupported format character '", std::string(1, spec), "'"));
     }
   }
-  if (next < values.size()) return TypeError("not all arguments converted during string formatting");
+  if (next < values.size())
+    return TypeError("not all arguments converted during string formatting");
   return out;
 }
 
 bool IsInteger(const Value& v) { return v.kind() == Value::Kind::kInt; }
 
 constexpr std::string_view kFilters[] = {
-    "abs",      "attr",    "capitalize", "center",  "count",  "d",          "default",
-    "dictsort", "e",       "escape",     "first",   "float",  "format",     "indent",
-    "int",      "items",   "join",       "last",    "length", "list",       "lower",
-    "map",      "max",     "min",        "reject",  "rejectattr", "replace", "reverse",
-    "round",    "safe",    "select",     "selectattr", "sort", "string",   "sum",
-    "title",    "tojson",  "trim",       "unique",  "upper",  "wordcount"};
+    "abs",      "attr",   "capitalize", "center",     "count",      "d",        "default",
+    "dictsort", "e",      "escape",     "first",      "float",      "format",   "indent",
+    "int",      "items",  "join",       "last",       "length",     "list",     "lower",
+    "map",      "max",    "min",        "reject",     "rejectattr", "replace",  "reverse",
+    "round",    "safe",   "select",     "selectattr", "sort",       "string",   "sum",
+    "title",    "tojson", "trim",       "unique",     "upper",      "wordcount"};
 
 constexpr std::string_view kTests[] = {
-    "defined", "undefined", "none",    "boolean", "false",      "true",     "integer",
-    "float",   "number",    "string",  "mapping", "iterable",   "sequence", "callable",
-    "sameas",  "escaped",   "in",      "odd",     "even",       "divisibleby", "eq",
-    "equalto", "==",        "ne",      "!=",      "lt",         "lessthan", "<",
-    "le",      "<=",        "gt",      "greaterthan", ">",      "ge",       ">=",
-    "lower",   "upper",     "filter",  "test"};
+    "defined", "undefined", "none",   "boolean",     "false",    "true",        "integer",
+    "float",   "number",    "string", "mapping",     "iterable", "sequence",    "callable",
+    "sameas",  "escaped",   "in",     "odd",         "even",     "divisibleby", "eq",
+    "equalto", "==",        "ne",     "!=",          "lt",       "lessthan",    "<",
+    "le",      "<=",        "gt",     "greaterthan", ">",        "ge",          ">=",
+    "lower",   "upper",     "filter", "test"};
 
 }  // namespace
 
@@ -652,8 +654,8 @@ absl::StatusOr<bool> Contains(const Value& haystack, const Value& needle) {
     case Value::Kind::kObject:
       return needle.is_string() && haystack.object().Find(needle.string_value()) != nullptr;
     default:
-      return TypeError(absl::StrCat("argument of type '", PyTypeName(haystack),
-                                    "' is not iterable"));
+      return TypeError(
+          absl::StrCat("argument of type '", PyTypeName(haystack), "' is not iterable"));
   }
 }
 
@@ -661,8 +663,8 @@ absl::StatusOr<Value> GetAttribute(Interpreter& interpreter, const Value& object
                                    std::string_view name) {
   if (object.is_undefined()) return TypeError(object.UndefinedMessage());
   auto missing = [&]() {
-    return Value::Undefined(
-        absl::StrCat("'", PyTypeDescription(object), "' has no attribute '", std::string(name), "'"));
+    return Value::Undefined(absl::StrCat("'", PyTypeDescription(object), "' has no attribute '",
+                                         std::string(name), "'"));
   };
   if (object.is_string()) {
     std::optional<Value> method = StringMethod(interpreter, object, name);
@@ -754,8 +756,8 @@ absl::StatusOr<bool> ApplyTest(Interpreter& interpreter, std::string_view name,
   if (name == "odd" || name == "even" || name == "divisibleby") {
     if (operand.is_undefined()) return TypeError(operand.UndefinedMessage());
     if (!operand.is_number()) {
-      return TypeError(absl::StrCat("unsupported operand type(s) for %: '", PyTypeName(operand),
-                                    "' and 'int'"));
+      return TypeError(
+          absl::StrCat("unsupported operand type(s) for %: '", PyTypeName(operand), "' and 'int'"));
     }
     if (name == "divisibleby") {
       Value divisor = arg(0);
@@ -776,14 +778,13 @@ absl::StatusOr<bool> ApplyTest(Interpreter& interpreter, std::string_view name,
   }
   if (name == "eq" || name == "equalto" || name == "==") return PyEquals(operand, arg(0));
   if (name == "ne" || name == "!=") return !PyEquals(operand, arg(0));
-  if (name == "lt" || name == "lessthan" || name == "<" || name == "gt" ||
-      name == "greaterthan" || name == ">" || name == "le" || name == "<=" || name == "ge" ||
-      name == ">=") {
+  if (name == "lt" || name == "lessthan" || name == "<" || name == "gt" || name == "greaterthan" ||
+      name == ">" || name == "le" || name == "<=" || name == "ge" || name == ">=") {
     Value other = arg(0);
     if (operand.is_undefined()) return TypeError(operand.UndefinedMessage());
     if (other.is_undefined()) return TypeError(other.UndefinedMessage());
-    bool greater_side = name == "gt" || name == "greaterthan" || name == ">" || name == "ge" ||
-                        name == ">=";
+    bool greater_side =
+        name == "gt" || name == "greaterthan" || name == ">" || name == "ge" || name == ">=";
     ASSIGN_OR_RETURN(bool strict, greater_side ? PyLess(other, operand) : PyLess(operand, other));
     bool inclusive = name == "le" || name == "<=" || name == "ge" || name == ">=";
     return strict || (inclusive && PyEquals(operand, other));
@@ -1081,13 +1082,12 @@ absl::StatusOr<Value> ApplyFilter(Interpreter& interpreter, std::string_view nam
     return ArrayValue(interpreter, std::move(mapped));
   }
   if (name == "sort" || name == "unique" || name == "min" || name == "max") {
-    ASSIGN_OR_RETURN(std::vector<Value> a,
-                     Bind(fn, args,
-                          name == "sort"
-                              ? std::initializer_list<std::string_view>{"reverse", "case_sensitive",
-                                                                        "attribute"}
-                              : std::initializer_list<std::string_view>{"case_sensitive",
-                                                                        "attribute"}));
+    ASSIGN_OR_RETURN(
+        std::vector<Value> a,
+        Bind(fn, args,
+             name == "sort"
+                 ? std::initializer_list<std::string_view>{"reverse", "case_sensitive", "attribute"}
+                 : std::initializer_list<std::string_view>{"case_sensitive", "attribute"}));
     bool reverse = name == "sort" && a[0].Truthy();
     const Value& case_value = name == "sort" ? a[1] : a[0];
     const Value& attribute = name == "sort" ? a[2] : a[1];
@@ -1127,7 +1127,8 @@ absl::StatusOr<Value> ApplyFilter(Interpreter& interpreter, std::string_view nam
       for (auto& entry : keyed) sorted.push_back(std::move(entry.second));
       return ArrayValue(interpreter, std::move(sorted));
     }
-    if (keyed.empty()) return Value::Undefined(absl::StrCat("No aggregated item, sequence was empty."));
+    if (keyed.empty())
+      return Value::Undefined(absl::StrCat("No aggregated item, sequence was empty."));
     return name == "min" ? keyed.front().second : keyed.back().second;
   }
   if (name == "sum") {
@@ -1142,8 +1143,8 @@ absl::StatusOr<Value> ApplyFilter(Interpreter& interpreter, std::string_view nam
         ASSIGN_OR_RETURN(v, GetAttributePath(interpreter, item, ToPyStr(a[0])));
       }
       if (!v.is_number()) {
-        return TypeError(absl::StrCat("unsupported operand type(s) for +: 'int' and '",
-                                      PyTypeName(v), "'"));
+        return TypeError(
+            absl::StrCat("unsupported operand type(s) for +: 'int' and '", PyTypeName(v), "'"));
       }
       if (v.kind() == Kind::kFloat && !is_float) {
         is_float = true;

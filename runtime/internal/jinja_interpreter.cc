@@ -74,8 +74,7 @@ absl::StatusOr<std::string> Interpreter::Render(
     int column = 0;
     LineAndColumn(parsed_.source, error_offset_, line, column);
     return absl::Status(status.code(), absl::StrCat("chat template error at line ", line,
-                                                    ", column ", column, ": ",
-                                                    status.message()));
+                                                    ", column ", column, ": ", status.message()));
   }
   return out;
 }
@@ -118,72 +117,77 @@ absl::Status Interpreter::CheckValueSize(size_t size) const {
 
 void Interpreter::AddGlobals(Frame& globals) {
   globals.Set("raise_exception", Value::MakeCallable("raise_exception", [this](CallArgs& args) {
-    MarkRaised();
-    std::string message = args.positional.empty() ? "" : ToPyStr(args.positional[0]);
-    return absl::StatusOr<Value>(absl::InvalidArgumentError(message));
-  }));
-  globals.Set("namespace", Value::MakeCallable("namespace", [](CallArgs& args)
-                                                   -> absl::StatusOr<Value> {
-    Object object;
-    object.is_namespace = true;
-    for (const Value& positional : args.positional) {
-      if (!positional.is_object() || positional.object().is_namespace) {
-        return TypeError("namespace() takes a dict or keyword arguments");
-      }
-      for (const auto& [key, value] : positional.object().entries) object.Set(key, value);
-    }
-    for (auto& [key, value] : args.keyword) object.Set(key, value);
-    for (const auto& [key, value] : object.entries) {
-      if (value.contains_namespace() || value.is_callable()) {
-        return TypeError("a namespace cannot hold another namespace or a function");
-      }
-    }
-    return Value::MakeObject(std::move(object));
-  }));
-  globals.Set("range", Value::MakeCallable("range", [this](CallArgs& args)
-                                               -> absl::StatusOr<Value> {
-    if (!args.keyword.empty() || args.positional.empty() || args.positional.size() > 3) {
-      return TypeError("range() takes 1 to 3 integer arguments");
-    }
-    int64_t bounds[3] = {0, 0, 1};
-    for (const Value& v : args.positional) {
-      if (v.kind() != Value::Kind::kInt && v.kind() != Value::Kind::kBool) {
-        return TypeError(absl::StrCat("'", PyTypeName(v), "' object cannot be interpreted as an integer"));
-      }
-    }
-    if (args.positional.size() == 1) {
-      bounds[1] = args.positional[0].int_value();
-    } else {
-      bounds[0] = args.positional[0].int_value();
-      bounds[1] = args.positional[1].int_value();
-      if (args.positional.size() == 3) bounds[2] = args.positional[2].int_value();
-    }
-    if (bounds[2] == 0) return TypeError("range() arg 3 must not be zero");
-    // Count without overflow: work in long double-free integer arithmetic on the span.
-    __int128 span = static_cast<__int128>(bounds[1]) - bounds[0];
-    __int128 count = 0;
-    if (bounds[2] > 0 && span > 0) count = (span + bounds[2] - 1) / bounds[2];
-    if (bounds[2] < 0 && span < 0) count = (-span + (-static_cast<__int128>(bounds[2])) - 1) /
-                                           (-static_cast<__int128>(bounds[2]));
-    if (count > static_cast<__int128>(limits_.max_value_size)) {
-      return absl::ResourceExhaustedError("range() too large for a chat template");
-    }
-    Array items;
-    items.reserve(static_cast<size_t>(count));
-    for (__int128 i = 0; i < count; ++i) {
-      items.push_back(Value::Int(static_cast<int64_t>(bounds[0] + i * bounds[2])));
-    }
-    return Value::MakeArray(std::move(items));
-  }));
+                MarkRaised();
+                std::string message = args.positional.empty() ? "" : ToPyStr(args.positional[0]);
+                return absl::StatusOr<Value>(absl::InvalidArgumentError(message));
+              }));
+  globals.Set("namespace",
+              Value::MakeCallable("namespace", [](CallArgs& args) -> absl::StatusOr<Value> {
+                Object object;
+                object.is_namespace = true;
+                for (const Value& positional : args.positional) {
+                  if (!positional.is_object() || positional.object().is_namespace) {
+                    return TypeError("namespace() takes a dict or keyword arguments");
+                  }
+                  for (const auto& [key, value] : positional.object().entries)
+                    object.Set(key, value);
+                }
+                for (auto& [key, value] : args.keyword) object.Set(key, value);
+                for (const auto& [key, value] : object.entries) {
+                  if (value.contains_namespace() || value.is_callable()) {
+                    return TypeError("a namespace cannot hold another namespace or a function");
+                  }
+                }
+                return Value::MakeObject(std::move(object));
+              }));
+  globals.Set(
+      "range", Value::MakeCallable("range", [this](CallArgs& args) -> absl::StatusOr<Value> {
+        if (!args.keyword.empty() || args.positional.empty() || args.positional.size() > 3) {
+          return TypeError("range() takes 1 to 3 integer arguments");
+        }
+        int64_t bounds[3] = {0, 0, 1};
+        for (const Value& v : args.positional) {
+          if (v.kind() != Value::Kind::kInt && v.kind() != Value::Kind::kBool) {
+            return TypeError(
+                absl::StrCat("'", PyTypeName(v), "' object cannot be interpreted as an integer"));
+          }
+        }
+        if (args.positional.size() == 1) {
+          bounds[1] = args.positional[0].int_value();
+        } else {
+          bounds[0] = args.positional[0].int_value();
+          bounds[1] = args.positional[1].int_value();
+          if (args.positional.size() == 3) bounds[2] = args.positional[2].int_value();
+        }
+        if (bounds[2] == 0) return TypeError("range() arg 3 must not be zero");
+        // Count without overflow: work in long double-free integer arithmetic on the span.
+        __int128 span = static_cast<__int128>(bounds[1]) - bounds[0];
+        __int128 count = 0;
+        if (bounds[2] > 0 && span > 0) count = (span + bounds[2] - 1) / bounds[2];
+        if (bounds[2] < 0 && span < 0)
+          count = (-span + (-static_cast<__int128>(bounds[2])) - 1) /
+                  (-static_cast<__int128>(bounds[2]));
+        if (count > static_cast<__int128>(limits_.max_value_size)) {
+          return absl::ResourceExhaustedError("range() too large for a chat template");
+        }
+        Array items;
+        items.reserve(static_cast<size_t>(count));
+        for (__int128 i = 0; i < count; ++i) {
+          items.push_back(Value::Int(static_cast<int64_t>(bounds[0] + i * bounds[2])));
+        }
+        return Value::MakeArray(std::move(items));
+      }));
   globals.Set("dict", Value::MakeCallable("dict", [](CallArgs& args) -> absl::StatusOr<Value> {
-    Object object;
-    for (const Value& positional : args.positional) {
-      if (!positional.is_object()) return TypeError("dict() takes a dict or keyword arguments");
-      for (const auto& [key, value] : positional.object().entries) object.Set(key, value);
-    }
-    for (auto& [key, value] : args.keyword) object.Set(key, value);
-    return Value::MakeObject(std::move(object));
-  }));
+                Object object;
+                for (const Value& positional : args.positional) {
+                  if (!positional.is_object())
+                    return TypeError("dict() takes a dict or keyword arguments");
+                  for (const auto& [key, value] : positional.object().entries)
+                    object.Set(key, value);
+                }
+                for (auto& [key, value] : args.keyword) object.Set(key, value);
+                return Value::MakeObject(std::move(object));
+              }));
 }
 
 // ---- Statements ----
@@ -321,8 +325,8 @@ absl::Status Interpreter::ExecFor(const Stmt& stmt, Frame& frame, std::string& o
     loop.entries.emplace_back("length", Value::Int(length));
     loop.entries.emplace_back("depth", Value::Int(1));
     loop.entries.emplace_back("depth0", Value::Int(0));
-    loop.entries.emplace_back(
-        "previtem", i > 0 ? items[i - 1] : Value::Undefined("there is no previous item"));
+    loop.entries.emplace_back("previtem",
+                              i > 0 ? items[i - 1] : Value::Undefined("there is no previous item"));
     loop.entries.emplace_back(
         "nextitem", i + 1 < length ? items[i + 1] : Value::Undefined("there is no next item"));
     loop.entries.emplace_back(
@@ -382,9 +386,8 @@ absl::StatusOr<Value> Interpreter::CallMacro(const Stmt& macro, CallArgs& args) 
       ASSIGN_OR_RETURN(Value default_value, Eval(*macro.exprs[i], scope));
       scope.Set(macro.names[i + 1], std::move(default_value));
     } else {
-      scope.Set(macro.names[i + 1],
-                Value::Undefined(absl::StrCat("parameter '", macro.names[i + 1],
-                                              "' was not provided")));
+      scope.Set(macro.names[i + 1], Value::Undefined(absl::StrCat("parameter '", macro.names[i + 1],
+                                                                  "' was not provided")));
     }
   }
   ASSIGN_OR_RETURN(Value varargs, Value::MakeArray(std::move(extra_positional), true));
@@ -539,8 +542,9 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& expr, Frame& frame) {
       ASSIGN_OR_RETURN(Value condition, Eval(*expr.children[1], frame));
       if (condition.Truthy()) return Eval(*expr.children[0], frame);
       if (expr.children[2] == nullptr) {
-        return Value::Undefined("the inline if-expression evaluated to false and no else "
-                                "section was defined.");
+        return Value::Undefined(
+            "the inline if-expression evaluated to false and no else "
+            "section was defined.");
       }
       return Eval(*expr.children[2], frame);
     }
@@ -616,8 +620,7 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const std::string& op, const Value
                                   "' and '", PyTypeName(b), "'"));
   };
   const bool both_numbers = a.is_number() && b.is_number();
-  const bool any_float =
-      a.kind() == Value::Kind::kFloat || b.kind() == Value::Kind::kFloat;
+  const bool any_float = a.kind() == Value::Kind::kFloat || b.kind() == Value::Kind::kFloat;
   if (op == "+") {
     if (both_numbers) {
       if (any_float) return Value::Float(a.float_value() + b.float_value());
@@ -629,8 +632,8 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const std::string& op, const Value
     }
     if (a.is_string()) {
       if (!b.is_string()) {
-        return TypeError(absl::StrCat("can only concatenate str (not \"", PyTypeName(b),
-                                      "\") to str"));
+        return TypeError(
+            absl::StrCat("can only concatenate str (not \"", PyTypeName(b), "\") to str"));
       }
       size_t size = a.string_value().size() + b.string_value().size();
       RETURN_IF_ERROR(CheckValueSize(size));
@@ -664,8 +667,8 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const std::string& op, const Value
     }
     if (sequence != nullptr) {
       int64_t times = std::max<int64_t>(0, count->int_value());
-      size_t unit = sequence->is_string() ? sequence->string_value().size()
-                                          : sequence->array().size();
+      size_t unit =
+          sequence->is_string() ? sequence->string_value().size() : sequence->array().size();
       if (unit == 0) times = 0;  // an empty sequence stays empty, however many times
       if (unit != 0 && static_cast<uint64_t>(times) > limits_.max_value_size / unit) {
         return CheckValueSize(limits_.max_value_size + 1);
@@ -717,7 +720,8 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const std::string& op, const Value
       return Value::Float(std::round((x - mod) / y));
     }
     if (b.int_value() == 0) {
-      return TypeError(op == "//" ? "integer division or modulo by zero" : "integer modulo by zero");
+      return TypeError(op == "//" ? "integer division or modulo by zero"
+                                  : "integer modulo by zero");
     }
     if (a.int_value() == INT64_MIN && b.int_value() == -1) {
       if (op == "%") return Value::Int(0);
@@ -808,7 +812,8 @@ absl::StatusOr<Value> Interpreter::EvalSlice(const Value& object, const Value& s
     const std::string& s = object.string_value();
     std::string out;
     if (stride == 1 && !indices.empty()) {
-      out = s.substr(offsets[indices.front()], offsets[indices.back() + 1] - offsets[indices.front()]);
+      out = s.substr(offsets[indices.front()],
+                     offsets[indices.back() + 1] - offsets[indices.front()]);
     } else {
       for (int64_t i : indices) out += s.substr(offsets[i], offsets[i + 1] - offsets[i]);
     }

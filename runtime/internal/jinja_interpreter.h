@@ -19,10 +19,10 @@
 namespace exo::runtime::jinja {
 
 struct RenderLimits {
-  size_t max_output_bytes = size_t{8} << 20;    // rendered text
-  size_t max_value_size = size_t{8} << 20;      // bytes of one string / items of one list
-  int64_t max_steps = 20'000'000;               // evaluated nodes + statements + iterations
-  int max_call_depth = 32;                      // nested macro calls
+  size_t max_output_bytes = size_t{8} << 20;     // rendered text
+  size_t max_value_size = size_t{8} << 20;       // bytes of one string / items of one list
+  int64_t max_steps = 20'000'000;                // evaluated nodes + statements + iterations
+  int max_call_depth = 32;                       // nested macro calls
   int64_t max_bytes_built = int64_t{256} << 20;  // all strings built during one render
 };
 
@@ -63,8 +63,7 @@ class Interpreter {
   absl::Status ExecBody(const Body& body, Frame& frame, std::string& out);
   absl::Status Exec(const Stmt& stmt, Frame& frame, std::string& out);
   absl::Status ExecFor(const Stmt& stmt, Frame& frame, std::string& out);
-  absl::Status BindTargets(const std::vector<std::string>& names, const Value& value,
-                           Frame& frame);
+  absl::Status BindTargets(const std::vector<std::string>& names, const Value& value, Frame& frame);
   absl::StatusOr<Value> Eval(const Expr& expr, Frame& frame);
   absl::StatusOr<CallArgs> EvalArgs(const Expr& expr, Frame& frame);
   absl::StatusOr<Value> EvalBinary(const std::string& op, const Value& a, const Value& b);

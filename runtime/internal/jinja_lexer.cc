@@ -92,7 +92,8 @@ class Lexer {
   size_t FindOpener(size_t pos) const {
     while (true) {
       size_t brace = src_.find('{', pos);
-      if (brace == std::string_view::npos || brace + 1 >= src_.size()) return std::string_view::npos;
+      if (brace == std::string_view::npos || brace + 1 >= src_.size())
+        return std::string_view::npos;
       char next = src_[brace + 1];
       if (next == '{' || next == '%' || next == '#') return brace;
       pos = brace + 1;
@@ -316,7 +317,8 @@ class Lexer {
           uint32_t cp = 0;
           for (int k = 0; k < count; ++k) {
             int h = pos < src_.size() ? HexValue(src_[pos]) : -1;
-            if (h < 0) return Error(pos, absl::StrCat("truncated \\", std::string(1, e), " escape"));
+            if (h < 0)
+              return Error(pos, absl::StrCat("truncated \\", std::string(1, e), " escape"));
             cp = cp * 16 + static_cast<uint32_t>(h);
             ++pos;
           }

@@ -98,9 +98,7 @@ class Parser {
     return ErrorAt(Current().offset,
                    absl::StrCat("expected ", expected, ", got ", Describe(Current())));
   }
-  absl::Status TooDeep() const {
-    return ErrorAt(Current().offset, "template nested too deeply");
-  }
+  absl::Status TooDeep() const { return ErrorAt(Current().offset, "template nested too deeply"); }
   absl::Status ExpectOp(std::string_view op) {
     if (!SkipOp(op)) return Unexpected(absl::StrCat("'", std::string(op), "'"));
     return absl::OkStatus();
@@ -441,8 +439,8 @@ class Parser {
       size_t offset = Current().offset;
       Advance();
       ASSIGN_OR_RETURN(ExprPtr right, ParseAnd());
-      ASSIGN_OR_RETURN(left, MakeExpr(Expr::Kind::kOr, offset,
-                                      Children(std::move(left), std::move(right))));
+      ASSIGN_OR_RETURN(
+          left, MakeExpr(Expr::Kind::kOr, offset, Children(std::move(left), std::move(right))));
     }
     return left;
   }
@@ -453,8 +451,8 @@ class Parser {
       size_t offset = Current().offset;
       Advance();
       ASSIGN_OR_RETURN(ExprPtr right, ParseNot());
-      ASSIGN_OR_RETURN(left, MakeExpr(Expr::Kind::kAnd, offset,
-                                      Children(std::move(left), std::move(right))));
+      ASSIGN_OR_RETURN(
+          left, MakeExpr(Expr::Kind::kAnd, offset, Children(std::move(left), std::move(right))));
     }
     return left;
   }
@@ -505,9 +503,8 @@ class Parser {
   }
 
   absl::StatusOr<ExprPtr> Binary(std::string op, size_t offset, ExprPtr left, ExprPtr right) {
-    ASSIGN_OR_RETURN(ExprPtr expr,
-                     MakeExpr(Expr::Kind::kBinary, offset,
-                              Children(std::move(left), std::move(right))));
+    ASSIGN_OR_RETURN(ExprPtr expr, MakeExpr(Expr::Kind::kBinary, offset,
+                                            Children(std::move(left), std::move(right))));
     expr->name = std::move(op);
     return expr;
   }

@@ -110,8 +110,7 @@ absl::StatusOr<Value> Value::MakeObject(Object object) {
   return v;
 }
 
-Value Value::MakeCallable(std::string name,
-                          std::function<absl::StatusOr<Value>(CallArgs&)> fn) {
+Value Value::MakeCallable(std::string name, std::function<absl::StatusOr<Value>(CallArgs&)> fn) {
   Value v;
   v.kind_ = Kind::kCallable;
   v.callable_ = std::make_shared<const Callable>(Callable{std::move(name), std::move(fn)});
@@ -312,7 +311,8 @@ std::string FormatPyFloat(double value) {
   if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
   if (value == 0) return std::signbit(value) ? "-0.0" : "0.0";
   char buffer[64];
-  auto result = std::to_chars(buffer, buffer + sizeof(buffer), value, std::chars_format::scientific);
+  auto result =
+      std::to_chars(buffer, buffer + sizeof(buffer), value, std::chars_format::scientific);
   std::string sci(buffer, result.ptr);
   // sci looks like "-1.2345e+05": split into sign, digits and exponent.
   bool negative = sci[0] == '-';

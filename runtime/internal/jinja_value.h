@@ -94,9 +94,7 @@ class Value {
   const Callable& callable() const { return *callable_; }
   int depth() const { return depth_; }
   // Roughly the work of one walk over the value: 1 per node, plus string bytes / 8.
-  uint64_t weight() const {
-    return kind_ == Kind::kString ? 1 + s_->size() / 8 : weight_;
-  }
+  uint64_t weight() const { return kind_ == Kind::kString ? 1 + s_->size() / 8 : weight_; }
   // True for namespaces and containers holding one; a namespace may not hold another, which
   // keeps values acyclic.
   bool contains_namespace() const { return contains_namespace_; }

@@ -13,7 +13,8 @@
 namespace exo::runtime::tokenizer_internal {
 namespace {
 
-// GPT-2's pattern (without its final "|\s+": whitespace it leaves unmatched becomes a piece anyway).
+// GPT-2's pattern (without its final "|\s+": whitespace it leaves unmatched becomes a piece
+// anyway).
 constexpr char kGpt2Pattern[] =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S))";
 // Llama 3: case-insensitive contractions, letters with one leading non-letter, digits in threes.
@@ -44,8 +45,8 @@ absl::StatusOr<PreTokenizerSpec> PreTokenizerSpecFor(std::string_view pre) {
   }
   if (is_any({"default", ""})) {
     // llama.cpp's fallback for BPE vocabularies without a known pre-tokenizer.
-    return PreTokenizerSpec{{R"([\p{P}\$\+<=>\^~\|]+)", kGpt2Pattern, R"(\p{N}+)", "[0-9][0-9][0-9]"},
-                            false};
+    return PreTokenizerSpec{
+        {R"([\p{P}\$\+<=>\^~\|]+)", kGpt2Pattern, R"(\p{N}+)", "[0-9][0-9][0-9]"}, false};
   }
   if (is_any({"llama3", "llama-v3", "llama-bpe", "falcon3"})) {
     return PreTokenizerSpec{{kLlama3Pattern}, true};
@@ -105,8 +106,8 @@ std::vector<std::string_view> RegexSplitter::Split(std::string_view text) const 
     next.clear();
     for (std::string_view piece : pieces) {
       const auto* subject = reinterpret_cast<PCRE2_SPTR>(piece.data());
-      size_t offset = 0;    // where the next search starts
-      size_t emitted = 0;   // end of what has been cut off already
+      size_t offset = 0;   // where the next search starts
+      size_t emitted = 0;  // end of what has been cut off already
       while (offset < piece.size()) {
         int rc = pcre2_match(compiled.code, subject, piece.size(), offset, 0, match_data, nullptr);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {

@@ -100,9 +100,8 @@ void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, c
       const int32_t p = first_visible + static_cast<int32_t>(i);
       kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Key(ctx.slot, ctx.local_layer, p),
                              s.keys + i * k_width, k_width);
-      kernels::DequantizeRow(kernels::TensorType::kF16,
-                             ctx.kv->Value(ctx.slot, ctx.local_layer, p), s.values + i * v_width,
-                             v_width);
+      kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Value(ctx.slot, ctx.local_layer, p),
+                             s.values + i * v_width, v_width);
     }
   };
   if (ctx.pool != nullptr) {

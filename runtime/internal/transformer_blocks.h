@@ -15,27 +15,27 @@ namespace exo::runtime::internal {
 // Everything one layer needs to know about the batch it runs on.
 struct LayerContext {
   const ModelConfig* config;
-  int32_t layer;            // global layer index
-  int32_t local_layer;      // index inside the stage (KV cache layer)
-  int32_t slot;             // KV cache slot of the sequence
-  int32_t first_position;   // position of row 0
-  int32_t n;                // rows in the batch
+  int32_t layer;           // global layer index
+  int32_t local_layer;     // index inside the stage (KV cache layer)
+  int32_t slot;            // KV cache slot of the sequence
+  int32_t first_position;  // position of row 0
+  int32_t n;               // rows in the batch
   KvCache* kv;
   kernels::ThreadPool* pool;
-  const float* rope_cos;    // n x rope_dim/2, for this layer's RoPE base
+  const float* rope_cos;  // n x rope_dim/2, for this layer's RoPE base
   const float* rope_sin;
 };
 
 // Scratch rows, each sized for the stage's max batch.
 struct LayerScratch {
-  float* norm;  // n x n_embd
-  float* q;     // n x n_head * head_dim
-  float* k;     // n x n_head_kv * head_dim
-  float* v;     // n x n_head_kv * head_dim_v
-  float* attn;  // n x n_head * head_dim_v
-  float* proj;  // n x n_embd
-  float* gate;  // n x n_ff
-  float* up;    // n x n_ff
+  float* norm;    // n x n_embd
+  float* q;       // n x n_head * head_dim
+  float* k;       // n x n_head_kv * head_dim
+  float* v;       // n x n_head_kv * head_dim_v
+  float* attn;    // n x n_head * head_dim_v
+  float* proj;    // n x n_embd
+  float* gate;    // n x n_ff
+  float* up;      // n x n_ff
   float* keys;    // context x n_head_kv * head_dim: the cached keys a batch sees, as f32
   float* values;  // context x n_head_kv * head_dim_v: the same for values
 };

@@ -11,10 +11,10 @@
 
 namespace {
 
-using exo::runtime::TokenType;
 using exo::runtime::Tokenizer;
 using exo::runtime::TokenizerKind;
 using exo::runtime::TokenizerVocab;
+using exo::runtime::TokenType;
 
 // GPT-2's byte-to-unicode mapping: printable bytes stand for themselves, others map past U+0100.
 std::string ByteToken(int byte) {
@@ -70,7 +70,10 @@ std::unique_ptr<Tokenizer> MakeSentencePiece() {
     v.tokens.push_back(name);
     v.types.push_back(TokenType::kByte);
   }
-  for (const char* piece : {"\xE2\x96\x81", "a", "b", "ab", "\xE2\x96\x81" "ab", "the", "\n"}) {
+  for (const char* piece : {"\xE2\x96\x81", "a", "b", "ab",
+                            "\xE2\x96\x81"
+                            "ab",
+                            "the", "\n"}) {
     v.tokens.push_back(piece);
     v.types.push_back(TokenType::kNormal);
   }

@@ -29,7 +29,8 @@ std::string WriteModel(const std::string& name, int n_embd = 64) {
   runtime::synthetic::SyntheticModelOptions options;
   options.n_embd = n_embd;
   options.n_ff = n_embd == 256 ? 256 : 96;
-  absl::StatusOr<std::string> path = runtime::synthetic::WriteSyntheticModel(options, TempPath(name));
+  absl::StatusOr<std::string> path =
+      runtime::synthetic::WriteSyntheticModel(options, TempPath(name));
   EXPECT_TRUE(path.ok()) << path.status();
   return *path;
 }
@@ -125,16 +126,16 @@ TEST(Generate, TruncatedFile) {
 
 TEST(Generate, UnsupportedTensorType) {
   const std::string model = WriteModel("wide.gguf", 256);
-  const std::string bad = Rewrite(model, "q2k.gguf", "", nullptr, "blk.0.ffn_up.weight",
-                                  kernels::TensorType::kQ2_K);
+  const std::string bad =
+      Rewrite(model, "q2k.gguf", "", nullptr, "blk.0.ffn_up.weight", kernels::TensorType::kQ2_K);
   ExpectOneLineError(Generate(bad), "Q2_K");
 }
 
 TEST(Generate, UnknownArchitecture) {
   const std::string model = WriteModel("arch.gguf");
   runtime::GgufValue mamba = runtime::GgufValue::String("mamba");
-  const std::string bad = Rewrite(model, "mamba.gguf", "general.architecture", &mamba, "",
-                                  kernels::TensorType::kF32);
+  const std::string bad =
+      Rewrite(model, "mamba.gguf", "general.architecture", &mamba, "", kernels::TensorType::kF32);
   ExpectOneLineError(Generate(bad), "mamba");
 }
 

@@ -21,11 +21,17 @@ constexpr uint64_t kGiB = uint64_t{1} << 30;
 // A made-up home fleet: a 64 GB Mac, a 24 GB GPU box (fast), an 8 GB Raspberry Pi (slow).
 std::vector<DeviceProfile> Fleet() {
   return {
-      {.node_id = "mac", .memory_bytes = 64 * kGiB, .decode_bytes_per_second = 400e9,
+      {.node_id = "mac",
+       .memory_bytes = 64 * kGiB,
+       .decode_bytes_per_second = 400e9,
        .device_kind = "apple-m2-max"},
-      {.node_id = "gpu", .memory_bytes = 24 * kGiB, .decode_bytes_per_second = 1000e9,
+      {.node_id = "gpu",
+       .memory_bytes = 24 * kGiB,
+       .decode_bytes_per_second = 1000e9,
        .device_kind = "cuda-rtx4090"},
-      {.node_id = "pi", .memory_bytes = 8 * kGiB, .decode_bytes_per_second = 17e9,
+      {.node_id = "pi",
+       .memory_bytes = 8 * kGiB,
+       .decode_bytes_per_second = 17e9,
        .device_kind = "cpu-a76"},
   };
 }
@@ -85,10 +91,10 @@ TEST(StageMemoryBytes, SaturatesInsteadOfWrapping) {
 
 TEST(ValidatePlan, AcceptsAPipelineOverTheFleet) {
   // 32 layers of 1 GiB: 20 on the Mac, 10 on the GPU box, 2 on the Pi.
-  const Plan plan{.epoch = 3,
-                  .stages = {MakeStage("mac", 0, 20, true, false),
-                             MakeStage("gpu", 20, 30, false, false),
-                             MakeStage("pi", 30, 32, false, true)}};
+  const Plan plan{
+      .epoch = 3,
+      .stages = {MakeStage("mac", 0, 20, true, false), MakeStage("gpu", 20, 30, false, false),
+                 MakeStage("pi", 30, 32, false, true)}};
   EXPECT_TRUE(ValidatePlan(plan, Model(32, kGiB), Fleet()).ok());
 }
 
@@ -99,10 +105,10 @@ TEST(ValidatePlan, AcceptsASingleStageHoldingEverything) {
 
 TEST(ValidatePlan, SaysHowManyBytesAreMissingOnWhichNode) {
   // The Pi gets 8 layers: 8 GiB + 512 MiB KV + 512 MiB head + 256 MiB scratch = 9.25 GiB.
-  const Plan plan{.epoch = 3,
-                  .stages = {MakeStage("mac", 0, 20, true, false),
-                             MakeStage("gpu", 20, 24, false, false),
-                             MakeStage("pi", 24, 32, false, true)}};
+  const Plan plan{
+      .epoch = 3,
+      .stages = {MakeStage("mac", 0, 20, true, false), MakeStage("gpu", 20, 24, false, false),
+                 MakeStage("pi", 24, 32, false, true)}};
   const absl::Status status = ValidatePlan(plan, Model(32, kGiB), Fleet());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("node 'pi'"));
@@ -112,10 +118,10 @@ TEST(ValidatePlan, SaysHowManyBytesAreMissingOnWhichNode) {
 
 TEST(ValidatePlan, AddsUpStagesOnTheSameNode) {
   // Each gpu stage fits alone (11 + 11 GiB plus KV and scratch) but not together.
-  const Plan plan{.epoch = 1,
-                  .stages = {MakeStage("gpu", 0, 11, true, false),
-                             MakeStage("mac", 11, 21, false, false),
-                             MakeStage("gpu", 21, 32, false, true)}};
+  const Plan plan{
+      .epoch = 1,
+      .stages = {MakeStage("gpu", 0, 11, true, false), MakeStage("mac", 11, 21, false, false),
+                 MakeStage("gpu", 21, 32, false, true)}};
   const absl::Status status = ValidatePlan(plan, Model(32, kGiB), Fleet());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("node 'gpu'"));
@@ -212,11 +218,17 @@ TEST(SingleNodePlan, FallsBackToTheSlowerNodeWhenTheFastOneIsTooSmall) {
 
 TEST(SingleNodePlan, BreaksSpeedTiesByMemoryThenNodeId) {
   std::vector<DeviceProfile> fleet = {
-      {.node_id = "b", .memory_bytes = 16 * kGiB, .decode_bytes_per_second = 100e9,
+      {.node_id = "b",
+       .memory_bytes = 16 * kGiB,
+       .decode_bytes_per_second = 100e9,
        .device_kind = "cpu"},
-      {.node_id = "a", .memory_bytes = 16 * kGiB, .decode_bytes_per_second = 100e9,
+      {.node_id = "a",
+       .memory_bytes = 16 * kGiB,
+       .decode_bytes_per_second = 100e9,
        .device_kind = "cpu"},
-      {.node_id = "c", .memory_bytes = 8 * kGiB, .decode_bytes_per_second = 100e9,
+      {.node_id = "c",
+       .memory_bytes = 8 * kGiB,
+       .decode_bytes_per_second = 100e9,
        .device_kind = "cpu"},
   };
   EXPECT_EQ(SingleNodePlan(Model(2, kGiB), fleet, 1)->stages[0].node_id, "a");

@@ -70,10 +70,10 @@ TEST_P(ChatTemplateGolden, MatchesJinja2ByteForByte) {
   ASSERT_FALSE(golden.at("cases").empty());
   for (const json& test_case : golden.at("cases")) {
     SCOPED_TRACE(test_case.at("name").get<std::string>());
-    absl::StatusOr<std::string> rendered = tmpl->Render(
-        test_case.at("messages"), test_case.at("add_generation_prompt").get<bool>(),
-        test_case.at("bos_token").get<std::string>(),
-        test_case.at("eos_token").get<std::string>(), test_case.at("extra"));
+    absl::StatusOr<std::string> rendered =
+        tmpl->Render(test_case.at("messages"), test_case.at("add_generation_prompt").get<bool>(),
+                     test_case.at("bos_token").get<std::string>(),
+                     test_case.at("eos_token").get<std::string>(), test_case.at("extra"));
     if (test_case.contains("expected")) {
       ASSERT_TRUE(rendered.ok()) << rendered.status();
       EXPECT_EQ(*rendered, test_case.at("expected").get<std::string>());
@@ -122,8 +122,8 @@ TEST(ChatTemplateGoldens, CoverEveryTemplate) {
 // ---- Helpers for unit tests ----
 
 json Conversation() {
-  return json::array({{{"role", "system"}, {"content", "Be brief."}},
-                      {{"role", "user"}, {"content", "Hi"}}});
+  return json::array(
+      {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}});
 }
 
 absl::StatusOr<std::string> RenderSource(std::string_view source,
@@ -210,8 +210,7 @@ TEST(JinjaExpressions, UndefinedBehavesLikeJinja2) {
       << chained.status();
   absl::StatusOr<std::string> deeper = RenderSource("{{ messages[0].a.b }}");
   ASSERT_FALSE(deeper.ok());
-  EXPECT_NE(deeper.status().message().find("'dict object' has no attribute 'a'"),
-            std::string::npos)
+  EXPECT_NE(deeper.status().message().find("'dict object' has no attribute 'a'"), std::string::npos)
       << deeper.status();
   EXPECT_FALSE(RenderSource("{{ missing + 1 }}").ok());
 }
@@ -249,8 +248,7 @@ TEST(JinjaStatements, LoopControlMacrosAndBlocks) {
   EXPECT_EQ(RenderOrDie("{% macro tag(name, v='1') %}<{{ name }}={{ v }}>{% endmacro %}"
                         "{{ tag('a') }}{{ tag('b', v='2') }}"),
             "<a=1><b=2>");
-  EXPECT_EQ(RenderOrDie("{% set block %}in {{ 'block' }}{% endset %}[{{ block }}]"),
-            "[in block]");
+  EXPECT_EQ(RenderOrDie("{% set block %}in {{ 'block' }}{% endset %}[{{ block }}]"), "[in block]");
   EXPECT_EQ(RenderOrDie("{% generation %}kept{% endgeneration %}"), "kept");
   EXPECT_EQ(RenderOrDie("{% for x in [] %}a{% else %}empty{% endfor %}"), "empty");
 }
@@ -305,9 +303,9 @@ TEST(ChatTemplateSyntax, ErrorsNameTheProblemAndPosition) {
 
 TEST(ChatTemplateSyntax, DeepNestingIsAnErrorNotACrash) {
   const int kDepth = 100000;
-  ExpectSyntaxError(absl::StrCat("{{ ", std::string(kDepth, '('), "1", std::string(kDepth, ')'),
-                                 " }}"),
-                    "nested too deeply");
+  ExpectSyntaxError(
+      absl::StrCat("{{ ", std::string(kDepth, '('), "1", std::string(kDepth, ')'), " }}"),
+      "nested too deeply");
   ExpectSyntaxError(absl::StrCat("{{ ", std::string(kDepth, '['), std::string(kDepth, ']'), " }}"),
                     "nested too deeply");
   std::string nots;
@@ -347,15 +345,17 @@ TEST(ChatTemplateLimits, HostileTemplatesStopWithAnError) {
   // Too much output.
   ExpectResourceExhausted("{% for i in range(1000000) %}xxxxxxxxxxxxxxxx{% endfor %}");
   // A string that doubles each iteration.
-  ExpectResourceExhausted("{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
-                          "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s | length }}");
+  ExpectResourceExhausted(
+      "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+      "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s | length }}");
   ExpectResourceExhausted("{{ 'x' * 1000000000000 }}");
   // Repeating an empty sequence many times is cheap and stays empty (found by fuzzing).
   EXPECT_EQ(RenderOrDie("[{{ '' * 4294967296 }}{{ ([] * 4294967296) | length }}]"), "[0]");
   ExpectResourceExhausted("{{ range(1000000000000) | length }}");
   // Cheap-looking operations repeated on a large value: each one walks the whole list.
-  ExpectResourceExhausted("{% set l = range(100000) | list %}{% for i in range(100000) %}"
-                          "{% if -1 in l or l == l %}{% endif %}{{ l | length }}{% endfor %}");
+  ExpectResourceExhausted(
+      "{% set l = range(100000) | list %}{% for i in range(100000) %}"
+      "{% if -1 in l or l == l %}{% endif %}{{ l | length }}{% endfor %}");
   // Unbounded recursion.
   ExpectResourceExhausted("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}");
   // Exponential recursion: each call makes two.
@@ -365,9 +365,9 @@ TEST(ChatTemplateLimits, HostileTemplatesStopWithAnError) {
 }
 
 TEST(ChatTemplateLimits, NestedValuesAreBounded) {
-  absl::StatusOr<std::string> out =
-      RenderSource("{% set ns = namespace(v=[]) %}{% for i in range(10000) %}"
-                   "{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | tojson }}");
+  absl::StatusOr<std::string> out = RenderSource(
+      "{% set ns = namespace(v=[]) %}{% for i in range(10000) %}"
+      "{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | tojson }}");
   EXPECT_FALSE(out.ok());
   json deep = json::array();
   for (int i = 0; i < 300; ++i) deep = json::array({deep});
@@ -394,11 +394,10 @@ TEST(ChatTemplateBuiltins, GemmaFoldsSystemIntoFirstUserTurn) {
   ASSERT_TRUE(tmpl.ok()) << tmpl.status();
   absl::StatusOr<std::string> out = tmpl->Render(Conversation(), true, "<bos>", "<eos>");
   ASSERT_TRUE(out.ok()) << out.status();
-  EXPECT_EQ(*out,
-            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
+  EXPECT_EQ(*out, "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
   // Gemma 3 style content parts.
-  json parts = json::array({{{"role", "user"},
-                             {"content", json::array({{{"type", "text"}, {"text", "Look"}}})}}});
+  json parts = json::array(
+      {{{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "Look"}}})}}});
   out = tmpl->Render(parts, false, "<bos>", "<eos>");
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*out, "<bos><start_of_turn>user\nLook<end_of_turn>\n");

@@ -24,10 +24,10 @@ namespace {
 
 std::string ModelPath(const std::string& file) {
   const char* home = std::getenv("EXO_HOME");
-  std::string dir = home != nullptr && home[0] != '\0'
-                        ? std::string(home)
-                        : std::string(std::getenv("HOME") ? std::getenv("HOME") : ".") +
-                              "/.cache/exo-node";
+  std::string dir =
+      home != nullptr && home[0] != '\0'
+          ? std::string(home)
+          : std::string(std::getenv("HOME") ? std::getenv("HOME") : ".") + "/.cache/exo-node";
   return dir + "/models/" + file;
 }
 
@@ -88,9 +88,9 @@ class RealModel : public ::testing::Test {
 // at a time; tests/e2e/reference/ has the live comparison and the script that made these).
 TEST_F(RealModel, GreedyMatchesLlamaCppRecording) {
   const std::vector<int32_t> expected = {
-      107,   140, 584,    538,    1251,   236743, 236771, 236787, 107,   144,  2060,
-      236743, 236771, 107, 140,    36208,  538,    1251,   236743, 236770, 236787, 107,
-      144,   2060, 236743, 236770, 107,    140,    36208,  538,    1251,   236743};
+      107,    140,    584,    538,    1251,  236743, 236771, 236787, 107,    144,    2060,
+      236743, 236771, 107,    140,    36208, 538,    1251,   236743, 236770, 236787, 107,
+      144,    2060,   236743, 236770, 107,   140,    36208,  538,    1251,   236743};
   EXPECT_EQ(tokenizer_->Encode("def fibonacci(n):", true, false),
             (std::vector<int32_t>{2, 2063, 10779, 78113, 236769, 236749, 1473}));
   EXPECT_EQ(Greedy("def fibonacci(n):", 32), expected);
@@ -109,8 +109,8 @@ TEST_F(RealModel, ThreeStagePipelineIsBitIdenticalToOneStage) {
   std::unique_ptr<Stage> b = MakeStage({5, 12}, false, false);
   std::unique_ptr<Stage> c = MakeStage({12, LayerCount()}, false, true);
   ASSERT_TRUE(whole && a && b && c);
-  std::vector<int32_t> tokens = tokenizer_->Encode("Once upon a time, in a small village,", true,
-                                                   false);
+  std::vector<int32_t> tokens =
+      tokenizer_->Encode("Once upon a time, in a small village,", true, false);
   int32_t position = 0;
   for (int step = 0; step < 8; ++step) {
     StageInput in;
@@ -133,8 +133,8 @@ TEST_F(RealModel, ThreeStagePipelineIsBitIdenticalToOneStage) {
               std::vector<float>(expected->begin(), expected->end()))
         << "step " << step;
     position = static_cast<int32_t>(tokens.size());
-    tokens.push_back(static_cast<int32_t>(
-        std::max_element(expected->begin(), expected->end()) - expected->begin()));
+    tokens.push_back(static_cast<int32_t>(std::max_element(expected->begin(), expected->end()) -
+                                          expected->begin()));
   }
 }
 
@@ -182,16 +182,16 @@ TEST_F(RealModelSmolLM, ChatPromptTokenizesLikeLlamaCpp) {
   ASSERT_TRUE(source.ok()) << source.status();
   auto chat_template = ChatTemplate::Parse(*source);
   ASSERT_TRUE(chat_template.ok()) << chat_template.status();
-  nlohmann::json messages = nlohmann::json::array(
-      {{{"role", "user"}, {"content", "What is the capital of France?"}}});
+  nlohmann::json messages =
+      nlohmann::json::array({{{"role", "user"}, {"content", "What is the capital of France?"}}});
   auto rendered = chat_template->Render(messages, true, "<|im_start|>", "<|im_end|>");
   ASSERT_TRUE(rendered.ok()) << rendered.status();
   // llama.cpp's tokenize(special=True) of the same rendering.
   EXPECT_EQ(tokenizer_->Encode(*rendered, false, true),
-            (std::vector<int32_t>{1,    9690, 198,  2683, 359,   253,  5356, 5646, 11173, 3365,
-                                  3511, 308,  34519, 28,  7018,  411,  407,  19712, 8182, 2,
-                                  198,  1,    4093, 198,  1780,  314,  260,  3575, 282,   4649,
-                                  47,   2,    198,  1,    520,   9531, 198}));
+            (std::vector<int32_t>{1,    9690, 198,   2683, 359,  253,  5356, 5646,  11173, 3365,
+                                  3511, 308,  34519, 28,   7018, 411,  407,  19712, 8182,  2,
+                                  198,  1,    4093,  198,  1780, 314,  260,  3575,  282,   4649,
+                                  47,   2,    198,   1,    520,  9531, 198}));
 }
 
 // Recorded from llama.cpp as above. The 15th token is a near tie in llama.cpp itself (top-two

@@ -132,8 +132,8 @@ TEST(Sampler, TopPKeepsSmallestSetReachingTheMass) {
     float top_p;
     std::set<int32_t> survivors;
   };
-  for (const Case& c : {Case{0.4f, {1}}, Case{0.75f, {1, 3}}, Case{0.9f, {1, 3, 2}},
-                        Case{0.99f, {0, 1, 2, 3}}}) {
+  for (const Case& c :
+       {Case{0.4f, {1}}, Case{0.75f, {1, 3}}, Case{0.9f, {1, 3, 2}}, Case{0.99f, {0, 1, 2, 3}}}) {
     SamplingParams params = Plain();
     params.top_p = c.top_p;
     Sampler sampler(params, 4);
@@ -175,8 +175,8 @@ TEST(Sampler, MinPDropsTokensBelowFractionOfTheBest) {
     float min_p;
     std::set<int32_t> survivors;
   };
-  for (const Case& c : {Case{0.05f, {0, 1, 2, 3}}, Case{0.2f, {1, 2, 3}}, Case{0.5f, {1, 3}},
-                        Case{0.9f, {1}}}) {
+  for (const Case& c :
+       {Case{0.05f, {0, 1, 2, 3}}, Case{0.2f, {1, 2, 3}}, Case{0.5f, {1, 3}}, Case{0.9f, {1}}}) {
     SamplingParams params = Plain();
     params.min_p = c.min_p;
     Sampler sampler(params, 4);
@@ -236,9 +236,11 @@ TEST(Sampler, AlwaysReturnsAnIdInsideTheVocabulary) {
   // Hostile rows: NaN, infinities, all -inf, huge values; every parameter mix.
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  const std::vector<std::vector<float>> rows = {
-      {nan, nan, nan, nan, nan}, {-inf, -inf, -inf, -inf, -inf}, {inf, 0.0f, inf, -inf, nan},
-      {3e38f, -3e38f, 3e38f, 0.0f, 1.0f}, {-inf, -inf, 2.0f, -inf, -inf}};
+  const std::vector<std::vector<float>> rows = {{nan, nan, nan, nan, nan},
+                                                {-inf, -inf, -inf, -inf, -inf},
+                                                {inf, 0.0f, inf, -inf, nan},
+                                                {3e38f, -3e38f, 3e38f, 0.0f, 1.0f},
+                                                {-inf, -inf, 2.0f, -inf, -inf}};
   for (float temperature : {0.0f, 0.01f, 1.0f, 50.0f}) {
     for (int32_t top_k : {0, 1, 3}) {
       for (float top_p : {0.1f, 1.0f}) {
@@ -350,9 +352,9 @@ TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegative) {
   Sampler sampler(params, 5);
   std::vector<float> logits = {4.0f, -3.0f, 1.0f, 2.0f, -1.0f};
   sampler.Sample(absl::MakeSpan(logits), std::vector<int32_t>{0, 1, 0, 3});
-  EXPECT_FLOAT_EQ(logits[0], 2.0f);   // seen twice, penalised once
+  EXPECT_FLOAT_EQ(logits[0], 2.0f);  // seen twice, penalised once
   EXPECT_FLOAT_EQ(logits[1], -6.0f);
-  EXPECT_FLOAT_EQ(logits[2], 1.0f);   // not seen
+  EXPECT_FLOAT_EQ(logits[2], 1.0f);  // not seen
   EXPECT_FLOAT_EQ(logits[3], 1.0f);
   EXPECT_FLOAT_EQ(logits[4], -1.0f);  // not seen
 }
@@ -419,8 +421,7 @@ TEST(Sampler, ShortLogitRowOnlySamplesAndPenalisesItsOwnEntries) {
   std::vector<float> logits = {0.0f, 0.0f, 0.0f};
   for (int step = 0; step < 50; ++step) {
     logits.assign(3, 0.0f);
-    const int32_t token =
-        sampler.Sample(absl::MakeSpan(logits), std::vector<int32_t>{1, 50, 99});
+    const int32_t token = sampler.Sample(absl::MakeSpan(logits), std::vector<int32_t>{1, 50, 99});
     EXPECT_GE(token, 0);
     EXPECT_LT(token, 3);
   }

@@ -59,8 +59,8 @@ Model Write(const SyntheticModelOptions& options, const std::string& name) {
 
 StageOptions WholeModel(const GgufFile& file, int32_t max_batch = 64) {
   StageOptions o;
-  o.layers = {0, static_cast<int32_t>(*file.GetInt(*file.GetString("general.architecture") +
-                                                  ".block_count"))};
+  o.layers = {0, static_cast<int32_t>(
+                     *file.GetInt(*file.GetString("general.architecture") + ".block_count"))};
   o.context = 64;
   o.max_batch_tokens = max_batch;
   o.max_logit_rows = max_batch;
@@ -193,18 +193,15 @@ TEST_P(StageMatchesReference, RollBackAndContinueDifferently) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllArchitectures, StageMatchesReference,
-    ::testing::Values(ArchCase{"llama", kernels::TensorType::kF32, 64, 96, 0, kF32Tolerance},
-                      ArchCase{"qwen2", kernels::TensorType::kF32, 64, 96, 0, kF32Tolerance},
-                      ArchCase{"gemma3", kernels::TensorType::kF32, 64, 96, 32, kF32Tolerance},
-                      ArchCase{"llama", kernels::TensorType::kF16, 64, 96, 0, kF32Tolerance},
-                      ArchCase{"llama", kernels::TensorType::kQ8_0, 64, 96, 0,
-                               kQuantizedTolerance},
-                      ArchCase{"qwen2", kernels::TensorType::kQ5_0, 64, 96, 0,
-                               kQuantizedTolerance},
-                      ArchCase{"gemma3", kernels::TensorType::kQ4_K, 256, 256, 64,
-                               kQuantizedTolerance},
-                      ArchCase{"llama", kernels::TensorType::kQ6_K, 256, 256, 0,
-                               kQuantizedTolerance}),
+    ::testing::Values(
+        ArchCase{"llama", kernels::TensorType::kF32, 64, 96, 0, kF32Tolerance},
+        ArchCase{"qwen2", kernels::TensorType::kF32, 64, 96, 0, kF32Tolerance},
+        ArchCase{"gemma3", kernels::TensorType::kF32, 64, 96, 32, kF32Tolerance},
+        ArchCase{"llama", kernels::TensorType::kF16, 64, 96, 0, kF32Tolerance},
+        ArchCase{"llama", kernels::TensorType::kQ8_0, 64, 96, 0, kQuantizedTolerance},
+        ArchCase{"qwen2", kernels::TensorType::kQ5_0, 64, 96, 0, kQuantizedTolerance},
+        ArchCase{"gemma3", kernels::TensorType::kQ4_K, 256, 256, 64, kQuantizedTolerance},
+        ArchCase{"llama", kernels::TensorType::kQ6_K, 256, 256, 0, kQuantizedTolerance}),
     CaseName);
 
 class StageErrors : public ::testing::Test {

@@ -1,6 +1,7 @@
 // Self-tests of the synthetic-model infrastructure: the writer produces what llama.cpp expects,
 // and the reference forward pass has the properties the maths demands.
 #include <unistd.h>
+
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -28,7 +29,7 @@ SyntheticModelOptions OptionsFor(const std::string& arch) {
     o.rope_freq_base = 1000000.0;
     o.rms_norm_eps = 1e-6;
   } else if (arch == "gemma3") {
-    o.n_layer = 6;  // layers 0-4 sliding, layer 5 global
+    o.n_layer = 6;    // layers 0-4 sliding, layer 5 global
     o.head_dim = 32;  // != n_embd / n_head, as in the real gemma3 models
     o.n_head_kv = 1;
     o.rope_freq_base = 1000000.0;
@@ -247,8 +248,7 @@ TEST_P(SyntheticModelPerArch, ZeroBlockOutputsGiveNormedEmbeddingTimesHead) {
   ASSERT_TRUE(opened.ok()) << opened.status();
   const GgufFile& file = **opened;
   const std::vector<double> embd = ReadF32(file, "token_embd.weight");
-  const std::vector<double> head =
-      o.separate_output ? ReadF32(file, "output.weight") : embd;
+  const std::vector<double> head = o.separate_output ? ReadF32(file, "output.weight") : embd;
   const std::vector<double> norm = ReadF32(file, "output_norm.weight");
   const double eps = file.GetFloat(arch + ".attention.layer_norm_rms_epsilon").value();
   const double input_scale = arch == "gemma3" ? std::sqrt(static_cast<double>(o.n_embd)) : 1.0;
@@ -335,8 +335,9 @@ TEST_P(SyntheticModelPerArch, SingleTokenMatchesAHandComputedLayer) {
   const std::vector<double> up = mul("blk.0.ffn_up.weight", h);
   for (size_t i = 0; i < gate.size(); ++i) {
     const double g = gate[i];
-    const double act = gemma ? 0.5 * g * (1 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)))
-                             : g / (1 + std::exp(-g));
+    const double act =
+        gemma ? 0.5 * g * (1 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)))
+              : g / (1 + std::exp(-g));
     gate[i] = act * up[i];
   }
   std::vector<double> ffn_out = mul("blk.0.ffn_down.weight", gate);
@@ -471,9 +472,8 @@ TEST(SyntheticModelReference, Gemma3QkNormsMakeAttentionIndependentOfQkScale) {
     const auto base = ReferenceForward(path, kTokens);
     ASSERT_EQ(base.size(), kTokens.size());
     for (const std::string tensor : {"blk.1.attn_q.weight", "blk.1.attn_k.weight"}) {
-      const auto scaled =
-          ReferenceForward(CopyWithScaledTensor(path, "qknorm_scaled_" + arch, tensor, 3.0f),
-                           kTokens);
+      const auto scaled = ReferenceForward(
+          CopyWithScaledTensor(path, "qknorm_scaled_" + arch, tensor, 3.0f), kTokens);
       if (arch == "gemma3") {
         EXPECT_TRUE(LogitsNear(base, scaled, 1e-5)) << tensor;
       } else {
@@ -532,8 +532,7 @@ TEST(SyntheticModelReference, ReportsErrorsAsStatus) {
   EXPECT_EQ(TryReferenceForward(TempPath("does_not_exist"), {1}).status().code(),
             absl::StatusCode::kNotFound);
   const std::string path = Write(OptionsFor("llama"), "bad_token");
-  EXPECT_EQ(TryReferenceForward(path, {1, 96}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TryReferenceForward(path, {1, 96}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SyntheticModelLogitsNear, ScalesTheToleranceByThePositionsLargestLogit) {

@@ -218,9 +218,9 @@ absl::StatusOr<Matrix> ReadTensor(const GgufFile& file, const std::string& name,
   if (info->dims != want) {
     std::string got;
     for (int64_t d : info->dims) absl::StrAppend(&got, got.empty() ? "" : ", ", d);
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "tensor %s has dims {%s}, expected {%d%s}", name, got, cols,
-        rows == 0 ? "" : absl::StrCat(", ", rows)));
+    return absl::InvalidArgumentError(absl::StrFormat("tensor %s has dims {%s}, expected {%d%s}",
+                                                      name, got, cols,
+                                                      rows == 0 ? "" : absl::StrCat(", ", rows)));
   }
   const kernels::TypeInfo* type_info = kernels::FindTypeInfo(static_cast<uint32_t>(info->type));
   if (type_info == nullptr || !type_info->supported) {
@@ -389,9 +389,9 @@ absl::StatusOr<std::string> WriteSyntheticModel(const SyntheticModelOptions& o,
   const TensorType embedding_type = o.embedding_type.value_or(o.weight_type);
   const int64_t q_width = static_cast<int64_t>(o.n_head) * head_dim;
   const int64_t kv_width = static_cast<int64_t>(o.n_head_kv) * head_dim;
-  for (auto [type, n] : {std::pair{o.weight_type, int64_t{o.n_embd}},
-                         std::pair{o.weight_type, q_width}, std::pair{o.weight_type, int64_t{o.n_ff}},
-                         std::pair{embedding_type, int64_t{o.n_embd}}}) {
+  for (auto [type, n] :
+       {std::pair{o.weight_type, int64_t{o.n_embd}}, std::pair{o.weight_type, q_width},
+        std::pair{o.weight_type, int64_t{o.n_ff}}, std::pair{embedding_type, int64_t{o.n_embd}}}) {
     const kernels::TypeInfo* info = kernels::FindTypeInfo(static_cast<uint32_t>(type));
     if (info == nullptr) return absl::InvalidArgumentError("unknown tensor type");
     if (n % info->block_size != 0) {
@@ -507,10 +507,9 @@ absl::StatusOr<ReferenceTrace> ReferenceForwardTrace(const std::string& gguf_pat
   trace.hidden.push_back(x);
 
   // gemma3 scales the query by f_attention_scale (1/sqrt(n_embd/n_head) for the 27B only).
-  const double kq_scale =
-      (h.gemma3 && h.n_layer == 62)
-          ? 1.0 / std::sqrt(static_cast<double>(h.n_embd / h.n_head))
-          : 1.0 / std::sqrt(static_cast<double>(h.head_dim_k));
+  const double kq_scale = (h.gemma3 && h.n_layer == 62)
+                              ? 1.0 / std::sqrt(static_cast<double>(h.n_embd / h.n_head))
+                              : 1.0 / std::sqrt(static_cast<double>(h.head_dim_k));
 
   for (int64_t il = 0; il < h.n_layer; ++il) {
     const std::string pre = absl::StrCat("blk.", il, ".");
@@ -521,7 +520,8 @@ absl::StatusOr<ReferenceTrace> ReferenceForwardTrace(const std::string& gguf_pat
     ASSIGN_OR_RETURN(Vector bq, ReadOptionalVector(*file, pre + "attn_q.bias", q_width));
     ASSIGN_OR_RETURN(Vector bk, ReadOptionalVector(*file, pre + "attn_k.bias", k_width));
     ASSIGN_OR_RETURN(Vector bv, ReadOptionalVector(*file, pre + "attn_v.bias", v_width));
-    ASSIGN_OR_RETURN(Matrix wo, ReadTensor(*file, pre + "attn_output.weight", attn_width, h.n_embd));
+    ASSIGN_OR_RETURN(Matrix wo,
+                     ReadTensor(*file, pre + "attn_output.weight", attn_width, h.n_embd));
     ASSIGN_OR_RETURN(Vector ffn_norm, ReadVector(*file, pre + "ffn_norm.weight", h.n_embd));
     ASSIGN_OR_RETURN(Matrix w_gate, ReadTensor(*file, pre + "ffn_gate.weight", h.n_embd, h.n_ff));
     ASSIGN_OR_RETURN(Matrix w_up, ReadTensor(*file, pre + "ffn_up.weight", h.n_embd, h.n_ff));
@@ -654,9 +654,9 @@ template <typename T>
   double worst_expected = 0.0, worst_actual = 0.0;
   for (size_t p = 0; p < expected.size(); ++p) {
     if (expected[p].size() != actual[p].size()) {
-      return ::testing::AssertionFailure() << "position " << p << ": expected "
-                                           << expected[p].size() << " logits, got "
-                                           << actual[p].size();
+      return ::testing::AssertionFailure()
+             << "position " << p << ": expected " << expected[p].size() << " logits, got "
+             << actual[p].size();
     }
     double scale = 1.0;
     for (double e : expected[p]) scale = std::max(scale, std::abs(e));
@@ -677,9 +677,8 @@ template <typename T>
   }
   return ::testing::AssertionFailure()
          << "logits differ: worst at position " << worst_pos << ", token " << worst_index
-         << ": expected " << worst_expected << ", got " << worst_actual << " (error "
-         << worst_ratio << " of the position's largest |logit|, tolerance " << relative_tolerance
-         << ")";
+         << ": expected " << worst_expected << ", got " << worst_actual << " (error " << worst_ratio
+         << " of the position's largest |logit|, tolerance " << relative_tolerance << ")";
 }
 
 }  // namespace

@@ -144,7 +144,8 @@ TEST(TokenizerVocabFiles, LlamaSpmMetadata) {
   EXPECT_TRUE(tokenizer.add_space_prefix());
   EXPECT_TRUE(tokenizer.IsEndOfGeneration(2));
   EXPECT_FALSE(tokenizer.IsEndOfGeneration(1));
-  EXPECT_THAT(tokenizer.Encode("Hello world", /*add_bos=*/true, false), ElementsAre(1, 15043, 3186));
+  EXPECT_THAT(tokenizer.Encode("Hello world", /*add_bos=*/true, false),
+              ElementsAre(1, 15043, 3186));
   EXPECT_EQ(tokenizer.TokenText(15043), "\xE2\x96\x81Hello");
   EXPECT_EQ(tokenizer.TokenToPiece(15043), " Hello");
   EXPECT_EQ(tokenizer.TokenToPiece(13), "\n");  // <0x0A>
@@ -215,7 +216,9 @@ TEST(StreamingDecoder, ReplacesBytesThatCannotFormCharacters) {
   StreamingDecoder decoder(*vocab.tokenizer);
   EXPECT_EQ(decoder.Push(byte_ff), "\xEF\xBF\xBD");  // never valid in UTF-8
   EXPECT_EQ(decoder.Push(byte_e2), "");              // could start a 3-byte character
-  EXPECT_EQ(decoder.Push(byte_41), "\xEF\xBF\xBD" "A");  // ...but "A" breaks it
+  EXPECT_EQ(decoder.Push(byte_41),
+            "\xEF\xBF\xBD"
+            "A");  // ...but "A" breaks it
   EXPECT_EQ(decoder.Push(byte_e2), "");
   EXPECT_EQ(decoder.Flush(), "\xEF\xBF\xBD");  // an unfinished character at the end
   EXPECT_EQ(decoder.Push(byte_41), "A");       // Flush reset the decoder
@@ -261,12 +264,14 @@ TokenizerVocab TinySentencePieceVocab() {
     std::snprintf(text, sizeof(text), "<0x%02X>", byte);
     add(text, 0, TokenType::kByte);
   }
-  add("\xE2\x96\x81", -1, TokenType::kNormal);          // 262 "▁"
-  add("a", -2, TokenType::kNormal);                     // 263
-  add("b", -2, TokenType::kNormal);                     // 264
-  add("ab", -3, TokenType::kNormal);                    // 265
-  add("\xE2\x96\x81" "ab", -4, TokenType::kNormal);     // 266 "▁ab"
-  add("bb", -1, TokenType::kNormal);                    // 267: better score than "ab"
+  add("\xE2\x96\x81", -1, TokenType::kNormal);  // 262 "▁"
+  add("a", -2, TokenType::kNormal);             // 263
+  add("b", -2, TokenType::kNormal);             // 264
+  add("ab", -3, TokenType::kNormal);            // 265
+  add("\xE2\x96\x81"
+      "ab",
+      -4, TokenType::kNormal);        // 266 "▁ab"
+  add("bb", -1, TokenType::kNormal);  // 267: better score than "ab"
   vocab.bos_id = 1;
   vocab.eos_id = 2;
   vocab.unknown_id = 0;
@@ -341,7 +346,18 @@ TokenizerVocab TinyBpeVocab(std::string pre) {
   TokenizerVocab vocab;
   vocab.kind = TokenizerKind::kBytePairBpe;
   vocab.pre = std::move(pre);
-  vocab.tokens = {"a", "b", "c", "\xC4\xA0", "ab", "\xC4\xA0" "ab", "1", "2", "3", "12", "<|end|>"};
+  vocab.tokens = {"a",
+                  "b",
+                  "c",
+                  "\xC4\xA0",
+                  "ab",
+                  "\xC4\xA0"
+                  "ab",
+                  "1",
+                  "2",
+                  "3",
+                  "12",
+                  "<|end|>"};
   vocab.types.assign(vocab.tokens.size(), TokenType::kNormal);
   vocab.types.back() = TokenType::kControl;
   vocab.merges = {"a b", "\xC4\xA0 ab", "1 2"};
@@ -535,7 +551,8 @@ TEST(TokenizerBpe, PreTokenizersMatchLlamaCpp) {
         {8658, 197, 325, 79, 197, 197, 87},
         {64, 14, 65, 1003, 66, 1279, 12985, 29, 720, 20, 1343, 87, 28, 88, 61, 17, 91, 89, 93},
         {40, 6, 44, 6006, 12425, 2751, 11, 775, 6, 3041},
-        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113, 255, 168, 244, 112}}},
+        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113,
+         255, 168, 244, 112}}},
       {"qwen2",
        {{15496, 11, 331, 6, 439, 0, 1374, 821, 345, 30},
         {16, 17, 18, 19, 20, 21, 22, 23, 24, 290, 220, 18, 13, 16, 19},
@@ -546,7 +563,8 @@ TEST(TokenizerBpe, PreTokenizersMatchLlamaCpp) {
         {8658, 197, 325, 79, 197, 197, 87},
         {64, 14, 65, 1003, 66, 1279, 12985, 29, 720, 20, 1343, 87, 28, 88, 61, 17, 91, 89, 93},
         {40, 6, 44, 6006, 12425, 2751, 11, 775, 6, 3041},
-        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113, 255, 168, 244, 112}}},
+        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113,
+         255, 168, 244, 112}}},
       {"smollm",
        {{15496, 11, 331, 6, 439, 0, 1374, 821, 345, 30},
         {16, 17, 18, 19, 20, 21, 22, 23, 24, 290, 220, 18, 13, 16, 19},
@@ -557,7 +575,8 @@ TEST(TokenizerBpe, PreTokenizersMatchLlamaCpp) {
         {8658, 197, 325, 79, 197, 197, 87},
         {64, 14, 65, 1003, 66, 1279, 12985, 29, 720, 20, 1343, 87, 28, 88, 61, 17, 91, 89, 93},
         {40, 6, 44, 6006, 12425, 2751, 11, 775, 6, 3041},
-        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113, 255, 168, 244, 112}}},
+        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113,
+         255, 168, 244, 112}}},
       {"tekken",
        {{15496, 11, 331, 6, 439, 0, 1374, 821, 345, 30},
         {16, 17, 18, 19, 20, 21, 22, 23, 24, 290, 220, 18, 13, 16, 19},
@@ -568,7 +587,8 @@ TEST(TokenizerBpe, PreTokenizersMatchLlamaCpp) {
         {8658, 197, 325, 79, 197, 197, 87},
         {64, 14, 65, 1003, 66, 1279, 12985, 29, 720, 20, 1343, 87, 28, 88, 61, 17, 91, 89, 93},
         {40, 6, 44, 6006, 12425, 2751, 11, 775, 6, 3041},
-        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113, 255, 168, 244, 112}}},
+        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113,
+         255, 168, 244, 112}}},
       {"default",
        {{15496, 11, 331, 6, 439, 0, 1374, 6, 260, 345, 30},
         {10163, 29228, 40401, 290, 220, 18, 13, 1415},
@@ -577,9 +597,11 @@ TEST(TokenizerBpe, PreTokenizersMatchLlamaCpp) {
         {127, 250, 13246, 41492, 43281, 20448, 26449, 38251, 9620},
         {368, 31370, 12520, 99, 247, 8582, 248, 222, 12876},
         {8658, 197, 325, 79, 197, 197, 87},
-        {64, 14, 65, 1003, 66, 220, 27, 12985, 29, 220, 3, 20, 220, 10, 87, 28, 88, 61, 17, 91, 89, 93},
+        {64, 14,  65, 1003, 66, 220, 27, 12985, 29, 220, 3,
+         20, 220, 10, 87,   28, 88,  61, 17,    91, 89,  93},
         {40, 6, 44, 6006, 12425, 2751, 11, 775, 6, 3041},
-        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113, 255, 168, 244, 112}}},
+        {33768, 98, 17312, 105, 45739, 252, 5641, 24336, 25084, 43302, 220, 47991, 250, 166, 113,
+         255, 168, 244, 112}}},
   };
   for (const auto& [pre, ids] : expected) {
     std::vector<uint8_t> storage;
@@ -628,7 +650,8 @@ TEST_F(TokenizerGemma, SpecialTokens) {
   EXPECT_EQ(tokenizer().eos_id(), 1);
   EXPECT_TRUE(tokenizer().add_bos());
   EXPECT_FALSE(tokenizer().add_space_prefix());
-  EXPECT_THAT(tokenizer().Encode("<start_of_turn>", false, /*parse_special=*/true), ElementsAre(105));
+  EXPECT_THAT(tokenizer().Encode("<start_of_turn>", false, /*parse_special=*/true),
+              ElementsAre(105));
   EXPECT_THAT(tokenizer().Encode("<start_of_turn>", false, false), SizeIs(testing::Gt(1u)));
   EXPECT_EQ(tokenizer().FindToken("<end_of_turn>"), 106);
   EXPECT_TRUE(tokenizer().IsEndOfGeneration(106));
@@ -651,28 +674,36 @@ TEST_F(TokenizerGemma, MatchesLlamaCppIds) {
       {"Hello world", true, {9259, 1902}},
       {" Hello  world ", true, {26352, 138, 12392, 236743}},
       {"   leading and trailing spaces   ", true, {139, 26016, 532, 45330, 9952, 139}},
-      {"line one\nline two\n\nline four\r\n", true,
+      {"line one\nline two\n\nline four\r\n",
+       true,
        {1257, 886, 107, 1257, 1156, 108, 1257, 2390, 251, 107}},
       {"\t\tindented\ttabs", true, {255969, 724, 16764, 255968, 39218}},
-      {"Ünïcödé: naïve café, 日本語のテキスト, Привет мир", true,
-       {238194, 236749, 238527, 236755, 55515, 236859, 236787, 120362, 33443, 236764, 33375,
-        238582, 236945, 95830, 236764, 15745, 8362, 58562}},
-      {"emoji 🦙🚀😶‍🌫️ and ✅", true,
+      {"Ünïcödé: naïve café, 日本語のテキスト, Привет мир",
+       true,
+       {238194, 236749, 238527, 236755, 55515, 236859, 236787, 120362, 33443, 236764, 33375, 238582,
+        236945, 95830, 236764, 15745, 8362, 58562}},
+      {"emoji 🦙🚀😶‍🌫️ and ✅",
+       true,
        {67906, 236743, 478, 397, 404, 391, 242015, 247717, 237243, 248989, 238178, 532, 113452}},
-      {"def f(x):\n    return x * 2  # comment\n", true,
+      {"def f(x):\n    return x * 2  # comment\n",
+       true,
        {2063, 517, 236769, 236781, 1473, 107, 140, 2060, 1123, 808, 236743, 236778, 138, 236865,
         5739, 107}},
-      {"Numbers: 3.14159, 1,000,000 and 2024-11-25", true,
-       {37091, 236787, 236743, 236800, 236761, 236770, 236812, 236770, 236810, 236819, 236764,
+      {"Numbers: 3.14159, 1,000,000 and 2024-11-25",
+       true,
+       {37091,  236787, 236743, 236800, 236761, 236770, 236812, 236770, 236810, 236819, 236764,
         236743, 236770, 236764, 236771, 236771, 236771, 236764, 236771, 236771, 236771, 532,
         236743, 236778, 236771, 236778, 236812, 236772, 236770, 236770, 236772, 236778, 236810}},
-      {"<start_of_turn>user\nHi!<end_of_turn>\n<start_of_turn>model\n", true,
+      {"<start_of_turn>user\nHi!<end_of_turn>\n<start_of_turn>model\n",
+       true,
        {105, 2364, 107, 10979, 236888, 106, 107, 105, 4368, 107}},
-      {"C++ std::vector<int> v{1, 2, 3};", true,
+      {"C++ std::vector<int> v{1, 2, 3};",
+       true,
        {236780, 2124, 5325, 1480, 8322, 236820, 720, 236813, 566, 236782, 236770, 236764, 236743,
         236778, 236764, 236743, 236800, 3796}},
       {"a\u00a0b\u2003c", true, {236746, 432, 398, 236763, 464, 366, 369, 236755}},
-      {"<start_of_turn>user\nHi!<end_of_turn>\n", false,
+      {"<start_of_turn>user\nHi!<end_of_turn>\n",
+       false,
        {236820, 3041, 236779, 1340, 236779, 887, 236813, 2364, 107, 10979, 200322, 643, 236779,
         1340, 236779, 887, 236813, 107}},
   };
@@ -686,8 +717,8 @@ TEST_F(TokenizerGemma, MatchesLlamaCppIds) {
 }
 
 TEST_F(TokenizerGemma, DecodeInvertsEncode) {
-  for (const std::string text : {"Hello world", "  two  spaces\n\n\ttab", "日本語 🦙 ✅ café",
-                                 "<b>bold</b> & <i>x</i>"}) {
+  for (const std::string text : {"Hello world", "  two  spaces\n\n\ttab",
+                                 "日本語 🦙 ✅ café", "<b>bold</b> & <i>x</i>"}) {
     EXPECT_EQ(tokenizer().Decode(tokenizer().Encode(text, true, false)), text);
   }
 }
