@@ -34,9 +34,10 @@ if [[ ! -x "$EXO_VENV/bin/python" ]]; then
   log "creating Python environment in $EXO_VENV"
   python3 -m venv --system-site-packages "$EXO_VENV"
 fi
-if ! "$EXO_VENV/bin/python" -c "import pytest, jinja2, numpy" 2>/dev/null; then
+if ! "$EXO_VENV/bin/python" -c "import pytest, jinja2, numpy, zeroconf" 2>/dev/null; then
+  # zeroconf is pinned: tests/discovery/data holds packets captured with this version.
   log "installing Python test packages"
-  "$EXO_VENV/bin/pip" install -q --disable-pip-version-check pytest jinja2 numpy
+  "$EXO_VENV/bin/pip" install -q --disable-pip-version-check pytest jinja2 numpy zeroconf==0.47.3
 fi
 
 # ---- The default model --------------------------------------------------------------------------

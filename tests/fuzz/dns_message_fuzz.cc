@@ -7,10 +7,6 @@
 
 #include "discovery/dns_message.h"
 
-// tests/fuzz/CMakeLists.txt links the fuzz targets against exo_runtime only, and the
-// EXO_ONLY_PARSERS build has no exo_discovery, so the codec is compiled into this target.
-// TODO(discovery): drop this include once the fuzz target links exo_discovery.
-#include "discovery/dns_message.cc"  // NOLINT(build/include)
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace exo::discovery;
