@@ -1,0 +1,170 @@
+// Multi-token dot products (one weight row against a group of tokens) must give, for every
+// token, exactly the bits of the single-token VecDot; MatMul uses them for batches of tokens.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/internal/quants_impl.h"
+#include "kernels/ops.h"
+#include "kernels/quants.h"
+#include "kernels/types.h"
+#include "tests/kernels/test_util.h"
+
+namespace exo::kernels {
+namespace {
+
+using testing::LcgBytes;
+using testing::PutHalf;
+using testing::Quantize;
+using testing::RandomValues;
+
+// The types with a multi-token kernel (those of the default model).
+constexpr TensorType kMultiTypes[] = {TensorType::kQ5_0, TensorType::kQ8_0, TensorType::kQ4_K,
+                                      TensorType::kQ6_K};
+
+// Raw random block bytes with sane fp16 scales and int8 quants in [-127, 127].
+std::vector<uint8_t> RawWeightBytes(TensorType type, int64_t blocks, uint64_t seed) {
+  const TypeInfo& info = GetTypeInfo(type);
+  std::vector<uint8_t> bytes = LcgBytes(seed, static_cast<size_t>(blocks * info.block_bytes));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const size_t base = static_cast<size_t>(b * info.block_bytes);
+    switch (type) {
+      case TensorType::kQ5_0:
+        PutHalf(&bytes, base, scale(rng));
+        break;
+      case TensorType::kQ4_K:
+        PutHalf(&bytes, base, scale(rng));
+        PutHalf(&bytes, base + 2, scale(rng));
+        break;
+      case TensorType::kQ8_0:
+        PutHalf(&bytes, base, scale(rng));
+        for (int j = 0; j < 32; ++j) {
+          if (bytes[base + 2 + j] == 0x80) bytes[base + 2 + j] = 0x81;
+        }
+        break;
+      case TensorType::kQ6_K:
+        PutHalf(&bytes, base + 208, scale(rng));
+        break;
+      default:
+        break;
+    }
+  }
+  return bytes;
+}
+
+// `tokens` activation rows of `n` values, quantised to VecDotType(type), back to back.
+std::vector<uint8_t> ActivationRows(TensorType type, int64_t n, int tokens, uint32_t seed) {
+  std::vector<uint8_t> rows;
+  for (int t = 0; t < tokens; ++t) {
+    std::vector<float> a = RandomValues(static_cast<size_t>(n), seed + 31 * t, 2.0f);
+    // Extremes so the activation quants reach +-127.
+    for (int64_t i = t; i < n; i += 37) a[i] = (i % 2) ? 30.0f : -30.0f;
+    const std::vector<uint8_t> q = Quantize(VecDotType(type), a);
+    rows.insert(rows.end(), q.begin(), q.end());
+  }
+  return rows;
+}
+
+bool SameBits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
+
+class VecDotMultiTest : public ::testing::TestWithParam<TensorType> {
+ protected:
+  void SetUp() override {
+    if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C (scalar path)";
+  }
+};
+
+TEST_P(VecDotMultiTest, IsAvailableWithSimd) {
+  EXPECT_NE(internal::GetVecDotMulti(GetParam()), nullptr);
+  EXPECT_NE(internal::GetVecDotMultiAvx2(GetParam()), nullptr);
+}
+
+TEST_P(VecDotMultiTest, BitIdenticalToVecDotForEveryTokenCount) {
+  const TensorType type = GetParam();
+  internal::VecDotMultiFn multi = internal::GetVecDotMulti(type);
+  ASSERT_NE(multi, nullptr);
+  const int64_t block = GetTypeInfo(type).block_size;
+  const TensorType act_type = VecDotType(type);
+  for (int64_t blocks : {1, 3, 5, 7, 13}) {
+    const int64_t n = blocks * block;
+    const int64_t act_row_bytes = RowBytes(act_type, n);
+    for (uint32_t seed = 1; seed <= 4; ++seed) {
+      // Seeds 1-2: weights from the quantiser; 3-4: raw random block bytes.
+      const std::vector<uint8_t> w =
+          seed <= 2 ? Quantize(type, RandomValues(static_cast<size_t>(n), seed * 1000 + n))
+                    : RawWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
+      for (int tokens = 1; tokens <= 9; ++tokens) {
+        const std::vector<uint8_t> act =
+            ActivationRows(type, n, tokens, seed * 101 + static_cast<uint32_t>(tokens));
+        // Every group size 1..kMaxDotTokens over the same rows: groups of g, then the rest.
+        for (int g = 1; g <= internal::kMaxDotTokens; ++g) {
+          std::vector<float> got(static_cast<size_t>(tokens), std::nanf(""));
+          for (int t = 0; t < tokens; t += g) {
+            const int count = std::min(g, tokens - t);
+            multi(w.data(), act.data() + t * act_row_bytes, act_row_bytes, n, count,
+                  got.data() + t);
+          }
+          for (int t = 0; t < tokens; ++t) {
+            const float want = VecDot(type, w.data(), act.data() + t * act_row_bytes, n);
+            ASSERT_TRUE(SameBits(got[t], want))
+                << TypeName(type) << " blocks=" << blocks << " seed=" << seed
+                << " tokens=" << tokens << " group=" << g << " t=" << t << ": " << got[t]
+                << " vs " << want;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Runs on the scalar path too (EXO_DISABLE_SIMD=1), where MatMul falls back to the single dot.
+class MatMulBatchTest : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(MatMulBatchTest, BitIdenticalToVecDotForSmallBatches) {
+  const TensorType type = GetParam();
+  const int64_t block = GetTypeInfo(type).block_size;
+  const int64_t rows = 11, cols = 5 * block;
+  const std::vector<float> wv = RandomValues(static_cast<size_t>(rows * cols), 77, 0.5f);
+  const int64_t row_bytes = RowBytes(type, cols);
+  std::vector<uint8_t> w(static_cast<size_t>(rows * row_bytes));
+  for (int64_t r = 0; r < rows; ++r) {
+    QuantizeRow(type, wv.data() + r * cols, w.data() + r * row_bytes, cols);
+  }
+  const TensorType act_type = VecDotType(type);
+  std::vector<uint8_t> act(static_cast<size_t>(RowBytes(act_type, cols)));
+  ThreadPool pool(2);
+  for (int64_t n = 1; n <= 9; ++n) {
+    const std::vector<float> x = RandomValues(static_cast<size_t>(n * cols), 5 + n);
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+      std::vector<float> y(static_cast<size_t>(n * rows), std::nanf(""));
+      MatMul(type, w.data(), rows, cols, x.data(), n, y.data(), p);
+      for (int64_t t = 0; t < n; ++t) {
+        QuantizeRow(act_type, x.data() + t * cols, act.data(), cols);
+        for (int64_t r = 0; r < rows; ++r) {
+          const float want = VecDot(type, w.data() + r * row_bytes, act.data(), cols);
+          ASSERT_TRUE(SameBits(y[t * rows + r], want))
+              << TypeName(type) << " n=" << n << " t=" << t << " r=" << r;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, VecDotMultiTest, ::testing::ValuesIn(kMultiTypes),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(TypeName(info.param));
+                         });
+INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, MatMulBatchTest, ::testing::ValuesIn(kMultiTypes),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(TypeName(info.param));
+                         });
+
+}  // namespace
+}  // namespace exo::kernels
