@@ -338,7 +338,6 @@ EXO_AVX2 float vec_dot_q6_k_q8_k_avx2(const void* vx, const void* vy, int64_t n)
   return HorizontalSum(acc);
 }
 
-
 // ---- Multi-token dot products -------------------------------------------------------------
 // One weight row against T activation rows (`stride` bytes apart). Each weight block is unpacked
 // once; per token the floating-point work is exactly that of the single-token kernel above (same
@@ -378,8 +377,7 @@ EXO_AVX2 void VecDotQ8_0Tokens(const void* vx, const void* vy, int64_t stride, i
       const __m256 d0 = _mm256_set1_ps(xd0 * Half(y[t][i].d));
       const __m256 d1 = _mm256_set1_ps(xd1 * Half(y[t][i + 1].d));
       acc0[t] = _mm256_fmadd_ps(d0, MulSumI8PairsAbs(abs0, x0, Load256(y[t][i].qs)), acc0[t]);
-      acc1[t] =
-          _mm256_fmadd_ps(d1, MulSumI8PairsAbs(abs1, x1, Load256(y[t][i + 1].qs)), acc1[t]);
+      acc1[t] = _mm256_fmadd_ps(d1, MulSumI8PairsAbs(abs1, x1, Load256(y[t][i + 1].qs)), acc1[t]);
     }
   }
   for (; i < nb; ++i) {
@@ -406,8 +404,8 @@ EXO_AVX2 void VecDotQ5_0Tokens(const void* vx, const void* vy, int64_t stride, i
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const float xd = Half(x[i].d);
-    const __m256i q = _mm256_sub_epi8(
-        _mm256_or_si256(UnpackNibbles(x[i].qs), HighBitsQ5(x[i].qh)), sixteen);
+    const __m256i q =
+        _mm256_sub_epi8(_mm256_or_si256(UnpackNibbles(x[i].qs), HighBitsQ5(x[i].qh)), sixteen);
     const __m256i abs_q = _mm256_sign_epi8(q, q);
     for (int t = 0; t < T; ++t) {
       const __m256 d = _mm256_set1_ps(xd * Half(y[t][i].d));
@@ -505,8 +503,7 @@ EXO_AVX2 void VecDotQ6_KTokens(const void* vx, const void* vy, int64_t stride, i
         const __m256i scale =
             _mm256_set_m128i(_mm_set1_epi16(sc[group + 1]), _mm_set1_epi16(sc[group]));
         for (int t = 0; t < T; ++t) {
-          const __m256i p =
-              _mm256_maddubs_epi16(q[k], Load256(y[t][i].qs + 128 * half + 32 * k));
+          const __m256i p = _mm256_maddubs_epi16(q[k], Load256(y[t][i].qs + 128 * half + 32 * k));
           sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, scale));
         }
       }
@@ -516,6 +513,79 @@ EXO_AVX2 void VecDotQ6_KTokens(const void* vx, const void* vy, int64_t stride, i
     }
   }
   for (int t = 0; t < T; ++t) out[t] = HorizontalSum(acc[t]);
+}
+
+template <int T>
+EXO_AVX2 void VecDotQ4_0Tokens(const void* vx, const void* vy, int64_t stride, int64_t n,
+                               float* out) {
+  const BlockQ4_0* x = static_cast<const BlockQ4_0*>(vx);
+  const BlockQ8_0* y[T];
+  TokenRows(vy, stride, y);
+  const int64_t nb = n / kQk32;
+  const __m256i eight = _mm256_set1_epi8(8);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const float xd = Half(x[i].d);
+    const __m256i q = _mm256_sub_epi8(UnpackNibbles(x[i].qs), eight);
+    const __m256i abs_q = _mm256_sign_epi8(q, q);
+    for (int t = 0; t < T; ++t) {
+      const __m256 d = _mm256_set1_ps(xd * Half(y[t][i].d));
+      acc[t] = _mm256_fmadd_ps(d, MulSumI8PairsAbs(abs_q, q, Load256(y[t][i].qs)), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = HorizontalSum(acc[t]);
+}
+
+template <int T>
+EXO_AVX2 void VecDotQ5_KTokens(const void* vx, const void* vy, int64_t stride, int64_t n,
+                               float* out) {
+  const BlockQ5_K* x = static_cast<const BlockQ5_K*>(vx);
+  const BlockQ8_K* y[T];
+  TokenRows(vy, stride, y);
+  const int64_t nb = n / kQkK;
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  const __m256i one = _mm256_set1_epi8(1);
+  __m256 acc[T];
+  float sum_mins[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    sum_mins[t] = 0.0f;
+  }
+  for (int64_t i = 0; i < nb; ++i) {
+    uint8_t scales[8], mins[8];
+    for (int j = 0; j < 8; ++j) GetScaleMinK4(j, x[i].scales, &scales[j], &mins[j]);
+    const float xdmin = Half(x[i].dmin);
+    const float xd = Half(x[i].d);
+    __m256i sumi[T];
+    for (int t = 0; t < T; ++t) {
+      sum_mins[t] += xdmin * y[t][i].d * static_cast<float>(SumMinsK(mins, y[t][i].bsums));
+      sumi[t] = _mm256_setzero_si256();
+    }
+    __m256i high_bits = Load256(x[i].qh);
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      const __m256i q4 = Load256(x[i].qs + 32 * chunk);
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(high_bits, one), 4);
+      const __m256i h1 =
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high_bits, 1), one), 4);
+      high_bits = _mm256_srli_epi16(high_bits, 2);
+      const __m256i lo = _mm256_or_si256(_mm256_and_si256(q4, low_mask), h0);
+      const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), low_mask), h1);
+      const __m256i scale0 = _mm256_set1_epi16(scales[2 * chunk]);
+      const __m256i scale1 = _mm256_set1_epi16(scales[2 * chunk + 1]);
+      for (int t = 0; t < T; ++t) {
+        const __m256i p0 = _mm256_maddubs_epi16(lo, Load256(y[t][i].qs + 64 * chunk));
+        const __m256i p1 = _mm256_maddubs_epi16(hi, Load256(y[t][i].qs + 64 * chunk + 32));
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p0, scale0),
+                                                             _mm256_madd_epi16(p1, scale1)));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m256 d = _mm256_set1_ps(xd * y[t][i].d);
+      acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = HorizontalSum(acc[t]) - sum_mins[t];
 }
 
 // VecDotMultiFn entry point for a kernel template: picks the instantiation for `tokens`.
@@ -542,17 +612,19 @@ void DispatchTokens(const void* vx, const void* vy, int64_t stride, int64_t n, i
 
 static_assert(kMaxDotTokens == 4, "DispatchTokens handles 1..4 tokens");
 
-#define EXO_TOKENS_KERNEL(Name, fn)                                                      \
-  template <int T>                                                                       \
-  struct Name {                                                                          \
+#define EXO_TOKENS_KERNEL(Name, fn)                                                          \
+  template <int T>                                                                           \
+  struct Name {                                                                              \
     static void Run(const void* vx, const void* vy, int64_t stride, int64_t n, float* out) { \
-      fn<T>(vx, vy, stride, n, out);                                                     \
-    }                                                                                    \
+      fn<T>(vx, vy, stride, n, out);                                                         \
+    }                                                                                        \
   };
 EXO_TOKENS_KERNEL(Q8_0Tokens, VecDotQ8_0Tokens)
 EXO_TOKENS_KERNEL(Q5_0Tokens, VecDotQ5_0Tokens)
 EXO_TOKENS_KERNEL(Q4_KTokens, VecDotQ4_KTokens)
 EXO_TOKENS_KERNEL(Q6_KTokens, VecDotQ6_KTokens)
+EXO_TOKENS_KERNEL(Q4_0Tokens, VecDotQ4_0Tokens)
+EXO_TOKENS_KERNEL(Q5_KTokens, VecDotQ5_KTokens)
 #undef EXO_TOKENS_KERNEL
 
 }  // namespace
@@ -567,6 +639,10 @@ VecDotMultiFn GetVecDotMultiAvx2(TensorType type) {
       return DispatchTokens<Q4_KTokens>;
     case TensorType::kQ6_K:
       return DispatchTokens<Q6_KTokens>;
+    case TensorType::kQ4_0:
+      return DispatchTokens<Q4_0Tokens>;
+    case TensorType::kQ5_K:
+      return DispatchTokens<Q5_KTokens>;
     default:
       return nullptr;
   }

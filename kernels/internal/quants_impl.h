@@ -34,8 +34,8 @@ inline constexpr int kMaxDotTokens = 4;
 // `act_row_bytes` apart: every weight block is unpacked once and used for each token. out[t] is
 // bit-identical to GetVecDot(type)(weights, activations + t * act_row_bytes, n): per token the
 // same floating-point operations in the same order.
-using VecDotMultiFn = void (*)(const void* weights, const void* activations,
-                               int64_t act_row_bytes, int64_t n, int tokens, float* out);
+using VecDotMultiFn = void (*)(const void* weights, const void* activations, int64_t act_row_bytes,
+                               int64_t n, int tokens, float* out);
 
 // AVX2 multi-token variants; nullptr when `type` has none. Only call after CpuHasAvx2Fma().
 VecDotMultiFn GetVecDotMultiAvx2(TensorType type);

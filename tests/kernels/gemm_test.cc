@@ -23,9 +23,9 @@ using testing::PutHalf;
 using testing::Quantize;
 using testing::RandomValues;
 
-// The types with a multi-token kernel (those of the default model).
+// The types with a multi-token kernel (the default model's four, plus Q4_0 and Q5_K).
 constexpr TensorType kMultiTypes[] = {TensorType::kQ5_0, TensorType::kQ8_0, TensorType::kQ4_K,
-                                      TensorType::kQ6_K};
+                                      TensorType::kQ6_K, TensorType::kQ4_0, TensorType::kQ5_K};
 
 // Raw random block bytes with sane fp16 scales and int8 quants in [-127, 127].
 std::vector<uint8_t> RawWeightBytes(TensorType type, int64_t blocks, uint64_t seed) {
@@ -36,10 +36,12 @@ std::vector<uint8_t> RawWeightBytes(TensorType type, int64_t blocks, uint64_t se
   for (int64_t b = 0; b < blocks; ++b) {
     const size_t base = static_cast<size_t>(b * info.block_bytes);
     switch (type) {
+      case TensorType::kQ4_0:
       case TensorType::kQ5_0:
         PutHalf(&bytes, base, scale(rng));
         break;
       case TensorType::kQ4_K:
+      case TensorType::kQ5_K:
         PutHalf(&bytes, base, scale(rng));
         PutHalf(&bytes, base + 2, scale(rng));
         break;
@@ -115,8 +117,8 @@ TEST_P(VecDotMultiTest, BitIdenticalToVecDotForEveryTokenCount) {
             const float want = VecDot(type, w.data(), act.data() + t * act_row_bytes, n);
             ASSERT_TRUE(SameBits(got[t], want))
                 << TypeName(type) << " blocks=" << blocks << " seed=" << seed
-                << " tokens=" << tokens << " group=" << g << " t=" << t << ": " << got[t]
-                << " vs " << want;
+                << " tokens=" << tokens << " group=" << g << " t=" << t << ": " << got[t] << " vs "
+                << want;
           }
         }
       }
