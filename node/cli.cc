@@ -47,11 +47,15 @@ std::vector<int32_t> EncodeRendered(const runtime::Tokenizer& tokenizer, const s
   return tokenizer.Encode(text, tokenizer.add_bos() && !has_bos, /*parse_special=*/true);
 }
 
-absl::StatusOr<std::string> RenderChat(const runtime::GgufFile& file,
+// The model's chat template (its own, or the built-in one for its architecture), parsed once.
+absl::StatusOr<runtime::ChatTemplate> LoadChatTemplate(const runtime::GgufFile& file) {
+  ASSIGN_OR_RETURN(std::string source, runtime::ChatTemplateSourceFor(file));
+  return runtime::ChatTemplate::Parse(source);
+}
+
+absl::StatusOr<std::string> RenderChat(const runtime::ChatTemplate& chat_template,
                                        const runtime::Tokenizer& tokenizer,
                                        const nlohmann::json& messages) {
-  ASSIGN_OR_RETURN(std::string source, runtime::ChatTemplateSourceFor(file));
-  ASSIGN_OR_RETURN(runtime::ChatTemplate chat_template, runtime::ChatTemplate::Parse(source));
   const std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.TokenText(tokenizer.bos_id()) : "";
   const std::string eos = tokenizer.eos_id() >= 0 ? tokenizer.TokenText(tokenizer.eos_id()) : "";
   return chat_template.Render(messages, /*add_generation_prompt=*/true, bos, eos);
@@ -75,7 +79,8 @@ absl::Status Generate(const GenerateCommand& command, std::ostream& out, std::os
   if (command.chat_template) {
     nlohmann::json messages = nlohmann::json::array();
     messages.push_back({{"role", "user"}, {"content", command.prompt}});
-    ASSIGN_OR_RETURN(std::string rendered, RenderChat(*model.file, tokenizer, messages));
+    ASSIGN_OR_RETURN(runtime::ChatTemplate chat_template, LoadChatTemplate(*model.file));
+    ASSIGN_OR_RETURN(std::string rendered, RenderChat(chat_template, tokenizer, messages));
     tokens = EncodeRendered(tokenizer, rendered);
   } else {
     tokens = tokenizer.Encode(command.prompt, tokenizer.add_bos(), /*parse_special=*/false);
@@ -94,7 +99,7 @@ absl::Status Generate(const GenerateCommand& command, std::ostream& out, std::os
   std::string text;
   std::chrono::steady_clock::time_point first_token_time;
   auto on_token = [&](int32_t token) {
-    if (text.empty() && first_token_time == std::chrono::steady_clock::time_point{}) {
+    if (first_token_time == std::chrono::steady_clock::time_point{}) {
       first_token_time = std::chrono::steady_clock::now();
     }
     const std::string piece = decoder.Push(token);
@@ -140,8 +145,9 @@ absl::Status Chat(const ChatCommand& command, std::istream& in, std::ostream& ou
                   std::ostream& err) {
   ASSIGN_OR_RETURN(LoadedModel model, LoadModel(command.model));
   const runtime::Tokenizer& tokenizer = *model.tokenizer;
-  // Check the template before the first prompt, so a broken one fails at once.
-  RETURN_IF_ERROR(RenderChat(*model.file, tokenizer,
+  // Load and try the template before the first prompt, so a broken one fails at once.
+  ASSIGN_OR_RETURN(runtime::ChatTemplate chat_template, LoadChatTemplate(*model.file));
+  RETURN_IF_ERROR(RenderChat(chat_template, tokenizer,
                              nlohmann::json::array({{{"role", "user"}, {"content", "hi"}}}))
                       .status());
   err << "exo-node chat: " << model.stage->config().name << " (" << model.load_seconds
@@ -166,7 +172,7 @@ absl::Status Chat(const ChatCommand& command, std::istream& in, std::ostream& ou
     }
     if (line.empty()) continue;
     messages.push_back({{"role", "user"}, {"content", line}});
-    absl::StatusOr<std::string> rendered = RenderChat(*model.file, tokenizer, messages);
+    absl::StatusOr<std::string> rendered = RenderChat(chat_template, tokenizer, messages);
     if (!rendered.ok()) {
       messages.erase(messages.end() - 1);
       err << "exo-node: error: " << rendered.status().message() << "\n";
