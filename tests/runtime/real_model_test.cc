@@ -96,7 +96,7 @@ TEST_F(RealModel, GreedyMatchesLlamaCppRecording) {
   EXPECT_EQ(Greedy("def fibonacci(n):", 32), expected);
 }
 
-TEST_F(RealModel, AnswersAFactualQuestion) {
+TEST_F(RealModel, ContinuesAFactualPromptOnTopic) {
   std::vector<int32_t> tokens = Greedy("The capital of France is", 12);
   EXPECT_NE(tokenizer_->Decode(tokens).find("France"), std::string::npos)
       << tokenizer_->Decode(tokens);
