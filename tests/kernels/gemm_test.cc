@@ -27,40 +27,6 @@ using testing::RandomValues;
 constexpr TensorType kMultiTypes[] = {TensorType::kQ5_0, TensorType::kQ8_0, TensorType::kQ4_K,
                                       TensorType::kQ6_K, TensorType::kQ4_0, TensorType::kQ5_K};
 
-// Raw random block bytes with sane fp16 scales and int8 quants in [-127, 127].
-std::vector<uint8_t> RawWeightBytes(TensorType type, int64_t blocks, uint64_t seed) {
-  const TypeInfo& info = GetTypeInfo(type);
-  std::vector<uint8_t> bytes = LcgBytes(seed, static_cast<size_t>(blocks * info.block_bytes));
-  std::mt19937 rng(static_cast<uint32_t>(seed));
-  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
-  for (int64_t b = 0; b < blocks; ++b) {
-    const size_t base = static_cast<size_t>(b * info.block_bytes);
-    switch (type) {
-      case TensorType::kQ4_0:
-      case TensorType::kQ5_0:
-        PutHalf(&bytes, base, scale(rng));
-        break;
-      case TensorType::kQ4_K:
-      case TensorType::kQ5_K:
-        PutHalf(&bytes, base, scale(rng));
-        PutHalf(&bytes, base + 2, scale(rng));
-        break;
-      case TensorType::kQ8_0:
-        PutHalf(&bytes, base, scale(rng));
-        for (int j = 0; j < 32; ++j) {
-          if (bytes[base + 2 + j] == 0x80) bytes[base + 2 + j] = 0x81;
-        }
-        break;
-      case TensorType::kQ6_K:
-        PutHalf(&bytes, base + 208, scale(rng));
-        break;
-      default:
-        break;
-    }
-  }
-  return bytes;
-}
-
 // `tokens` activation rows of `n` values, quantised to VecDotType(type), back to back.
 std::vector<uint8_t> ActivationRows(TensorType type, int64_t n, int tokens, uint32_t seed) {
   std::vector<uint8_t> rows;
@@ -101,7 +67,7 @@ TEST_P(VecDotMultiTest, BitIdenticalToVecDotForEveryTokenCount) {
       // Seeds 1-2: weights from the quantiser; 3-4: raw random block bytes.
       const std::vector<uint8_t> w =
           seed <= 2 ? Quantize(type, RandomValues(static_cast<size_t>(n), seed * 1000 + n))
-                    : RawWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
+                    : RandomWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
       for (int tokens = 1; tokens <= 9; ++tokens) {
         const std::vector<uint8_t> act =
             ActivationRows(type, n, tokens, seed * 101 + static_cast<uint32_t>(tokens));

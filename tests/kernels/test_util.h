@@ -54,6 +54,43 @@ inline void PutHalf(std::vector<uint8_t>* bytes, size_t offset, float value) {
   std::memcpy(bytes->data() + offset, &h, sizeof(h));
 }
 
+// Random weight bytes for `blocks` blocks with every fp16 scale replaced by a sane value and
+// int8 quants kept in [-127, 127] (the range every quantiser produces).
+inline std::vector<uint8_t> RandomWeightBytes(TensorType type, int64_t blocks, uint64_t seed) {
+  const TypeInfo& info = GetTypeInfo(type);
+  std::vector<uint8_t> bytes = LcgBytes(seed, static_cast<size_t>(blocks * info.block_bytes));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const size_t base = static_cast<size_t>(b * info.block_bytes);
+    switch (type) {
+      case TensorType::kQ4_0:
+      case TensorType::kQ5_0:
+        PutHalf(&bytes, base, scale(rng));
+        break;
+      case TensorType::kQ4_1:
+      case TensorType::kQ5_1:
+      case TensorType::kQ4_K:
+      case TensorType::kQ5_K:
+        PutHalf(&bytes, base, scale(rng));
+        PutHalf(&bytes, base + 2, scale(rng));
+        break;
+      case TensorType::kQ8_0:
+        PutHalf(&bytes, base, scale(rng));
+        for (int j = 0; j < 32; ++j) {
+          if (bytes[base + 2 + j] == 0x80) bytes[base + 2 + j] = 0x81;
+        }
+        break;
+      case TensorType::kQ6_K:
+        PutHalf(&bytes, base + 208, scale(rng));
+        break;
+      default:
+        break;
+    }
+  }
+  return bytes;
+}
+
 }  // namespace exo::kernels::testing
 
 #endif  // EXO_TESTS_KERNELS_TEST_UTIL_H_
