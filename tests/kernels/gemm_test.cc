@@ -18,10 +18,9 @@
 namespace exo::kernels {
 namespace {
 
-using testing::LcgBytes;
-using testing::PutHalf;
 using testing::Quantize;
 using testing::RandomValues;
+using testing::RandomWeightBytes;
 
 // The types with a multi-token kernel (the default model's four, plus Q4_0 and Q5_K).
 constexpr TensorType kMultiTypes[] = {TensorType::kQ5_0, TensorType::kQ8_0, TensorType::kQ4_K,

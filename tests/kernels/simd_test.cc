@@ -20,10 +20,9 @@
 namespace exo::kernels {
 namespace {
 
-using testing::LcgBytes;
-using testing::PutHalf;
 using testing::Quantize;
 using testing::RandomValues;
+using testing::RandomWeightBytes;
 
 constexpr TensorType kSimdTypes[] = {
     TensorType::kF32,  TensorType::kF16,  TensorType::kBF16, TensorType::kQ4_0,
