@@ -7,7 +7,6 @@
 
 #include "discovery/dns_message.h"
 
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace exo::discovery;
   absl::StatusOr<DnsMessage> message = ParseDnsMessage(absl::Span<const uint8_t>(data, size));
