@@ -64,6 +64,28 @@ void MergeSymbols(std::vector<Symbol>& symbols, int32_t left, int32_t right) {
   if (right_symbol.next >= 0) symbols[right_symbol.next].prev = left;
 }
 
+// Repeatedly merges the best queued adjacent pair (the queue's order decides "best": score for
+// SentencePiece, rank for BPE), re-queueing the new neighbours through `try_add`. Pairs that went
+// stale because one side was merged meanwhile are skipped.
+template <typename Queue, typename TryAdd>
+void MergeBestPairs(std::vector<Symbol>& symbols, Queue& queue, const TryAdd& try_add) {
+  for (size_t i = 1; i < symbols.size(); ++i) {
+    try_add(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
+  }
+  while (!queue.empty()) {
+    const auto bigram = queue.top();
+    queue.pop();
+    const Symbol& left = symbols[bigram.left];
+    const Symbol& right = symbols[bigram.right];
+    if (left.length == 0 || right.length == 0 || left.length + right.length != bigram.length) {
+      continue;
+    }
+    MergeSymbols(symbols, bigram.left, bigram.right);
+    try_add(symbols[bigram.left].prev, bigram.left);
+    try_add(bigram.left, symbols[bigram.left].next);
+  }
+}
+
 // SentencePiece candidate merge: best score first, then leftmost.
 struct ScoredBigram {
   int32_t left;
@@ -404,22 +426,7 @@ void Tokenizer::EncodeSentencePiece(std::string_view text, std::vector<int32_t>&
     if (it == token_to_id_.end()) return;
     queue.push(ScoredBigram{left, right, scores_[it->second], length});
   };
-  for (size_t i = 1; i < symbols.size(); ++i) {
-    try_add(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
-  }
-  while (!queue.empty()) {
-    const ScoredBigram bigram = queue.top();
-    queue.pop();
-    const Symbol& left = symbols[bigram.left];
-    const Symbol& right = symbols[bigram.right];
-    // Skip pairs that went stale because one side was merged meanwhile.
-    if (left.length == 0 || right.length == 0 || left.length + right.length != bigram.length) {
-      continue;
-    }
-    MergeSymbols(symbols, bigram.left, bigram.right);
-    try_add(symbols[bigram.left].prev, bigram.left);
-    try_add(bigram.left, symbols[bigram.left].next);
-  }
+  MergeBestPairs(symbols, queue, try_add);
   for (int32_t i = symbols.empty() ? -1 : 0; i != -1; i = symbols[i].next) {
     const std::string_view piece = text.substr(symbols[i].start, symbols[i].length);
     const auto it = token_to_id_.find(Absl(piece));
@@ -465,21 +472,7 @@ void Tokenizer::EncodeBytePairs(std::string_view text, std::vector<int32_t>& out
       if (rank < 0) return;
       queue.push(RankedBigram{left, right, rank, l.length + r.length});
     };
-    for (size_t i = 1; i < symbols.size(); ++i) {
-      try_add(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
-    }
-    while (!queue.empty()) {
-      const RankedBigram bigram = queue.top();
-      queue.pop();
-      const Symbol& left = symbols[bigram.left];
-      const Symbol& right = symbols[bigram.right];
-      if (left.length == 0 || right.length == 0 || left.length + right.length != bigram.length) {
-        continue;
-      }
-      MergeSymbols(symbols, bigram.left, bigram.right);
-      try_add(symbols[bigram.left].prev, bigram.left);
-      try_add(bigram.left, symbols[bigram.left].next);
-    }
+    MergeBestPairs(symbols, queue, try_add);
     for (int32_t i = symbols.empty() ? -1 : 0; i != -1; i = symbols[i].next) {
       const std::string_view symbol =
           std::string_view(word).substr(symbols[i].start, symbols[i].length);
