@@ -39,14 +39,15 @@ uint64_t StageMemoryBytes(const Stage& stage, const ModelProfile& model) {
   const int32_t begin = std::clamp(stage.layer_begin, 0, n_layers);
   const int32_t end = std::clamp(stage.layer_end, begin, n_layers);
   uint64_t total = model.scratch_bytes;
-  if (stage.has_embedding) total = internal::SaturatingAdd(total, model.embedding_bytes);
+  // With tied weights the head's bytes already include the embedding it reads.
+  const bool embedding_counted_by_head = stage.has_head && model.head_shares_embedding;
+  if (stage.has_embedding && !embedding_counted_by_head) {
+    total = internal::SaturatingAdd(total, model.embedding_bytes);
+  }
   if (stage.has_head) total = internal::SaturatingAdd(total, model.head_bytes);
-  const uint64_t kv_per_layer = internal::SaturatingMultiply(
-      model.kv_bytes_per_token_per_layer,
-      static_cast<uint64_t>(std::max<int32_t>(model.context_length, 0)));
   for (int32_t layer = begin; layer < end; ++layer) {
     total = internal::SaturatingAdd(total, model.layer_bytes[layer]);
-    total = internal::SaturatingAdd(total, kv_per_layer);
+    total = internal::SaturatingAdd(total, LayerKvBytes(model, layer));
   }
   return total;
 }
