@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "node/cli.h"
 #include "node/paths.h"
+#include "node/plan_cmd.h"
 
 ABSL_FLAG(std::string, model, "",
           "Path to a GGUF model file. Default: the default model in $EXO_HOME/models "
@@ -44,6 +45,13 @@ ABSL_FLAG(int32_t, pp, 512, "bench: prompt tokens in the prompt-processing test.
 ABSL_FLAG(int32_t, tg, 128, "bench: tokens in the decode test.");
 ABSL_FLAG(int32_t, reps, 3, "bench: repetitions of each test.");
 ABSL_FLAG(bool, json, false, "bench: print the figures as JSON.");
+ABSL_FLAG(std::string, fleet, "",
+          "plan: JSON file describing the nodes (id, memory, bandwidth, kind) and links "
+          "(latency); see docs/planner.md.");
+ABSL_FLAG(std::string, strategy, "optimal",
+          "plan: 'optimal' (fastest estimated time per token) or 'ring' (exo's memory-weighted "
+          "split).");
+ABSL_FLAG(int32_t, max_stages, 0, "plan: at most this many pipeline stages; 0 = no limit.");
 
 namespace {
 
@@ -59,6 +67,9 @@ Usage:
   exo-node bench [--model PATH] [--pp 512] [--tg 128] [--reps 3] [--json]
       Prompt-processing and decode speed, bytes per token, memory bandwidth and roofline,
       peak RSS and cold start, as llama-bench reports them.
+  exo-node plan --fleet FILE [--model PATH] [--strategy optimal|ring] [--ctx N]
+      Offline: the plan a cluster of the described nodes would use, with each stage's memory
+      and estimated time per token, against the single-node and ring baselines.
 
 Without --model the default model is used (installed by ./scripts/setup.sh).
 Run `exo-node --help` for every flag.)";
@@ -164,6 +175,25 @@ int main(int argc, char** argv) {
     b.repetitions = absl::GetFlag(FLAGS_reps);
     b.json = absl::GetFlag(FLAGS_json);
     return exo::node::RunBench(b, std::cout, std::cerr);
+  }
+  if (command == "plan") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    exo::node::PlanCommand p;
+    p.model_path = absl::GetFlag(FLAGS_model);
+    p.fleet_path = absl::GetFlag(FLAGS_fleet);
+    if (p.fleet_path.empty()) return UsageError("plan needs --fleet FILE");
+    const std::string strategy = absl::GetFlag(FLAGS_strategy);
+    if (strategy == "ring") {
+      p.strategy = exo::partition::Strategy::kRing;
+    } else if (strategy != "optimal") {
+      return UsageError(
+          absl::StrCat("--strategy must be 'optimal' or 'ring', not '", strategy, "'"));
+    }
+    p.max_stages = absl::GetFlag(FLAGS_max_stages);
+    if (p.max_stages < 0) return UsageError("--max_stages must be >= 0");
+    p.profile.context = absl::GetFlag(FLAGS_ctx);
+    p.profile.max_batch_tokens = absl::GetFlag(FLAGS_batch);
+    return exo::node::RunPlan(p, std::cout, std::cerr);
   }
   if (command == "inspect") {
     if (args.size() != 3) return UsageError("inspect needs exactly one FILE");

@@ -1,0 +1,301 @@
+#include "node/plan_cmd.h"
+
+#include <cctype>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "node/paths.h"
+#include "partition/plan.h"
+#include "runtime/gguf.h"
+#include "runtime/model_config.h"
+
+namespace exo::node {
+namespace {
+
+using Json = nlohmann::json;
+
+absl::StatusOr<double> Quantity(const Json& value, const std::string& where, bool allow_rate) {
+  if (value.is_number()) {
+    const double number = value.get<double>();
+    if (!std::isfinite(number) || number < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s must be a finite number >= 0, got %g", where, number));
+    }
+    return number;
+  }
+  if (value.is_string()) {
+    absl::StatusOr<double> parsed = ParseByteQuantity(value.get<std::string>(), allow_rate);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", parsed.status().message()));
+    }
+    return parsed;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(where, " must be a number or a string such as \"",
+                                                 allow_rate ? "400GB/s" : "64GiB", "\""));
+}
+
+absl::StatusOr<double> Milliseconds(const Json& object, const char* key, const std::string& where,
+                                    double fallback) {
+  if (!object.contains(key)) return fallback;
+  const Json& value = object[key];
+  if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s.%s must be a number of milliseconds >= 0", where, key));
+  }
+  return value.get<double>() / 1000.0;
+}
+
+absl::StatusOr<std::string> Text(const Json& object, const char* key, const std::string& where,
+                                 bool required) {
+  if (!object.contains(key)) {
+    if (required) return absl::InvalidArgumentError(absl::StrCat(where, " has no \"", key, "\""));
+    return std::string();
+  }
+  if (!object[key].is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ".", key, " must be a string"));
+  }
+  return object[key].get<std::string>();
+}
+
+std::string Milliseconds(double seconds) {
+  if (std::isinf(seconds)) return "inf";
+  return absl::StrFormat("%.3f ms", seconds * 1000.0);
+}
+
+std::string TokensPerSecond(double seconds) {
+  if (!(seconds > 0) || std::isinf(seconds)) return "0";
+  return absl::StrFormat("%.1f", 1.0 / seconds);
+}
+
+const partition::DeviceProfile* FindDevice(const Fleet& fleet, const std::string& id) {
+  for (const partition::DeviceProfile& device : fleet.devices) {
+    if (device.node_id == id) return &device;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<double> ParseByteQuantity(const std::string& text, bool allow_rate) {
+  std::string s(absl::StripAsciiWhitespace(text));
+  if (allow_rate && absl::EndsWith(s, "/s")) s.resize(s.size() - 2);
+  size_t unit_at = s.size();
+  while (unit_at > 0 && std::isalpha(static_cast<unsigned char>(s[unit_at - 1]))) --unit_at;
+  const std::string unit = absl::AsciiStrToLower(s.substr(unit_at));
+  const std::string number_text(absl::StripAsciiWhitespace(s.substr(0, unit_at)));
+  double number = 0;
+  if (number_text.empty() || !absl::SimpleAtod(number_text, &number) || !std::isfinite(number) ||
+      number < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "'%s' is not a byte %s: write a number >= 0 with an optional unit, e.g. %s", text,
+        allow_rate ? "rate" : "count", allow_rate ? "\"400GB/s\"" : "\"64GiB\""));
+  }
+  static const std::pair<const char*, double> kUnits[] = {{"", 1},
+                                                          {"b", 1},
+                                                          {"kb", 1e3},
+                                                          {"mb", 1e6},
+                                                          {"gb", 1e9},
+                                                          {"tb", 1e12},
+                                                          {"kib", 1024.0},
+                                                          {"mib", 1048576.0},
+                                                          {"gib", 1073741824.0},
+                                                          {"tib", 1099511627776.0}};
+  for (const auto& [name, scale] : kUnits) {
+    if (unit == name) return number * scale;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrFormat("'%s' has an unknown unit '%s': use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB",
+                      text, s.substr(unit_at)));
+}
+
+absl::StatusOr<Fleet> ParseFleet(const std::string& json_text) {
+  const Json root = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) return absl::InvalidArgumentError("the fleet file is not valid JSON");
+  if (!root.is_object() || !root.contains("nodes") || !root["nodes"].is_array()) {
+    return absl::InvalidArgumentError(
+        "the fleet file must be an object with a \"nodes\" array, e.g. {\"nodes\": [{\"id\": "
+        "\"mac\", \"memory\": \"64GiB\", \"bandwidth\": \"400GB/s\"}]}");
+  }
+  Fleet fleet;
+  const Json& nodes = root["nodes"];
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Json& node = nodes[i];
+    const std::string where = absl::StrCat("nodes[", i, "]");
+    if (!node.is_object()) return absl::InvalidArgumentError(where + " must be an object");
+    partition::DeviceProfile device;
+    ASSIGN_OR_RETURN(device.node_id, Text(node, "id", where, /*required=*/true));
+    if (device.node_id.empty()) return absl::InvalidArgumentError(where + ".id is empty");
+    const std::string named = absl::StrCat(where, " ('", device.node_id, "')");
+    if (!node.contains("memory") || !node.contains("bandwidth")) {
+      return absl::InvalidArgumentError(named + " needs \"memory\" and \"bandwidth\"");
+    }
+    ASSIGN_OR_RETURN(double memory, Quantity(node["memory"], named + ".memory", false));
+    if (memory >= 1.8e19) return absl::InvalidArgumentError(named + ".memory is too large");
+    device.memory_bytes = static_cast<uint64_t>(memory);
+    ASSIGN_OR_RETURN(device.decode_bytes_per_second,
+                     Quantity(node["bandwidth"], named + ".bandwidth", true));
+    ASSIGN_OR_RETURN(device.device_kind, Text(node, "kind", named, /*required=*/false));
+    for (const partition::DeviceProfile& other : fleet.devices) {
+      if (other.node_id == device.node_id) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("node '%s' is listed twice in the fleet", device.node_id));
+      }
+    }
+    fleet.devices.push_back(std::move(device));
+  }
+  if (fleet.devices.empty()) return absl::InvalidArgumentError("the fleet has no nodes");
+  if (root.contains("links")) {
+    const Json& links = root["links"];
+    if (!links.is_object()) return absl::InvalidArgumentError("\"links\" must be an object");
+    ASSIGN_OR_RETURN(
+        fleet.links.default_latency_seconds,
+        Milliseconds(links, "default_latency_ms", "links", fleet.links.default_latency_seconds));
+    if (links.contains("default_bandwidth")) {
+      ASSIGN_OR_RETURN(fleet.links.default_bytes_per_second,
+                       Quantity(links["default_bandwidth"], "links.default_bandwidth", true));
+    }
+    if (links.contains("pairs")) {
+      const Json& pairs = links["pairs"];
+      if (!pairs.is_array()) return absl::InvalidArgumentError("links.pairs must be an array");
+      for (size_t i = 0; i < pairs.size(); ++i) {
+        const Json& pair = pairs[i];
+        const std::string where = absl::StrCat("links.pairs[", i, "]");
+        if (!pair.is_object()) return absl::InvalidArgumentError(where + " must be an object");
+        partition::LinkProfile link;
+        ASSIGN_OR_RETURN(link.from, Text(pair, "from", where, true));
+        ASSIGN_OR_RETURN(link.to, Text(pair, "to", where, true));
+        for (const std::string* id : {&link.from, &link.to}) {
+          if (FindDevice(fleet, *id) == nullptr) {
+            return absl::InvalidArgumentError(
+                absl::StrFormat("%s names node '%s', which is not in \"nodes\"", where, *id));
+          }
+        }
+        ASSIGN_OR_RETURN(link.latency_seconds, Milliseconds(pair, "latency_ms", where,
+                                                            fleet.links.default_latency_seconds));
+        link.bytes_per_second = fleet.links.default_bytes_per_second;
+        if (pair.contains("bandwidth")) {
+          ASSIGN_OR_RETURN(link.bytes_per_second,
+                           Quantity(pair["bandwidth"], where + ".bandwidth", true));
+        }
+        fleet.links.links.push_back(std::move(link));
+      }
+    }
+  }
+  return fleet;
+}
+
+std::string FormatPlanReport(const partition::Plan& plan, const partition::ModelProfile& model,
+                             const Fleet& fleet, partition::Strategy strategy) {
+  std::ostringstream out;
+  absl::StatusOr<partition::PlanEstimate> estimate =
+      partition::EstimatePlan(plan, model, fleet.devices, fleet.links);
+  if (!estimate.ok())
+    return absl::StrCat("cannot estimate the plan: ", estimate.status().message());
+  out << absl::StrFormat("strategy %s: %d stage%s over %d node%s in the fleet\n",
+                         partition::StrategyName(strategy), plan.stages.size(),
+                         plan.stages.size() == 1 ? "" : "s", fleet.devices.size(),
+                         fleet.devices.size() == 1 ? "" : "s");
+  out << absl::StrFormat("%-5s %-14s %-16s %-12s %-24s %-12s %-12s %s\n", "stage", "node", "kind",
+                         "layers", "memory / available", "read/token", "compute", "hop to next");
+  for (size_t i = 0; i < estimate->stages.size(); ++i) {
+    const partition::StageEstimate& stage = estimate->stages[i];
+    const partition::DeviceProfile* device = FindDevice(fleet, stage.node_id);
+    std::string layers = absl::StrFormat("[%d, %d)", stage.layer_begin, stage.layer_end);
+    if (plan.stages[i].has_embedding) absl::StrAppend(&layers, "+E");
+    if (plan.stages[i].has_head) absl::StrAppend(&layers, "+H");
+    constexpr double kGiB = 1073741824.0;
+    out << absl::StrFormat(
+        "%-5d %-14s %-16s %-12s %-24s %-12s %-12s %s\n", i, stage.node_id,
+        device->device_kind.empty() ? "-" : device->device_kind, layers,
+        absl::StrFormat("%.2f / %.2f GiB", stage.memory_bytes / kGiB, device->memory_bytes / kGiB),
+        absl::StrFormat("%.1f MiB", stage.bytes_read_per_token / 1048576.0),
+        Milliseconds(stage.compute_seconds), Milliseconds(stage.hop_seconds));
+  }
+  out << absl::StrFormat(
+      "total: %s per token (%s tokens/s): compute %s, hops %s (E = embedding, H = head)\n",
+      Milliseconds(estimate->seconds_per_token), TokensPerSecond(estimate->seconds_per_token),
+      Milliseconds(estimate->compute_seconds), Milliseconds(estimate->hop_seconds));
+  absl::StatusOr<partition::Plan> single = partition::SingleNodePlan(model, fleet.devices, 0);
+  if (single.ok()) {
+    absl::StatusOr<partition::PlanEstimate> single_estimate =
+        partition::EstimatePlan(*single, model, fleet.devices, fleet.links);
+    if (single_estimate.ok()) {
+      out << absl::StrFormat("single-node baseline: %s, %s per token (%s tokens/s)\n",
+                             single->stages[0].node_id,
+                             Milliseconds(single_estimate->seconds_per_token),
+                             TokensPerSecond(single_estimate->seconds_per_token));
+    }
+  } else {
+    out << "single-node baseline: none, " << single.status().message() << "\n";
+  }
+  if (strategy != partition::Strategy::kRing) {
+    absl::StatusOr<partition::Plan> ring = partition::MakePlan(
+        model, fleet.devices, fleet.links, {.strategy = partition::Strategy::kRing});
+    if (ring.ok()) {
+      absl::StatusOr<partition::PlanEstimate> ring_estimate =
+          partition::EstimatePlan(*ring, model, fleet.devices, fleet.links);
+      if (ring_estimate.ok()) {
+        out << absl::StrFormat("ring (exo) baseline: %d stages, %s per token (%s tokens/s)\n",
+                               ring->stages.size(), Milliseconds(ring_estimate->seconds_per_token),
+                               TokensPerSecond(ring_estimate->seconds_per_token));
+      }
+    }
+  }
+  return out.str();
+}
+
+int RunPlan(const PlanCommand& command, std::ostream& out, std::ostream& err) {
+  auto fail = [&](const absl::Status& status) {
+    err << "exo-node plan: error: " << status.message() << "\n";
+    return 1;
+  };
+  if (command.fleet_path.empty()) {
+    return fail(absl::InvalidArgumentError(
+        "plan needs --fleet FILE, a JSON list of nodes (see docs/planner.md)"));
+  }
+  std::ifstream fleet_file(command.fleet_path);
+  if (!fleet_file) {
+    return fail(
+        absl::NotFoundError(absl::StrCat("cannot open the fleet file ", command.fleet_path)));
+  }
+  std::stringstream fleet_text;
+  fleet_text << fleet_file.rdbuf();
+  absl::StatusOr<Fleet> fleet = ParseFleet(fleet_text.str());
+  if (!fleet.ok()) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat(command.fleet_path, ": ", fleet.status().message())));
+  }
+  std::string path = command.model_path.empty() ? DefaultModelPath() : command.model_path;
+  absl::StatusOr<std::unique_ptr<runtime::GgufFile>> file = runtime::GgufFile::Open(path);
+  if (!file.ok()) {
+    return fail(absl::Status(
+        file.status().code(),
+        absl::StrCat(file.status().message(), command.model_path.empty()
+                                                  ? "; run ./scripts/setup.sh or pass --model PATH"
+                                                  : "")));
+  }
+  absl::StatusOr<runtime::ModelConfig> config = runtime::ReadModelConfig(**file);
+  if (!config.ok()) return fail(config.status());
+  absl::StatusOr<partition::ModelProfile> model =
+      BuildModelProfile(**file, *config, command.profile);
+  if (!model.ok()) return fail(model.status());
+  out << absl::StrFormat("model: %s (%s), %d layers, context %d tokens: %s to hold in one stage\n",
+                         config->name, path, model->n_layers, model->context_length,
+                         partition::FormatBytes(partition::ModelMemoryBytes(*model)));
+  partition::PlannerOptions options{.strategy = command.strategy, .max_stages = command.max_stages};
+  absl::StatusOr<partition::Plan> plan =
+      partition::MakePlan(*model, fleet->devices, fleet->links, options);
+  if (!plan.ok()) return fail(plan.status());
+  out << FormatPlanReport(*plan, *model, *fleet, command.strategy);
+  return 0;
+}
+
+}  // namespace exo::node
