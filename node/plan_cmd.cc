@@ -70,6 +70,12 @@ std::string Milliseconds(double seconds) {
   return absl::StrFormat("%.3f ms", seconds * 1000.0);
 }
 
+// "1.50 GiB" or "240.0 MiB": short, for the table.
+std::string ShortBytes(uint64_t bytes) {
+  if (bytes >= (uint64_t{1} << 30)) return absl::StrFormat("%.2f GiB", bytes / 1073741824.0);
+  return absl::StrFormat("%.1f MiB", bytes / 1048576.0);
+}
+
 std::string TokensPerSecond(double seconds) {
   if (!(seconds > 0) || std::isinf(seconds)) return "0";
   return absl::StrFormat("%.1f", 1.0 / seconds);
@@ -211,13 +217,12 @@ std::string FormatPlanReport(const partition::Plan& plan, const partition::Model
     std::string layers = absl::StrFormat("[%d, %d)", stage.layer_begin, stage.layer_end);
     if (plan.stages[i].has_embedding) absl::StrAppend(&layers, "+E");
     if (plan.stages[i].has_head) absl::StrAppend(&layers, "+H");
-    constexpr double kGiB = 1073741824.0;
     out << absl::StrFormat(
         "%-5d %-14s %-16s %-12s %-24s %-12s %-12s %s\n", i, stage.node_id,
         device->device_kind.empty() ? "-" : device->device_kind, layers,
-        absl::StrFormat("%.2f / %.2f GiB", stage.memory_bytes / kGiB, device->memory_bytes / kGiB),
-        absl::StrFormat("%.1f MiB", stage.bytes_read_per_token / 1048576.0),
-        Milliseconds(stage.compute_seconds), Milliseconds(stage.hop_seconds));
+        absl::StrCat(ShortBytes(stage.memory_bytes), " / ", ShortBytes(device->memory_bytes)),
+        ShortBytes(stage.bytes_read_per_token), Milliseconds(stage.compute_seconds),
+        Milliseconds(stage.hop_seconds));
   }
   out << absl::StrFormat(
       "total: %s per token (%s tokens/s): compute %s, hops %s (E = embedding, H = head)\n",
