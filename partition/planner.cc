@@ -779,6 +779,8 @@ absl::StatusOr<Plan> Replan(const Plan& previous, const ModelProfile& model,
       chosen = &candidate;
     }
   }
+  // The optimum is always within the budget; guard anyway rather than trust floating point.
+  if (chosen == nullptr) return search.ToPlan(optimum.segments, options.planner.epoch);
   return search.ToPlan(chosen->segments, options.planner.epoch);
 }
 
