@@ -587,9 +587,17 @@ Candidate OptimalSearch(const Search& search, const PlannerOptions& options) {
   std::vector<int32_t> fastest(ranked.begin(), ranked.begin() + k);
   std::sort(fastest.begin(), fastest.end());
   Candidate best = search.Exact(fastest);
-  // (2) All devices in bandwidth order, any subsequence, contiguous splits.
-  Candidate ordered = search.Ordered(ranked);
-  if (ordered.objective < best.objective) best = std::move(ordered);
+  // (2) All devices in a fixed order, any subsequence, contiguous splits; tried with the fastest
+  // first, the fastest last (the last stage also reads the head), and the ring's memory order.
+  std::vector<int32_t> fastest_last(ranked.rbegin(), ranked.rend());
+  std::vector<int32_t> by_memory = all;
+  std::stable_sort(by_memory.begin(), by_memory.end(), [&](int32_t a, int32_t b) {
+    return devices[a].memory_bytes > devices[b].memory_bytes;
+  });
+  for (const std::vector<int32_t>* order : {&ranked, &fastest_last, &by_memory}) {
+    Candidate ordered = search.Ordered(*order);
+    if (ordered.objective < best.objective) best = std::move(ordered);
+  }
   // (3) The ring and (4) every single node.
   Candidate ring = RingSearch(search);
   if (ring.objective < best.objective) best = std::move(ring);
