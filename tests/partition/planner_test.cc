@@ -641,3 +641,82 @@ TEST(Optimal, HeuristicStaysCloseToTheExactSearch) {
 
 }  // namespace
 }  // namespace exo::partition
+
+namespace exo::partition {
+namespace {
+
+TEST(ModelProfile, TiedHeadCountsTheEmbeddingOnceAndLayersHaveTheirOwnKv) {
+  ModelProfile model = Model(3, 1000);
+  model.embedding_bytes = 300;
+  model.head_bytes = 310;  // the embedding and a 10-byte norm
+  model.head_shares_embedding = true;
+  model.scratch_bytes = 7;
+  model.layer_kv_bytes = {50, 5, 50};  // a sliding-window layer in the middle
+  ASSERT_TRUE(ValidateModelProfile(model).ok());
+  EXPECT_EQ(LayerKvBytes(model, 1), 5u);
+  EXPECT_EQ(StageMemoryBytes({"x", 0, 3, true, true}, model), 3000u + 105 + 310 + 7);
+  EXPECT_EQ(ModelMemoryBytes(model), 3000u + 105 + 310 + 7);
+  // Split, both ends need the embedding's bytes.
+  EXPECT_EQ(StageMemoryBytes({"x", 0, 1, true, false}, model), 1000u + 50 + 300 + 7);
+  EXPECT_EQ(StageMemoryBytes({"x", 1, 3, false, true}, model), 2000u + 55 + 310 + 7);
+  model.layer_kv_bytes = {1, 2};
+  EXPECT_EQ(ValidateModelProfile(model).code(), absl::StatusCode::kInvalidArgument);
+  model.layer_kv_bytes.clear();
+  model.head_bytes = 100;
+  EXPECT_EQ(ValidateModelProfile(model).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The smallest number of moved bytes among all plans within the re-plan budget, by brute force.
+uint64_t BruteForceLeastMoved(const Plan& previous, const Case& c, double tolerance) {
+  std::optional<double> best = BruteForceSeconds(c.model, c.devices, c.links);
+  double budget = *best * (1 + tolerance);
+  absl::StatusOr<Plan> single = SingleNodePlan(c.model, c.devices, 0);
+  if (single.ok()) budget = std::min(budget, Seconds(*single, c.model, c.devices, c.links));
+  uint64_t least = std::numeric_limits<uint64_t>::max();
+  for (const Plan& plan : AllPlans(c.model, c.devices, 0)) {
+    if (!ValidatePlan(plan, c.model, c.devices).ok()) continue;
+    if (Seconds(plan, c.model, c.devices, c.links) > budget * (1 + 1e-12)) continue;
+    least = std::min(least, MovedBytes(previous, plan, c.model));
+  }
+  return least;
+}
+
+TEST(Replan, MovesAboutAsLittleAsBruteForceOnSmallCases) {
+  std::mt19937_64 rng(5);
+  int32_t compared = 0;
+  int32_t equal = 0;
+  uint64_t replan_total = 0;
+  uint64_t least_total = 0;
+  uint64_t fresh_total = 0;
+  for (int32_t trial = 0; trial < 150; ++trial) {
+    Case c = RandomCase(rng, 4, 7);
+    absl::StatusOr<Plan> before = MakePlan(c.model, c.devices, c.links, Optimal());
+    if (!before.ok()) continue;
+    if (c.devices.size() > 1 && trial % 2 == 0) {
+      c.devices.erase(c.devices.begin() + trial % c.devices.size());
+    } else {
+      c.devices.push_back(Device("joined", c.devices[0].memory_bytes, 300e9));
+    }
+    absl::StatusOr<Plan> after = Replan(*before, c.model, c.devices, c.links, ReplanOptions{});
+    if (!after.ok()) continue;
+    absl::StatusOr<Plan> fresh = MakePlan(c.model, c.devices, c.links, Optimal());
+    ASSERT_TRUE(fresh.ok());
+    const uint64_t least = BruteForceLeastMoved(*before, c, 0.05);
+    const uint64_t moved = MovedBytes(*before, *after, c.model);
+    EXPECT_GE(moved, least);
+    ++compared;
+    if (moved == least) ++equal;
+    replan_total += moved;
+    least_total += least;
+    fresh_total += MovedBytes(*before, *fresh, c.model);
+  }
+  std::cout << "re-plan: least moved bytes in " << equal << " of " << compared << " cases; moved "
+            << replan_total / 1048576 << " MiB in all against " << least_total / 1048576
+            << " MiB at best and " << fresh_total / 1048576 << " MiB for fresh optimal plans\n";
+  EXPECT_GT(compared, 40);
+  EXPECT_GE(equal * 10, compared * 8);
+  EXPECT_LE(replan_total, fresh_total);
+}
+
+}  // namespace
+}  // namespace exo::partition
