@@ -598,12 +598,6 @@ TEST(Replan, RandomChangesStayValidWithinToleranceAndMoveNoMoreThanAFreshPlan) {
   }
 }
 
-}  // namespace
-}  // namespace exo::partition
-
-namespace exo::partition {
-namespace {
-
 // The heuristic's fixed-order searches alone (max_exact_devices = 1 leaves only single nodes to
 // the exact search) against the exact search on fleets of 6 to 8 devices: how often they find
 // the optimum and how far off they are otherwise. The real heuristic adds an exact search over
@@ -638,12 +632,6 @@ TEST(Optimal, HeuristicStaysCloseToTheExactSearch) {
   EXPECT_GE(equal * 10, compared * 8);
   EXPECT_LT(worst, 0.1);
 }
-
-}  // namespace
-}  // namespace exo::partition
-
-namespace exo::partition {
-namespace {
 
 TEST(ModelProfile, TiedHeadCountsTheEmbeddingOnceAndLayersHaveTheirOwnKv) {
   ModelProfile model = Model(3, 1000);
@@ -716,6 +704,38 @@ TEST(Replan, MovesAboutAsLittleAsBruteForceOnSmallCases) {
   EXPECT_GT(compared, 40);
   EXPECT_GE(equal * 10, compared * 8);
   EXPECT_LE(replan_total, fresh_total);
+}
+
+TEST(Optimal, FallsBackToTheRingSplitWhenNoNodeReportsABandwidth) {
+  const ModelProfile model = Model(8, kGiB);
+  const std::vector<DeviceProfile> devices = {Device("a", 8 * kGiB, 0.0),
+                                              Device("b", 8 * kGiB, 0.0)};
+  absl::StatusOr<Plan> plan = MakePlan(model, devices, Lan(), Optimal());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(ValidatePlan(*plan, model, devices).ok());
+  absl::StatusOr<Plan> ring = MakePlan(model, devices, Lan(), Ring());
+  ASSERT_TRUE(ring.ok());
+  EXPECT_TRUE(SameStages(*plan, *ring)) << Describe(*plan);
+  // A node without a bandwidth is infinitely slow by the estimate.
+  EXPECT_TRUE(std::isinf(Seconds(*plan, model, devices, Lan())));
+}
+
+TEST(Replan, WithTheRingStrategyPlansFromScratch) {
+  const ModelProfile model = Model(32, kGiB);
+  std::vector<DeviceProfile> devices = HomeFleet();
+  absl::StatusOr<Plan> before = MakePlan(model, devices, Lan(), Ring());
+  ASSERT_TRUE(before.ok());
+  devices.pop_back();  // the Pi leaves
+  ReplanOptions options;
+  options.planner = Ring();
+  absl::StatusOr<Plan> after = Replan(*before, model, devices, Lan(), options);
+  absl::StatusOr<Plan> fresh = MakePlan(model, devices, Lan(), Ring());
+  ASSERT_TRUE(after.ok() && fresh.ok());
+  EXPECT_TRUE(SameStages(*after, *fresh)) << Describe(*after);
+  options.planner = Optimal();
+  options.tolerance = -1;
+  EXPECT_EQ(Replan(*before, model, devices, Lan(), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
