@@ -350,7 +350,9 @@ class Search {
       }
     }
     for (int32_t begin = 1; begin < n_layers_; ++begin) {
-      for (int32_t level = 0; level + 1 < levels || (!count_stages && level == 0); ++level) {
+      // Without a stage limit there is one level, extended into itself.
+      const int32_t extendable_levels = count_stages ? levels - 1 : 1;
+      for (int32_t level = 0; level < extendable_levels; ++level) {
         const int32_t next_level = count_stages ? level + 1 : 0;
         for (int32_t i = 0; i < m; ++i) {
           const double here = best[index(level, i, begin)];
@@ -370,7 +372,6 @@ class Search {
             }
           }
         }
-        if (!count_stages) break;
       }
     }
     Candidate result;

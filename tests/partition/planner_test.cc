@@ -422,6 +422,16 @@ TEST(Planner, HeuristicHandlesALargeFleetQuickly) {
   absl::StatusOr<Plan> ring = MakePlan(model, devices, Lan(), Ring());
   ASSERT_TRUE(ring.ok()) << ring.status();
   EXPECT_LT(Seconds(*plan, model, devices, Lan()), Seconds(*ring, model, devices, Lan()));
+  // The stage limit binds in the heuristic too.
+  PlannerOptions limited = Optimal();
+  limited.max_stages = 9;
+  absl::StatusOr<Plan> few = MakePlan(model, devices, Lan(), limited);
+  ASSERT_TRUE(few.ok()) << few.status();
+  EXPECT_LE(few->stages.size(), 9u) << Describe(*few);
+  EXPECT_TRUE(ValidatePlan(*few, model, devices).ok());
+  limited.max_stages = 6;
+  EXPECT_EQ(MakePlan(model, devices, Lan(), limited).status().code(),
+            absl::StatusCode::kResourceExhausted);
 }
 
 TEST(Planner, SaysHowMuchIsMissingOnWhichNodes) {
