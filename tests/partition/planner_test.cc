@@ -422,6 +422,12 @@ TEST(Planner, HeuristicHandlesALargeFleetQuickly) {
   absl::StatusOr<Plan> ring = MakePlan(model, devices, Lan(), Ring());
   ASSERT_TRUE(ring.ok()) << ring.status();
   EXPECT_LT(Seconds(*plan, model, devices, Lan()), Seconds(*ring, model, devices, Lan()));
+  // Deterministic on the heuristic path too.
+  std::vector<DeviceProfile> shuffled = devices;
+  std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937_64(3));
+  absl::StatusOr<Plan> reordered = MakePlan(model, shuffled, Lan(), Optimal());
+  ASSERT_TRUE(reordered.ok());
+  EXPECT_TRUE(SameStages(*plan, *reordered)) << Describe(*plan) << " vs " << Describe(*reordered);
   // The stage limit binds in the heuristic too.
   PlannerOptions limited = Optimal();
   limited.max_stages = 9;
