@@ -67,7 +67,7 @@ Usage:
   exo-node bench [--model PATH] [--pp 512] [--tg 128] [--reps 3] [--json]
       Prompt-processing and decode speed, bytes per token, memory bandwidth and roofline,
       peak RSS and cold start, as llama-bench reports them.
-  exo-node plan --fleet FILE [--model PATH] [--strategy optimal|ring] [--ctx N]
+  exo-node plan --fleet FILE [--model PATH] [--strategy optimal|ring] [--max_stages N] [--ctx N]
       Offline: the plan a cluster of the described nodes would use, with each stage's memory
       and estimated time per token, against the single-node and ring baselines.
 
