@@ -48,7 +48,7 @@ std::string LocalHostLabel() {
   for (char c : std::string(buffer)) {
     if (c == '.') break;
     label.push_back(absl::ascii_isalnum(static_cast<unsigned char>(c)) ? absl::ascii_tolower(c)
-                                                                        : '-');
+                                                                       : '-');
   }
   return label.empty() ? "exo-node" : label.substr(0, 50);
 }
@@ -224,21 +224,20 @@ class MdnsService::Impl {
 
  private:
   void WaitRead(asio::posix::stream_descriptor& descriptor, bool ipv6) {
-    descriptor.async_wait(asio::posix::stream_descriptor::wait_read,
-                          [this, &descriptor, ipv6](const asio::error_code& error) {
-                            if (error) return;
-                            for (int i = 0; i < 64; ++i) {
-                              auto received =
-                                  mdns_internal::ReceiveMdns(descriptor.native_handle(), ipv6);
-                              if (!received.ok() || !received->has_value()) break;
-                              absl::MutexLock lock(&mu_);
-                              engine_.HandlePacket((*received)->interface_index,
-                                                   (*received)->source, (*received)->bytes,
-                                                   Clock::now());
-                            }
-                            Pump();
-                            WaitRead(descriptor, ipv6);
-                          });
+    descriptor.async_wait(
+        asio::posix::stream_descriptor::wait_read,
+        [this, &descriptor, ipv6](const asio::error_code& error) {
+          if (error) return;
+          for (int i = 0; i < 64; ++i) {
+            auto received = mdns_internal::ReceiveMdns(descriptor.native_handle(), ipv6);
+            if (!received.ok() || !received->has_value()) break;
+            absl::MutexLock lock(&mu_);
+            engine_.HandlePacket((*received)->interface_index, (*received)->source,
+                                 (*received)->bytes, Clock::now());
+          }
+          Pump();
+          WaitRead(descriptor, ipv6);
+        });
   }
 
   // Sends what the engine produced; returns the events to deliver.
@@ -305,22 +304,20 @@ absl::StatusOr<std::unique_ptr<MdnsService>> MdnsService::Start(MdnsOptions raw_
     if (it == all.end()) {
       std::vector<std::string> names;
       for (const NetworkInterface& i : all) names.push_back(i.name);
-      return absl::InvalidArgumentError(absl::StrCat("mDNS: no interface named '", name,
-                                                     "'; this machine has: ",
-                                                     absl::StrJoin(names, ", ")));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "mDNS: no interface named '", name, "'; this machine has: ", absl::StrJoin(names, ", ")));
     }
     if (!it->up) {
-      return absl::UnavailableError(
-          absl::StrCat("mDNS: interface '", name, "' is down; bring it up (ip link set ", name,
-                       " up) or choose another"));
+      return absl::UnavailableError(absl::StrCat("mDNS: interface '", name,
+                                                 "' is down; bring it up (ip link set ", name,
+                                                 " up) or choose another"));
     }
   }
   for (const NetworkInterface& interface : all) {
-    const bool chosen =
-        options.interfaces.empty()
-            ? interface.mdns_default()
-            : std::find(options.interfaces.begin(), options.interfaces.end(), interface.name) !=
-                  options.interfaces.end();
+    const bool chosen = options.interfaces.empty()
+                            ? interface.mdns_default()
+                            : std::find(options.interfaces.begin(), options.interfaces.end(),
+                                        interface.name) != options.interfaces.end();
     if (!chosen) continue;
     MdnsInterface mdns_interface;
     mdns_interface.index = interface.index;
@@ -331,7 +328,8 @@ absl::StatusOr<std::unique_ptr<MdnsService>> MdnsService::Start(MdnsOptions raw_
     }
     for (const std::string& text : interface.ipv6) {
       std::array<uint8_t, 16> bytes{};
-      if (inet_pton(AF_INET6, text.c_str(), bytes.data()) == 1) mdns_interface.ipv6.push_back(bytes);
+      if (inet_pton(AF_INET6, text.c_str(), bytes.data()) == 1)
+        mdns_interface.ipv6.push_back(bytes);
     }
     if ((options.ipv4 && !mdns_interface.ipv4.empty()) ||
         (options.ipv6 && !mdns_interface.ipv6.empty())) {

@@ -35,14 +35,14 @@ inline constexpr uint16_t kMdnsPort = 5353;
 
 // Protocol timings; the defaults are those of RFC 6762. Tests shorten them.
 struct MdnsTimings {
-  std::chrono::milliseconds probe_interval{250};   // §8.1
-  int probe_count = 3;                             // §8.1
-  std::chrono::milliseconds announce_interval{1000};  // §8.3
-  int announce_count = 2;                          // §8.3: at least two
+  std::chrono::milliseconds probe_interval{250};           // §8.1
+  int probe_count = 3;                                     // §8.1
+  std::chrono::milliseconds announce_interval{1000};       // §8.3
+  int announce_count = 2;                                  // §8.3: at least two
   std::chrono::milliseconds query_initial_interval{1000};  // §5.2
   std::chrono::milliseconds query_max_interval{60000};     // §5.2: cap of the doubling
-  std::chrono::seconds host_record_ttl{120};   // SRV, A, AAAA (§10)
-  std::chrono::seconds other_record_ttl{4500};  // PTR, TXT (§10)
+  std::chrono::seconds host_record_ttl{120};               // SRV, A, AAAA (§10)
+  std::chrono::seconds other_record_ttl{4500};             // PTR, TXT (§10)
   // How long a record stays cached after its goodbye (§10.1). The peer itself is reported removed
   // as soon as the goodbye arrives; a re-announcement within this time brings it back.
   std::chrono::milliseconds goodbye_grace{1000};
@@ -67,7 +67,7 @@ struct MdnsStats {
   uint64_t answers_suppressed = 0;  // known-answer suppression (§7.1)
   uint64_t conflicts = 0;           // probe or record conflicts seen (§8.1, §9)
   uint64_t cache_entries = 0;
-  uint64_t cache_full_drops = 0;    // records not cached because the cache was full
+  uint64_t cache_full_drops = 0;  // records not cached because the cache was full
 };
 
 struct MdnsOptions {
@@ -92,7 +92,7 @@ struct MdnsOptions {
   std::vector<TxtEntry> txt;
 
   MdnsTimings timings;
-  uint16_t mdns_port = kMdnsPort;  // UDP port to bind and send to; only tests change it
+  uint16_t mdns_port = kMdnsPort;   // UDP port to bind and send to; only tests change it
   size_t max_cache_entries = 4096;  // bound on memory a hostile LAN can make us use
   uint64_t random_seed = 0;         // 0: seeded from the clock
 

@@ -69,8 +69,7 @@ DiagnosticResult CheckInterfaces(const std::vector<NetworkInterface>& interfaces
       if (interface.ipv4.empty() && interface.ipv6.empty()) {
         notes.push_back(absl::StrCat(interface.name, " has no address"));
       } else {
-        usable.push_back(absl::StrCat(interface.name, " (",
-                                      absl::StrJoin(interface.ipv4, ","),
+        usable.push_back(absl::StrCat(interface.name, " (", absl::StrJoin(interface.ipv4, ","),
                                       interface.ipv4.empty() || interface.ipv6.empty() ? "" : ",",
                                       absl::StrJoin(interface.ipv6, ","), ")"));
       }
@@ -82,9 +81,8 @@ DiagnosticResult CheckInterfaces(const std::vector<NetworkInterface>& interfaces
   }
   DiagnosticResult result;
   result.ok = !usable.empty();
-  result.finding = usable.empty()
-                       ? "no interface is up, multicast-capable and addressed"
-                       : absl::StrCat("mDNS uses ", absl::StrJoin(usable, ", "));
+  result.finding = usable.empty() ? "no interface is up, multicast-capable and addressed"
+                                  : absl::StrCat("mDNS uses ", absl::StrJoin(usable, ", "));
   if (!notes.empty()) absl::StrAppend(&result.finding, "; ", absl::StrJoin(notes, "; "));
   if (!result.ok) {
     result.advice =
@@ -130,8 +128,8 @@ DiagnosticResult CheckMulticastLoopback(const std::string& interface_name, bool 
   }
   if (absl::Status status = mdns_internal::JoinMdnsGroup(*fd, ipv6, index); !status.ok()) {
     close(*fd);
-    result.finding = absl::StrCat("cannot join ", family, " on ", interface_name, ": ",
-                                  status.message());
+    result.finding =
+        absl::StrCat("cannot join ", family, " on ", interface_name, ": ", status.message());
     result.advice = absl::StrCat("give ", interface_name, " an address and MULTICAST (ip link set ",
                                  interface_name, " multicast on)");
     return result;
@@ -141,17 +139,16 @@ DiagnosticResult CheckMulticastLoopback(const std::string& interface_name, bool 
   const std::string label = absl::StrCat("exo-doctor-", device(), device());
   DnsMessage query;
   query.header.id = 0;
-  query.questions.push_back(
-      DnsQuestion{*DnsName::Parse(absl::StrCat(label, ".local")), DnsType::kTxt, kDnsClassIn,
-                  false});
+  query.questions.push_back(DnsQuestion{*DnsName::Parse(absl::StrCat(label, ".local")),
+                                        DnsType::kTxt, kDnsClassIn, false});
   absl::StatusOr<std::vector<uint8_t>> bytes = SerializeDnsMessage(query);
-  absl::Status sent = bytes.ok() ? mdns_internal::SendMdns(*fd, ipv6, index, std::nullopt, port,
-                                                           *bytes)
-                                 : bytes.status();
+  absl::Status sent = bytes.ok()
+                          ? mdns_internal::SendMdns(*fd, ipv6, index, std::nullopt, port, *bytes)
+                          : bytes.status();
   if (!sent.ok()) {
     close(*fd);
-    result.finding = absl::StrCat("cannot send to ", family, " on ", interface_name, ": ",
-                                  sent.message());
+    result.finding =
+        absl::StrCat("cannot send to ", family, " on ", interface_name, ": ", sent.message());
     result.advice = absl::StrCat("add a multicast route: ip route add 224.0.0.0/4 dev ",
                                  interface_name, " (or check the firewall)");
     return result;
@@ -176,8 +173,8 @@ DiagnosticResult CheckMulticastLoopback(const std::string& interface_name, bool 
     }
   }
   close(*fd);
-  result.finding = absl::StrCat("our own ", family, " query did not come back on ",
-                                interface_name, " within ", timeout.count(), " ms");
+  result.finding = absl::StrCat("our own ", family, " query did not come back on ", interface_name,
+                                " within ", timeout.count(), " ms");
   result.advice =
       "a firewall may drop UDP 5353 (allow it: e.g. ufw allow 5353/udp, or firewalld "
       "--add-service=mdns), or the interface does not loop multicast back; use --peers if the "

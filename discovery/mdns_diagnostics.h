@@ -45,10 +45,9 @@ DiagnosticResult CheckMdnsPortBindable(bool ipv6, uint16_t port = 5353);
 // Joins the mDNS group on `interface_name`, sends a query for a random name there with multicast
 // loopback on, and waits up to `timeout` to receive it back: fails when the interface has no
 // multicast route, the join is refused, or a firewall drops it.
-DiagnosticResult CheckMulticastLoopback(const std::string& interface_name, bool ipv6,
-                                        std::chrono::milliseconds timeout =
-                                            std::chrono::milliseconds(1000),
-                                        uint16_t port = 5353);
+DiagnosticResult CheckMulticastLoopback(
+    const std::string& interface_name, bool ipv6,
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(1000), uint16_t port = 5353);
 
 }  // namespace exo::discovery
 

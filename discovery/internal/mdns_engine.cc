@@ -157,8 +157,8 @@ std::vector<DnsRecord> MdnsEngine::OwnRecords(const MdnsInterface& interface) co
   const uint32_t host_ttl = static_cast<uint32_t>(options_.timings.host_record_ttl.count());
   const uint32_t other_ttl = static_cast<uint32_t>(options_.timings.other_record_ttl.count());
   std::vector<DnsRecord> records;
-  records.push_back(DnsRecord{service_, DnsType::kPtr, kDnsClassIn, false, other_ttl,
-                              PtrRdata{instance_}});
+  records.push_back(
+      DnsRecord{service_, DnsType::kPtr, kDnsClassIn, false, other_ttl, PtrRdata{instance_}});
   records.push_back(DnsRecord{instance_, DnsType::kSrv, kDnsClassIn, true, host_ttl,
                               SrvRdata{0, 0, options_.port, host_}});
   records.push_back(DnsRecord{instance_, DnsType::kTxt, kDnsClassIn, true, other_ttl, txt_});
@@ -558,8 +558,8 @@ void MdnsEngine::OnConflict(TimePoint now, bool rename_instance) {
     if (instance.ok()) instance_ = *instance;
   } else {
     std::vector<std::string> labels = host_.labels();
-    labels.front() = absl::StrCat(host_base_.substr(0, kMaxDnsLabelLength - 6), "-",
-                                  ++host_suffix_);
+    labels.front() =
+        absl::StrCat(host_base_.substr(0, kMaxDnsLabelLength - 6), "-", ++host_suffix_);
     absl::StatusOr<DnsName> host = DnsName::FromLabels(std::move(labels));
     if (host.ok()) host_ = *host;
   }
@@ -578,8 +578,8 @@ void MdnsEngine::CheckConflicts(const std::vector<const DnsRecord*>& records, Ti
     if (record->ttl == 0) continue;  // a goodbye is no claim
     const bool for_instance = record->name == instance_ &&
                               (record->type == DnsType::kSrv || record->type == DnsType::kTxt);
-    const bool for_host = record->name == host_ &&
-                          (record->type == DnsType::kA || record->type == DnsType::kAaaa);
+    const bool for_host =
+        record->name == host_ && (record->type == DnsType::kA || record->type == DnsType::kAaaa);
     if (!for_instance && !for_host) continue;
     // Identical data is no conflict: that is us (multicast loopback) or a copy of our record.
     bool ours = false;
@@ -660,8 +660,8 @@ void MdnsEngine::CacheRecord(const DnsRecord& record, uint32_t interface_index, 
   entry.interface_index = interface_index;
   entry.received = now;
   entry.expires = now + seconds(record.ttl);
-  entry.refresh_jitter = seconds(record.ttl) *
-                         std::uniform_int_distribution<int>(0, 200)(random_) / 10000;
+  entry.refresh_jitter =
+      seconds(record.ttl) * std::uniform_int_distribution<int>(0, 200)(random_) / 10000;
   cache_.push_back(std::move(entry));
   stats_.cache_entries = cache_.size();
 }
@@ -717,10 +717,12 @@ void MdnsEngine::Resolve(TimePoint now) {
     const CacheEntry* txt = nullptr;
     for (const CacheEntry& entry : cache_) {
       if (!live(entry) || !(entry.record.name == instance)) continue;
-      if (entry.record.type == DnsType::kSrv && (srv == nullptr || entry.received > srv->received)) {
+      if (entry.record.type == DnsType::kSrv &&
+          (srv == nullptr || entry.received > srv->received)) {
         srv = &entry;
       }
-      if (entry.record.type == DnsType::kTxt && (txt == nullptr || entry.received > txt->received)) {
+      if (entry.record.type == DnsType::kTxt &&
+          (txt == nullptr || entry.received > txt->received)) {
         txt = &entry;
       }
     }
@@ -815,9 +817,8 @@ std::vector<PeerEvent> MdnsEngine::TakeEvents() { return std::exchange(events_, 
 std::vector<PeerInfo> MdnsEngine::Peers() const {
   std::vector<PeerInfo> peers;
   for (const auto& [key, peer] : peers_) peers.push_back(peer);
-  std::sort(peers.begin(), peers.end(), [](const PeerInfo& a, const PeerInfo& b) {
-    return a.instance_name < b.instance_name;
-  });
+  std::sort(peers.begin(), peers.end(),
+            [](const PeerInfo& a, const PeerInfo& b) { return a.instance_name < b.instance_name; });
   return peers;
 }
 

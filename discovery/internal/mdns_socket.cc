@@ -49,20 +49,27 @@ absl::StatusOr<int> OpenMdnsSocket(bool ipv6, uint16_t port) {
   const int one = 1;
   const int ttl = 255;
   absl::Status status = SetOption(fd, SOL_SOCKET, SO_REUSEADDR, one, "setsockopt(SO_REUSEADDR)");
-  if (status.ok()) status = SetOption(fd, SOL_SOCKET, SO_REUSEPORT, one, "setsockopt(SO_REUSEPORT)");
+  if (status.ok())
+    status = SetOption(fd, SOL_SOCKET, SO_REUSEPORT, one, "setsockopt(SO_REUSEPORT)");
   if (ipv6) {
     if (status.ok()) status = SetOption(fd, IPPROTO_IPV6, IPV6_V6ONLY, one, "IPV6_V6ONLY");
-    if (status.ok()) status = SetOption(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, one, "IPV6_RECVPKTINFO");
-    if (status.ok()) status = SetOption(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, ttl, "IPV6_MULTICAST_HOPS");
-    if (status.ok()) status = SetOption(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl, "IPV6_UNICAST_HOPS");
-    if (status.ok()) status = SetOption(fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, one, "IPV6_MULTICAST_LOOP");
+    if (status.ok())
+      status = SetOption(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, one, "IPV6_RECVPKTINFO");
+    if (status.ok())
+      status = SetOption(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, ttl, "IPV6_MULTICAST_HOPS");
+    if (status.ok())
+      status = SetOption(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl, "IPV6_UNICAST_HOPS");
+    if (status.ok())
+      status = SetOption(fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, one, "IPV6_MULTICAST_LOOP");
   } else {
     const unsigned char ttl_byte = 255;
     const unsigned char loop = 1;
     if (status.ok()) status = SetOption(fd, IPPROTO_IP, IP_PKTINFO, one, "IP_PKTINFO");
-    if (status.ok()) status = SetOption(fd, IPPROTO_IP, IP_MULTICAST_TTL, ttl_byte, "IP_MULTICAST_TTL");
+    if (status.ok())
+      status = SetOption(fd, IPPROTO_IP, IP_MULTICAST_TTL, ttl_byte, "IP_MULTICAST_TTL");
     if (status.ok()) status = SetOption(fd, IPPROTO_IP, IP_TTL, ttl, "IP_TTL");
-    if (status.ok()) status = SetOption(fd, IPPROTO_IP, IP_MULTICAST_LOOP, loop, "IP_MULTICAST_LOOP");
+    if (status.ok())
+      status = SetOption(fd, IPPROTO_IP, IP_MULTICAST_LOOP, loop, "IP_MULTICAST_LOOP");
   }
   if (!status.ok()) return fail(status);
   int rc;
