@@ -67,6 +67,7 @@ std::vector<uint8_t> CanonicalRdata(const DnsRecord& record) {
     Append16(srv->port, out);
     AppendName(srv->target, out);
   } else if (const auto* txt = std::get_if<TxtRdata>(&record.rdata)) {
+    if (txt->strings.empty()) out.push_back(0);  // written as one empty string
     for (const std::string& s : txt->strings) {
       out.push_back(static_cast<uint8_t>(std::min<size_t>(s.size(), 255)));
       out.insert(out.end(), s.begin(), s.begin() + std::min<size_t>(s.size(), 255));
@@ -122,6 +123,9 @@ MdnsEngine::MdnsEngine(const MdnsOptions& options, std::vector<MdnsInterface> in
   host_base_ = host_.labels().empty() ? "exo" : host_.labels().front();
   absl::StatusOr<TxtRdata> txt = MakeTxtRdata(options_.txt);
   if (txt.ok()) txt_ = *txt;
+  // An empty TXT goes on the wire as one empty string and comes back so (RFC 6763 §6.1); keep
+  // that form so our records compare equal to their looped-back copies.
+  if (txt_.strings.empty()) txt_.strings.push_back("");
 }
 
 const MdnsInterface* MdnsEngine::FindInterface(uint32_t index) const {
@@ -207,6 +211,7 @@ absl::Status MdnsEngine::UpdateTxt(const std::vector<TxtEntry>& txt, TimePoint n
   absl::StatusOr<TxtRdata> rdata = MakeTxtRdata(txt);
   if (!rdata.ok()) return rdata.status();
   txt_ = *rdata;
+  if (txt_.strings.empty()) txt_.strings.push_back("");
   options_.txt = txt;
   if (state_ == ResponderState::kAnnouncing || state_ == ResponderState::kAnnounced) {
     // §8.4: announce the new data like at start.
