@@ -47,7 +47,8 @@ def test_two_nodes_find_each_other_and_goodbye_is_prompt(netns_pair):
     assert b.stop() == 0
     removed_at, _ = a.wait_for(is_event("removed", "node-b"), 3)
     assert removed_at - stopped_at < 1.0, f"goodbye seen after {removed_at - stopped_at:.2f} s"
-    assert b.events("stopped"), "mdns_tool did not stop cleanly"
+    stats = b.events("stopped")[0]["stats"]
+    assert stats["send_errors"] == 0 and stats["packets_malformed"] == 0, stats
 
 
 def test_same_instance_name_is_renamed_after_probing(netns_pair):
@@ -165,3 +166,19 @@ def test_doctor_checks_inside_namespace(netns_pair):
     assert interfaces["check"]["advice"]
     _, multicast = down.wait_for(lambda l: l.get("event") == "multicast", 5)
     assert not multicast["ipv4"]["ok"] and multicast["ipv4"]["advice"], multicast
+
+
+def test_ipv6_only_nodes_find_each_other_by_link_local_address(netns_pair):
+    pair = netns_pair
+    a = exo(pair, pair.a, pair.dev_a, "--ipv6-only", "--publish=node-a", "--host=node-a",
+            "--port=50051", "--browse")
+    b = exo(pair, pair.b, pair.dev_b, "--ipv6-only", "--publish=node-b", "--host=node-b",
+            "--port=50052", "--browse")
+    _, seen_b = a.wait_for(is_event("added", "node-b"), 5)
+    b.wait_for(is_event("added", "node-a"), 5)
+    host = seen_b["peer"]["host"]
+    assert host.startswith("fe80:") and host.endswith(f"%{pair.dev_a}"), host
+    assert all(":" in address for address in seen_b["peer"]["addresses"])
+    a.stop()
+    _, stopped = a.wait_for(lambda l: l.get("event") == "stopped", 3)
+    assert stopped["stats"]["send_errors"] == 0, stopped
