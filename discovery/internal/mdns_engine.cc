@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -41,6 +42,14 @@ void Append16(uint16_t value, std::vector<uint8_t>& out) {
 
 bool IsLinkLocal(const std::array<uint8_t, 16>& address) {
   return address[0] == 0xfe && (address[1] & 0xc0) == 0x80;
+}
+
+// Prefix of the cache keys of every record with this name and type.
+std::string CacheKey(const DnsName& name, DnsType type) {
+  std::string key = name.CanonicalKey();
+  key.push_back(static_cast<char>(static_cast<uint16_t>(type) >> 8));
+  key.push_back(static_cast<char>(static_cast<uint16_t>(type) & 0xFF));
+  return key;
 }
 
 }  // namespace
@@ -108,6 +117,15 @@ int CompareRecordSets(std::vector<DnsRecord> ours, std::vector<DnsRecord> theirs
   }
   if (ours.size() == theirs.size()) return 0;
   return ours.size() < theirs.size() ? -1 : 1;
+}
+
+template <typename Fn>
+void MdnsEngine::ForEachCached(const DnsName& name, DnsType type, Fn&& fn) const {
+  const std::string prefix = CacheKey(name, type);
+  for (auto it = cache_.lower_bound(prefix);
+       it != cache_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+    fn(it->second);
+  }
 }
 
 MdnsEngine::MdnsEngine(const MdnsOptions& options, std::vector<MdnsInterface> interfaces)
@@ -262,16 +280,13 @@ void MdnsEngine::SendBrowseQuery(TimePoint now) {
     if (state_ == ResponderState::kAnnounced || state_ == ResponderState::kAnnouncing) {
       known.push_back(OwnRecords(interface).front());
     }
-    for (const CacheEntry& entry : cache_) {
-      if (entry.goodbye || entry.record.type != DnsType::kPtr || !(entry.record.name == service_)) {
-        continue;
-      }
+    ForEachCached(service_, DnsType::kPtr, [&](const CacheEntry& entry) {
       const Duration left = entry.expires - now;
-      if (left * 2 <= seconds(entry.record.ttl)) continue;
+      if (entry.goodbye || left * 2 <= seconds(entry.record.ttl)) return;
       DnsRecord record = entry.record;
       record.ttl = static_cast<uint32_t>(std::chrono::duration_cast<seconds>(left).count());
       known.push_back(std::move(record));
-    }
+    });
     for (DnsRecord& record : known) {
       const size_t size = 2 + 10 + std::get<PtrRdata>(record.rdata).target.wire_length();
       if (budget + size > kQueryBudget) break;
@@ -338,7 +353,7 @@ std::optional<TimePoint> MdnsEngine::NextWakeup() const {
   if (state_ == ResponderState::kAnnouncing) consider(next_announcement_);
   if (browsing_) {
     consider(next_query_);
-    for (const CacheEntry& entry : cache_) {
+    for (const auto& [key, entry] : cache_) {
       consider(entry.expires);
       if (std::optional<TimePoint> refresh = NextRefresh(entry)) consider(*refresh);
     }
@@ -622,9 +637,11 @@ void MdnsEngine::HandleResponse(const DnsMessage& message, const MdnsInterface& 
     if (!record->cache_flush || record->ttl == 0 || !IsRelevant(*record) || IsOwnRecord(*record)) {
       continue;
     }
-    for (CacheEntry& entry : cache_) {
-      if (entry.record.type == record->type && entry.record.name == record->name &&
-          !SameRecordData(entry.record, *record) && now - entry.received > seconds(1)) {
+    const std::string prefix = CacheKey(record->name, record->type);
+    for (auto it = cache_.lower_bound(prefix);
+         it != cache_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+      CacheEntry& entry = it->second;
+      if (!SameRecordData(entry.record, *record) && now - entry.received > seconds(1)) {
         entry.expires = std::min(entry.expires, now + seconds(1));
         entry.goodbye = true;
       }
@@ -637,8 +654,12 @@ void MdnsEngine::HandleResponse(const DnsMessage& message, const MdnsInterface& 
 }
 
 void MdnsEngine::CacheRecord(const DnsRecord& record, uint32_t interface_index, TimePoint now) {
-  for (CacheEntry& entry : cache_) {
-    if (!SameRecordData(entry.record, record)) continue;
+  std::string key = CacheKey(record.name, record.type);
+  const std::vector<uint8_t> rdata = CanonicalRdata(record);
+  key.append(rdata.begin(), rdata.end());
+  auto it = cache_.find(key);
+  if (it != cache_.end()) {
+    CacheEntry& entry = it->second;
     entry.interface_index = interface_index;
     if (record.ttl == 0) {
       // §10.1 goodbye: keep it one more second (a correction may follow), peer removed now.
@@ -667,23 +688,23 @@ void MdnsEngine::CacheRecord(const DnsRecord& record, uint32_t interface_index, 
   entry.expires = now + seconds(record.ttl);
   entry.refresh_jitter =
       seconds(record.ttl) * std::uniform_int_distribution<int>(0, 200)(random_) / 10000;
-  cache_.push_back(std::move(entry));
+  cache_.emplace(std::move(key), std::move(entry));
   stats_.cache_entries = cache_.size();
 }
 
 void MdnsEngine::ExpireAndRefresh(TimePoint now) {
-  std::erase_if(cache_, [&](const CacheEntry& entry) { return entry.expires <= now; });
+  std::erase_if(cache_, [&](const auto& item) { return item.second.expires <= now; });
   stats_.cache_entries = cache_.size();
   if (!browsing_) return;
   // Names of hosts that some live SRV points to: only their addresses are worth refreshing.
-  std::vector<DnsName> targets;
-  for (const CacheEntry& entry : cache_) {
+  std::set<std::string> targets;
+  for (const auto& [key, entry] : cache_) {
     if (entry.record.type == DnsType::kSrv && !entry.goodbye) {
-      targets.push_back(std::get<SrvRdata>(entry.record.rdata).target);
+      targets.insert(std::get<SrvRdata>(entry.record.rdata).target.CanonicalKey());
     }
   }
   std::map<uint32_t, std::vector<DnsQuestion>> questions;
-  for (CacheEntry& entry : cache_) {
+  for (auto& [key, entry] : cache_) {
     std::optional<TimePoint> refresh = NextRefresh(entry);
     if (!refresh || *refresh > now) continue;
     // Skip the refresh points already passed, send one query for this record.
@@ -691,9 +712,7 @@ void MdnsEngine::ExpireAndRefresh(TimePoint now) {
       ++entry.refreshes_sent;
     }
     const bool address = entry.record.type == DnsType::kA || entry.record.type == DnsType::kAaaa;
-    if (address && std::find(targets.begin(), targets.end(), entry.record.name) == targets.end()) {
-      continue;
-    }
+    if (address && targets.count(entry.record.name.CanonicalKey()) == 0) continue;
     std::vector<DnsQuestion>& list = questions[entry.interface_index];
     DnsQuestion question{entry.record.name, entry.record.type, kDnsClassIn, false};
     if (std::find(list.begin(), list.end(), question) == list.end()) list.push_back(question);
@@ -711,26 +730,25 @@ void MdnsEngine::Resolve(TimePoint now) {
   std::map<std::string, PeerInfo> current;
   std::map<std::string, ResolveState> still_resolving;
   auto live = [](const CacheEntry& e) { return !e.goodbye; };
-  for (const CacheEntry& ptr_entry : cache_) {
+  std::vector<const CacheEntry*> ptrs;
+  ForEachCached(service_, DnsType::kPtr, [&](const CacheEntry& e) { ptrs.push_back(&e); });
+  for (const CacheEntry* ptr_entry_pointer : ptrs) {
+    const CacheEntry& ptr_entry = *ptr_entry_pointer;
     const DnsRecord& ptr = ptr_entry.record;
-    if (!live(ptr_entry) || ptr.type != DnsType::kPtr || !(ptr.name == service_)) continue;
+    if (!live(ptr_entry)) continue;
     const DnsName& instance = std::get<PtrRdata>(ptr.rdata).target;
     if (IsOwnRecord(ptr)) continue;
     const std::string key = instance.CanonicalKey();
     if (current.count(key) != 0) continue;
     const CacheEntry* srv = nullptr;
     const CacheEntry* txt = nullptr;
-    for (const CacheEntry& entry : cache_) {
-      if (!live(entry) || !(entry.record.name == instance)) continue;
-      if (entry.record.type == DnsType::kSrv &&
-          (srv == nullptr || entry.received > srv->received)) {
-        srv = &entry;
-      }
-      if (entry.record.type == DnsType::kTxt &&
-          (txt == nullptr || entry.received > txt->received)) {
-        txt = &entry;
-      }
-    }
+    // The most recent live SRV and TXT of the instance.
+    ForEachCached(instance, DnsType::kSrv, [&](const CacheEntry& entry) {
+      if (live(entry) && (srv == nullptr || entry.received > srv->received)) srv = &entry;
+    });
+    ForEachCached(instance, DnsType::kTxt, [&](const CacheEntry& entry) {
+      if (live(entry) && (txt == nullptr || entry.received > txt->received)) txt = &entry;
+    });
     std::vector<std::string> v4;
     std::vector<std::string> v6;
     std::string interface_name;
@@ -738,22 +756,24 @@ void MdnsEngine::Resolve(TimePoint now) {
       const DnsName& target = std::get<SrvRdata>(srv->record.rdata).target;
       const MdnsInterface* interface = FindInterface(srv->interface_index);
       interface_name = interface != nullptr ? interface->name : "";
-      for (const CacheEntry& entry : cache_) {
-        if (!live(entry) || !(entry.record.name == target)) continue;
-        if (const auto* a = std::get_if<ARdata>(&entry.record.rdata)) {
-          std::array<uint8_t, 16> bytes{};
-          std::copy(a->address.begin(), a->address.end(), bytes.begin());
-          std::string text = AddressToString(false, bytes);
-          if (std::find(v4.begin(), v4.end(), text) == v4.end()) v4.push_back(text);
-        } else if (const auto* aaaa = std::get_if<AaaaRdata>(&entry.record.rdata)) {
-          std::string text = AddressToString(true, aaaa->address);
-          if (IsLinkLocal(aaaa->address)) {
-            const MdnsInterface* on = FindInterface(entry.interface_index);
-            if (on != nullptr) text = absl::StrCat(text, "%", on->name);
-          }
-          if (std::find(v6.begin(), v6.end(), text) == v6.end()) v6.push_back(text);
+      ForEachCached(target, DnsType::kA, [&](const CacheEntry& entry) {
+        if (!live(entry)) return;
+        std::array<uint8_t, 16> bytes{};
+        const auto& address = std::get<ARdata>(entry.record.rdata).address;
+        std::copy(address.begin(), address.end(), bytes.begin());
+        std::string text = AddressToString(false, bytes);
+        if (std::find(v4.begin(), v4.end(), text) == v4.end()) v4.push_back(text);
+      });
+      ForEachCached(target, DnsType::kAaaa, [&](const CacheEntry& entry) {
+        if (!live(entry)) return;
+        const auto& address = std::get<AaaaRdata>(entry.record.rdata).address;
+        std::string text = AddressToString(true, address);
+        if (IsLinkLocal(address)) {
+          const MdnsInterface* on = FindInterface(entry.interface_index);
+          if (on != nullptr) text = absl::StrCat(text, "%", on->name);
         }
-      }
+        if (std::find(v6.begin(), v6.end(), text) == v6.end()) v6.push_back(text);
+      });
     }
     if (srv == nullptr || txt == nullptr || (v4.empty() && v6.empty())) {
       // Not resolved yet: ask for what is missing, 1 s apart doubling to the query maximum.

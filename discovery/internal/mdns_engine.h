@@ -126,6 +126,8 @@ class MdnsEngine {
   void ExpireAndRefresh(TimePoint now);
   void Resolve(TimePoint now);
   std::optional<TimePoint> NextRefresh(const CacheEntry& entry) const;
+  template <typename Fn>
+  void ForEachCached(const DnsName& name, DnsType type, Fn&& fn) const;
 
   MdnsOptions options_;
   std::vector<MdnsInterface> interfaces_;
@@ -160,7 +162,9 @@ class MdnsEngine {
   bool browsing_ = false;
   TimePoint next_query_;
   Duration query_interval_{};
-  std::vector<CacheEntry> cache_;
+  // Keyed by CacheKey(name, type) + canonical rdata, so the records of one name and type are
+  // one contiguous range (ForEachCached); lookups stay logarithmic however full the cache is.
+  std::map<std::string, CacheEntry> cache_;
   std::map<std::string, PeerInfo> peers_;  // by instance name CanonicalKey
   std::map<std::string, ResolveState> resolving_;
 

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -620,8 +621,8 @@ TEST(MdnsEngineTest, CacheIsBounded) {
   for (int i = 0; i < 50; ++i) {
     DnsMessage m;
     m.header.set_response(true);
-    m.answers.push_back({Name("h" + std::to_string(i) + ".local"), DnsType::kA, kDnsClassIn, true,
-                         4500, ARdata{{10, 0, 1, static_cast<uint8_t>(i)}}});
+    m.answers.push_back({Name(absl::StrCat("h", i, ".local")), DnsType::kA, kDnsClassIn, true, 4500,
+                         ARdata{{10, 0, 1, static_cast<uint8_t>(i)}}});
     Feed(engine, m, now);
   }
   EXPECT_EQ(engine.stats().cache_entries, 10u);
