@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <asio.hpp>
+#include <atomic>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -118,11 +119,16 @@ class MdnsService::Impl {
   ~Impl() { Stop(); }
 
   absl::Status OpenSockets() {
+    std::vector<MdnsInterface> interfaces;
+    {
+      absl::MutexLock lock(&mu_);
+      interfaces = engine_.interfaces();
+    }
     std::vector<std::string> problems;
     for (bool ipv6 : {false, true}) {
       if (ipv6 ? !options_.ipv6 : !options_.ipv4) continue;
       bool wanted = false;
-      for (const MdnsInterface& interface : engine_.interfaces()) {
+      for (const MdnsInterface& interface : interfaces) {
         wanted = wanted || (ipv6 ? !interface.ipv6.empty() : !interface.ipv4.empty());
       }
       if (!wanted) continue;
@@ -132,7 +138,7 @@ class MdnsService::Impl {
         continue;
       }
       int joined = 0;
-      for (const MdnsInterface& interface : engine_.interfaces()) {
+      for (const MdnsInterface& interface : interfaces) {
         if (ipv6 ? interface.ipv6.empty() : interface.ipv4.empty()) continue;
         absl::Status status = mdns_internal::JoinMdnsGroup(*fd, ipv6, interface.index);
         if (status.ok()) {
@@ -168,11 +174,12 @@ class MdnsService::Impl {
     if (v4_) WaitRead(*v4_, false);
     if (v6_) WaitRead(*v6_, true);
     // The thread: runs the io_context until Stop, handling datagrams and protocol timers.
+    running_ = true;
     thread_ = std::thread([this] { io_.run(); });
   }
 
   void Stop() {
-    if (!thread_.joinable()) return;
+    if (!running_.exchange(false)) return;
     asio::post(io_, [this] {
       {
         absl::MutexLock lock(&mu_);
@@ -188,6 +195,9 @@ class MdnsService::Impl {
 
   absl::Status UpdateTxt(std::vector<TxtEntry> txt) {
     if (absl::StatusOr<TxtRdata> rdata = MakeTxtRdata(txt); !rdata.ok()) return rdata.status();
+    if (!running_.load()) {
+      return absl::FailedPreconditionError("mDNS: UpdateTxt after Stop; start a new MdnsService");
+    }
     asio::post(io_, [this, txt = std::move(txt)] {
       {
         absl::MutexLock lock(&mu_);
@@ -290,6 +300,7 @@ class MdnsService::Impl {
   asio::steady_timer timer_;
   std::unique_ptr<asio::posix::stream_descriptor> v4_;
   std::unique_ptr<asio::posix::stream_descriptor> v6_;
+  std::atomic<bool> running_{false};
   std::thread thread_;
 };
 

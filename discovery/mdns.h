@@ -119,9 +119,11 @@ class MdnsService {
   MdnsService(const MdnsService&) = delete;
   MdnsService& operator=(const MdnsService&) = delete;
 
-  // Sends the goodbye on every interface and stops the thread. Idempotent.
+  // Sends the goodbye on every interface and stops the thread. Idempotent; not to be called from
+  // on_peer_event.
   void Stop();
-  // Replaces the TXT entries and re-announces them. InvalidArgument for bad entries.
+  // Replaces the TXT entries and re-announces them. InvalidArgument for bad entries,
+  // FailedPrecondition after Stop.
   absl::Status UpdateTxt(std::vector<TxtEntry> txt);
   // Resolved peers other than ourselves, sorted by instance name.
   std::vector<PeerInfo> Peers() const;

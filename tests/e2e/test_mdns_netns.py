@@ -182,3 +182,12 @@ def test_ipv6_only_nodes_find_each_other_by_link_local_address(netns_pair):
     a.stop()
     _, stopped = a.wait_for(lambda l: l.get("event") == "stopped", 3)
     assert stopped["stats"]["send_errors"] == 0, stopped
+
+
+def test_simultaneous_start_with_same_name_ends_with_distinct_names(netns_pair):
+    pair = netns_pair
+    one = exo(pair, pair.a, pair.dev_a, "--publish=twin", "--host=twin-1", "--port=50051")
+    two = exo(pair, pair.a, pair.dev_a, "--publish=twin", "--host=twin-2", "--port=50052")
+    _, first = one.wait_for(lambda l: l.get("event") == "announced", 8)
+    _, second = two.wait_for(lambda l: l.get("event") == "announced", 8)
+    assert {first["instance"], second["instance"]} == {"twin", "twin (2)"}
