@@ -163,9 +163,18 @@ def netns_pair():
     procs = []
     pair.procs = procs
     yield pair
+    problems = []
     for proc in procs:
         proc.stop()
+        proc._err_reader.join(2)
+        # A sanitizer build reports memory errors and UB on stderr without always failing.
+        for marker in ("Sanitizer", "runtime error:"):
+            if marker in proc.stderr:
+                problems.append(f"{' '.join(proc.argv)}:\n{proc.stderr[-3000:]}")
+                break
     pair.close()
+    if problems:
+        pytest.fail("\n".join(problems))
 
 
 def start(pair, ns, argv):
