@@ -7,6 +7,7 @@
 #include <asio.hpp>
 #include <atomic>
 #include <optional>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -65,6 +66,40 @@ MdnsOptions Normalize(MdnsOptions options) {
   return options;
 }
 
+// The interfaces `options` selects among `all`, with their addresses of the enabled families;
+// interfaces without such an address are left out.
+std::vector<MdnsInterface> SelectInterfaces(const MdnsOptions& options,
+                                            const std::vector<NetworkInterface>& all) {
+  std::vector<MdnsInterface> selected;
+  for (const NetworkInterface& interface : all) {
+    const bool chosen =
+        options.interfaces.empty()
+            ? interface.mdns_default()
+            : interface.up && std::find(options.interfaces.begin(), options.interfaces.end(),
+                                        interface.name) != options.interfaces.end();
+    if (!chosen) continue;
+    MdnsInterface mdns_interface;
+    mdns_interface.index = interface.index;
+    mdns_interface.name = interface.name;
+    for (const std::string& text : interface.ipv4) {
+      std::array<uint8_t, 4> bytes{};
+      if (options.ipv4 && inet_pton(AF_INET, text.c_str(), bytes.data()) == 1) {
+        mdns_interface.ipv4.push_back(bytes);
+      }
+    }
+    for (const std::string& text : interface.ipv6) {
+      std::array<uint8_t, 16> bytes{};
+      if (options.ipv6 && inet_pton(AF_INET6, text.c_str(), bytes.data()) == 1) {
+        mdns_interface.ipv6.push_back(bytes);
+      }
+    }
+    if (!mdns_interface.ipv4.empty() || !mdns_interface.ipv6.empty()) {
+      selected.push_back(std::move(mdns_interface));
+    }
+  }
+  return selected;
+}
+
 }  // namespace
 
 absl::Status ValidateMdnsOptions(const MdnsOptions& raw) {
@@ -101,7 +136,8 @@ absl::Status ValidateMdnsOptions(const MdnsOptions& raw) {
   if (t.probe_interval.count() <= 0 || t.probe_count < 1 || t.announce_interval.count() <= 0 ||
       t.announce_count < 1 || t.query_initial_interval.count() <= 0 ||
       t.query_max_interval < t.query_initial_interval || t.host_record_ttl.count() <= 0 ||
-      t.other_record_ttl.count() <= 0 || t.goodbye_grace.count() < 0) {
+      t.other_record_ttl.count() <= 0 || t.goodbye_grace.count() < 0 ||
+      options.interface_poll_interval.count() < 0) {
     return absl::InvalidArgumentError("mDNS: timings must be positive (see MdnsTimings)");
   }
   return absl::OkStatus();
@@ -112,53 +148,40 @@ absl::Status ValidateMdnsOptions(const MdnsOptions& raw) {
 class MdnsService::Impl {
  public:
   Impl(MdnsOptions options, std::vector<MdnsInterface> interfaces)
-      : options_(std::move(options)), engine_(options_, interfaces), timer_(io_) {
-    for (const MdnsInterface& interface : interfaces) interface_names_.push_back(interface.name);
+      : options_(std::move(options)),
+        engine_(options_, interfaces),
+        timer_(io_),
+        poll_timer_(io_),
+        current_interfaces_(std::move(interfaces)) {
+    for (const MdnsInterface& interface : current_interfaces_) {
+      interface_names_.push_back(interface.name);
+    }
   }
 
   ~Impl() { Stop(); }
 
+  // One socket per enabled family, joined on every current interface of that family.
   absl::Status OpenSockets() {
-    std::vector<MdnsInterface> interfaces;
-    {
-      absl::MutexLock lock(&mu_);
-      interfaces = engine_.interfaces();
-    }
     std::vector<std::string> problems;
     for (bool ipv6 : {false, true}) {
       if (ipv6 ? !options_.ipv6 : !options_.ipv4) continue;
-      bool wanted = false;
-      for (const MdnsInterface& interface : interfaces) {
-        wanted = wanted || (ipv6 ? !interface.ipv6.empty() : !interface.ipv4.empty());
-      }
-      if (!wanted) continue;
       absl::StatusOr<int> fd = mdns_internal::OpenMdnsSocket(ipv6, options_.mdns_port);
       if (!fd.ok()) {
         problems.push_back(std::string(fd.status().message()));
         continue;
       }
-      int joined = 0;
-      for (const MdnsInterface& interface : interfaces) {
-        if (ipv6 ? interface.ipv6.empty() : interface.ipv4.empty()) continue;
-        absl::Status status = mdns_internal::JoinMdnsGroup(*fd, ipv6, interface.index);
-        if (status.ok()) {
-          ++joined;
-        } else {
-          problems.push_back(absl::StrCat(interface.name, ": ", status.message()));
-        }
-      }
-      if (joined == 0) {
-        close(*fd);
-        continue;
-      }
-      auto descriptor = std::make_unique<asio::posix::stream_descriptor>(io_, *fd);
-      (ipv6 ? v6_ : v4_) = std::move(descriptor);
+      (ipv6 ? v6_ : v4_) = std::make_unique<asio::posix::stream_descriptor>(io_, *fd);
     }
     if (!v4_ && !v6_) {
       return absl::UnavailableError(absl::StrCat(
           "mDNS: no usable socket (", absl::StrJoin(problems, "; "),
-          "). Check that the interfaces have MULTICAST and an address, that UDP 5353 is not held "
-          "without SO_REUSEPORT, or run `exo-node doctor`"));
+          "). Check that UDP 5353 is not held without SO_REUSEPORT, or run `exo-node doctor`"));
+    }
+    problems = JoinGroups(current_interfaces_);
+    if (!current_interfaces_.empty() && joined_.empty()) {
+      return absl::UnavailableError(absl::StrCat(
+          "mDNS: cannot join the multicast group on any interface (", absl::StrJoin(problems, "; "),
+          "). Check that the interfaces have MULTICAST, or run `exo-node doctor`"));
     }
     return absl::OkStatus();
   }
@@ -173,6 +196,7 @@ class MdnsService::Impl {
     });
     if (v4_) WaitRead(*v4_, false);
     if (v6_) WaitRead(*v6_, true);
+    if (options_.interface_poll_interval.count() > 0) SchedulePoll();
     // The thread: runs the io_context until Stop, handling datagrams and protocol timers.
     running_ = true;
     thread_ = std::thread([this] { io_.run(); });
@@ -230,9 +254,64 @@ class MdnsService::Impl {
     stats.send_errors += send_errors_;
     return stats;
   }
-  const std::vector<std::string>& interface_names() const { return interface_names_; }
+  std::vector<std::string> interface_names() const {
+    absl::MutexLock lock(&mu_);
+    return interface_names_;
+  }
 
  private:
+  // Joins the group on each interface and family not joined yet; returns the problems.
+  std::vector<std::string> JoinGroups(const std::vector<MdnsInterface>& interfaces) {
+    std::vector<std::string> problems;
+    for (const MdnsInterface& interface : interfaces) {
+      for (bool ipv6 : {false, true}) {
+        const auto& descriptor = ipv6 ? v6_ : v4_;
+        if (!descriptor || (ipv6 ? interface.ipv6.empty() : interface.ipv4.empty())) continue;
+        const std::pair<uint32_t, bool> key{interface.index, ipv6};
+        if (joined_.count(key) != 0) continue;
+        absl::Status status =
+            mdns_internal::JoinMdnsGroup(descriptor->native_handle(), ipv6, interface.index);
+        if (status.ok()) {
+          joined_.insert(key);
+        } else {
+          problems.push_back(absl::StrCat(interface.name, ": ", status.message()));
+        }
+      }
+    }
+    return problems;
+  }
+
+  void SchedulePoll() {
+    poll_timer_.expires_after(options_.interface_poll_interval);
+    poll_timer_.async_wait([this](const asio::error_code& error) {
+      if (error) return;
+      PollInterfaces();
+      SchedulePoll();
+    });
+  }
+
+  // Reads the interfaces again and hands any change to the engine.
+  void PollInterfaces() {
+    absl::StatusOr<std::vector<NetworkInterface>> all = ListNetworkInterfaces();
+    if (!all.ok()) return;
+    std::vector<MdnsInterface> selected = SelectInterfaces(options_, *all);
+    if (selected == current_interfaces_) return;
+    // An interface that went away and came back gets a new membership.
+    std::erase_if(joined_, [&](const std::pair<uint32_t, bool>& key) {
+      return std::none_of(selected.begin(), selected.end(),
+                          [&](const MdnsInterface& i) { return i.index == key.first; });
+    });
+    JoinGroups(selected);
+    current_interfaces_ = selected;
+    {
+      absl::MutexLock lock(&mu_);
+      interface_names_.clear();
+      for (const MdnsInterface& interface : selected) interface_names_.push_back(interface.name);
+      engine_.SetInterfaces(std::move(selected), Clock::now());
+    }
+    Pump();
+  }
+
   void WaitRead(asio::posix::stream_descriptor& descriptor, bool ipv6) {
     descriptor.async_wait(
         asio::posix::stream_descriptor::wait_read,
@@ -295,9 +374,13 @@ class MdnsService::Impl {
   mutable absl::Mutex mu_;
   MdnsEngine engine_ ABSL_GUARDED_BY(mu_);
   uint64_t send_errors_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<std::string> interface_names_;
+  std::vector<std::string> interface_names_ ABSL_GUARDED_BY(mu_);
   asio::io_context io_;
   asio::steady_timer timer_;
+  asio::steady_timer poll_timer_;
+  // Touched only by OpenSockets (before the thread starts) and then the thread.
+  std::vector<MdnsInterface> current_interfaces_;
+  std::set<std::pair<uint32_t, bool>> joined_;  // (interface index, ipv6)
   std::unique_ptr<asio::posix::stream_descriptor> v4_;
   std::unique_ptr<asio::posix::stream_descriptor> v6_;
   std::atomic<bool> running_{false};
@@ -308,7 +391,6 @@ absl::StatusOr<std::unique_ptr<MdnsService>> MdnsService::Start(MdnsOptions raw_
   RETURN_IF_ERROR(ValidateMdnsOptions(raw_options));
   MdnsOptions options = Normalize(std::move(raw_options));
   ASSIGN_OR_RETURN(std::vector<NetworkInterface> all, ListNetworkInterfaces());
-  std::vector<MdnsInterface> selected;
   for (const std::string& name : options.interfaces) {
     auto it = std::find_if(all.begin(), all.end(),
                            [&](const NetworkInterface& i) { return i.name == name; });
@@ -324,34 +406,14 @@ absl::StatusOr<std::unique_ptr<MdnsService>> MdnsService::Start(MdnsOptions raw_
                                                  " up) or choose another"));
     }
   }
-  for (const NetworkInterface& interface : all) {
-    const bool chosen = options.interfaces.empty()
-                            ? interface.mdns_default()
-                            : std::find(options.interfaces.begin(), options.interfaces.end(),
-                                        interface.name) != options.interfaces.end();
-    if (!chosen) continue;
-    MdnsInterface mdns_interface;
-    mdns_interface.index = interface.index;
-    mdns_interface.name = interface.name;
-    for (const std::string& text : interface.ipv4) {
-      std::array<uint8_t, 4> bytes{};
-      if (inet_pton(AF_INET, text.c_str(), bytes.data()) == 1) mdns_interface.ipv4.push_back(bytes);
-    }
-    for (const std::string& text : interface.ipv6) {
-      std::array<uint8_t, 16> bytes{};
-      if (inet_pton(AF_INET6, text.c_str(), bytes.data()) == 1)
-        mdns_interface.ipv6.push_back(bytes);
-    }
-    if ((options.ipv4 && !mdns_interface.ipv4.empty()) ||
-        (options.ipv6 && !mdns_interface.ipv6.empty())) {
-      selected.push_back(std::move(mdns_interface));
-    }
+  std::vector<MdnsInterface> selected = SelectInterfaces(options, all);
+  if (selected.empty() && !options.interfaces.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        "mDNS: none of the interfaces ", absl::StrJoin(options.interfaces, ", "),
+        " has an address of the enabled IP families; give one an address or choose another"));
   }
-  if (selected.empty()) {
-    return absl::UnavailableError(
-        "mDNS: no interface is up, multicast-capable and has an address of the enabled IP "
-        "families; name one with the interface option, or use static peers");
-  }
+  // With the default selection and nothing usable yet (booting, no network), we start anyway and
+  // begin on the first interface that appears (see interface_poll_interval).
   if (options.random_seed == 0) {
     options.random_seed = static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^
                           (static_cast<uint64_t>(getpid()) << 32);

@@ -92,6 +92,10 @@ struct MdnsOptions {
   std::vector<TxtEntry> txt;
 
   MdnsTimings timings;
+  // How often the interfaces and their addresses are read again (a laptop joining Wi-Fi, DHCP
+  // after boot); 0: only at Start. With no interface named, Start succeeds even when no
+  // interface is usable yet, and mDNS starts on the first that appears.
+  std::chrono::milliseconds interface_poll_interval{5000};
   uint16_t mdns_port = kMdnsPort;   // UDP port to bind and send to; only tests change it
   size_t max_cache_entries = 4096;  // bound on memory a hostile LAN can make us use
   uint64_t random_seed = 0;         // 0: seeded from the clock

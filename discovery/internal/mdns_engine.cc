@@ -240,6 +240,30 @@ absl::Status MdnsEngine::UpdateTxt(const std::vector<TxtEntry>& txt, TimePoint n
   return absl::OkStatus();
 }
 
+void MdnsEngine::SetInterfaces(std::vector<MdnsInterface> interfaces, TimePoint now) {
+  bool new_interface = false;
+  for (const MdnsInterface& interface : interfaces) {
+    if (FindInterface(interface.index) == nullptr) new_interface = true;
+  }
+  interfaces_ = std::move(interfaces);
+  if (state_ == ResponderState::kProbing || state_ == ResponderState::kAnnouncing ||
+      state_ == ResponderState::kAnnounced) {
+    if (new_interface) {
+      state_ = ResponderState::kProbing;
+      probes_sent_ = 0;
+      next_probe_ = now + milliseconds(std::uniform_int_distribution<int>(0, 250)(random_));
+    } else if (state_ != ResponderState::kProbing) {
+      state_ = ResponderState::kAnnouncing;
+      announcements_left_ = options_.timings.announce_count;
+      next_announcement_ = now;
+    }
+  }
+  if (browsing_ && new_interface) {
+    next_query_ = now + milliseconds(std::uniform_int_distribution<int>(20, 120)(random_));
+    query_interval_ = options_.timings.query_initial_interval;
+  }
+}
+
 void MdnsEngine::SendProbe(TimePoint now) {
   (void)now;
   for (const MdnsInterface& interface : interfaces_) {

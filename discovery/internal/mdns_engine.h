@@ -40,6 +40,7 @@ struct MdnsInterface {
   std::string name;
   std::vector<std::array<uint8_t, 4>> ipv4;
   std::vector<std::array<uint8_t, 16>> ipv6;
+  friend bool operator==(const MdnsInterface&, const MdnsInterface&) = default;
 };
 
 struct OutgoingPacket {
@@ -77,6 +78,10 @@ class MdnsEngine {
   // Queues goodbyes for our records; the engine does nothing afterwards.
   void Stop(TimePoint now);
   absl::Status UpdateTxt(const std::vector<TxtEntry>& txt, TimePoint now);
+  // The interfaces or their addresses changed. A new interface restarts probing (our names must
+  // be checked on that link too) and browsing from the first query; changed addresses only
+  // re-announce.
+  void SetInterfaces(std::vector<MdnsInterface> interfaces, TimePoint now);
 
   std::vector<OutgoingPacket> TakeOutgoing();
   std::vector<PeerEvent> TakeEvents();

@@ -629,6 +629,40 @@ TEST(MdnsEngineTest, CacheIsBounded) {
   EXPECT_EQ(engine.stats().cache_full_drops, 40u);
 }
 
+TEST(MdnsEngineTest, InterfaceAppearingLaterStartsProbingThere) {
+  TimePoint now = kT0;
+  MdnsEngine engine(TestOptions(), {});
+  engine.Start(now);
+  EXPECT_TRUE(RunUntil(engine, now, now + seconds(5)).empty()) << "nowhere to send";
+  engine.SetInterfaces(TestInterfaces(), now);
+  EXPECT_EQ(engine.state(), ResponderState::kProbing);
+  std::vector<Sent> sent = RunUntil(engine, now, now + seconds(3));
+  int probes = 0;
+  int announcements = 0;
+  int browse_queries = 0;
+  for (const Sent& s : sent) {
+    EXPECT_EQ(s.packet.interface_index, kIf);
+    if (IsProbe(s.message)) ++probes;
+    if (IsResponse(s.message)) ++announcements;
+    if (!IsProbe(s.message) && !IsResponse(s.message)) ++browse_queries;
+  }
+  EXPECT_EQ(probes, 3);
+  EXPECT_EQ(announcements, 2);
+  EXPECT_GE(browse_queries, 2) << "browsing restarts from the first query";
+  EXPECT_EQ(engine.state(), ResponderState::kAnnounced);
+
+  // A new address on the same interface: announced again, with it, without probing.
+  std::vector<MdnsInterface> moved = TestInterfaces();
+  moved[0].ipv4[0] = {10, 0, 0, 9};
+  engine.SetInterfaces(moved, now);
+  sent = RunUntil(engine, now, now + milliseconds(10));
+  ASSERT_FALSE(sent.empty());
+  EXPECT_TRUE(IsResponse(sent[0].message));
+  const DnsRecord* a = Find(sent[0].message.answers, DnsType::kA);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(std::get<ARdata>(a->rdata).address, (std::array<uint8_t, 4>{10, 0, 0, 9}));
+}
+
 TEST(MdnsEngineTest, RenamedInstanceKeepsUtf8AndLabelLimit) {
   EXPECT_EQ(RenamedInstance("node-a", 2), "node-a (2)");
   const std::string long_name = std::string(58, 'x') + "\xc3\x84" + "yy";  // 62 bytes

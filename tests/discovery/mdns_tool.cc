@@ -3,7 +3,8 @@
 //
 //   mdns_tool --interface=veth0 --publish=node-a --host=node-a --port=50051 --txt=id=abc
 //             [--browse] [--ipv4-only|--ipv6-only] [--duration=SECONDS]
-//             [--update-txt-after=MS --update-txt=k=v ...]
+//             [--update-txt-after=MS --update-txt=k=v ...] [--interface-poll-ms=MS]
+//   (no --interface: every up, multicast, non-loopback interface, as exo-node does by default)
 //   mdns_tool --doctor --interface=veth0
 //
 // Lines: {"event":"started",...}, {"event":"announced","instance":...},
@@ -79,7 +80,8 @@ int Usage(const std::string& problem) {
   std::cerr << "mdns_tool: " << problem
             << "\nusage: mdns_tool --interface=DEV [--publish=NAME --host=HOST --port=N "
                "--txt=k=v ...] [--browse] [--ipv4-only|--ipv6-only] [--duration=S] "
-               "[--update-txt-after=MS --update-txt=k=v ...] | --doctor --interface=DEV\n";
+               "[--update-txt-after=MS --update-txt=k=v ...] [--interface-poll-ms=MS] | "
+               "--doctor --interface=DEV\n";
   return 2;
 }
 
@@ -115,6 +117,12 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtoi(value("--update-txt-after="), &update_after_ms)) {
         return Usage("bad --update-txt-after");
       }
+    } else if (absl::StartsWith(arg, "--interface-poll-ms=")) {
+      int ms = 0;
+      if (!absl::SimpleAtoi(value("--interface-poll-ms="), &ms) || ms < 0) {
+        return Usage("bad --interface-poll-ms");
+      }
+      options.interface_poll_interval = std::chrono::milliseconds(ms);
     } else if (arg == "--browse") {
       options.browse = true;
     } else if (arg == "--ipv4-only") {
@@ -179,6 +187,7 @@ int main(int argc, char** argv) {
   bool announced = false;
   bool updated = false;
   std::string last_instance = (*service)->instance_name();
+  std::vector<std::string> interfaces = (*service)->interfaces();
   while (!stop_requested) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     const auto elapsed = std::chrono::steady_clock::now() - start;
@@ -204,6 +213,11 @@ int main(int argc, char** argv) {
       Print(json{{"event", "txt_updated"},
                  {"ok", status.ok()},
                  {"message", std::string(status.message())}});
+    }
+    if (std::vector<std::string> now_interfaces = (*service)->interfaces();
+        now_interfaces != interfaces) {
+      interfaces = now_interfaces;
+      Print(json{{"event", "interfaces"}, {"interfaces", interfaces}});
     }
     if (duration > 0 && elapsed >= std::chrono::duration<double>(duration)) break;
   }

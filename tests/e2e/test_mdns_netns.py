@@ -191,3 +191,23 @@ def test_simultaneous_start_with_same_name_ends_with_distinct_names(netns_pair):
     _, first = one.wait_for(lambda l: l.get("event") == "announced", 8)
     _, second = two.wait_for(lambda l: l.get("event") == "announced", 8)
     assert {first["instance"], second["instance"]} == {"twin", "twin (2)"}
+
+
+def test_default_interfaces_and_an_address_that_comes_later(netns_pair):
+    """No --interface (the LAN default: every up, multicast, non-loopback interface; inside this
+    namespace only the veth end). The address arrives after start, as with DHCP after boot."""
+    pair = netns_pair
+    import subprocess
+    subprocess.run(["ip", "-n", pair.a, "addr", "flush", "dev", pair.dev_a], check=True)
+    a = start(pair, pair.a, [mdns_tool_path(), "--ipv4-only", "--interface-poll-ms=300",
+                             "--publish=late", "--host=late", "--port=50051"])
+    _, started = a.wait_for(lambda l: l.get("event") == "started", 5)
+    assert started["interfaces"] == []
+    b = exo(pair, pair.b, pair.dev_b, "--browse")
+    time.sleep(0.5)
+    subprocess.run(["ip", "-n", pair.a, "addr", "add", f"{pair.ip_a}/24", "dev", pair.dev_a],
+                   check=True)
+    _, changed = a.wait_for(lambda l: l.get("event") == "interfaces", 3)
+    assert changed["interfaces"] == [pair.dev_a]
+    _, added = b.wait_for(is_event("added", "late"), 5)
+    assert added["peer"]["host"] == pair.ip_a
