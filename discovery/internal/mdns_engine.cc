@@ -17,6 +17,9 @@ using std::chrono::seconds;
 
 constexpr uint32_t kLegacyUnicastMaxTtl = 10;  // RFC 6762 §6.7
 constexpr size_t kQueryBudget = 1400;          // bytes; known answers beyond it are left out
+// Received TTLs are capped at a day: a hostile 2^32 s TTL would pin junk in the cache for ever
+// and overflow the refresh arithmetic.
+constexpr uint32_t kMaxCachedTtl = 86400;
 
 DnsName MustParse(const std::string& text) {
   absl::StatusOr<DnsName> name = DnsName::Parse(text);
@@ -482,7 +485,7 @@ void MdnsEngine::HandleQuery(const DnsMessage& message, const MdnsInterface& int
   auto add_answer = [&](const DnsRecord& record) {
     for (const DnsRecord& known : message.answers) {
       // §7.1: a known answer with at least half our TTL suppresses ours.
-      if (SameRecordData(known, record) && known.ttl * 2 >= record.ttl) {
+      if (SameRecordData(known, record) && uint64_t{known.ttl} * 2 >= record.ttl) {
         ++stats_.answers_suppressed;
         return false;
       }
@@ -677,7 +680,9 @@ void MdnsEngine::HandleResponse(const DnsMessage& message, const MdnsInterface& 
   Resolve(now);
 }
 
-void MdnsEngine::CacheRecord(const DnsRecord& record, uint32_t interface_index, TimePoint now) {
+void MdnsEngine::CacheRecord(const DnsRecord& received, uint32_t interface_index, TimePoint now) {
+  DnsRecord record = received;
+  record.ttl = std::min(record.ttl, kMaxCachedTtl);
   std::string key = CacheKey(record.name, record.type);
   const std::vector<uint8_t> rdata = CanonicalRdata(record);
   key.append(rdata.begin(), rdata.end());

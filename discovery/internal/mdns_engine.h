@@ -125,7 +125,7 @@ class MdnsEngine {
   void HandleResponse(const DnsMessage& message, const MdnsInterface& interface, TimePoint now);
   void CheckConflicts(const std::vector<const DnsRecord*>& records, TimePoint now);
   void OnConflict(TimePoint now, bool rename);
-  void CacheRecord(const DnsRecord& record, uint32_t interface_index, TimePoint now);
+  void CacheRecord(const DnsRecord& received, uint32_t interface_index, TimePoint now);
   bool IsRelevant(const DnsRecord& record) const;
   bool IsOwnRecord(const DnsRecord& record) const;
   void ExpireAndRefresh(TimePoint now);

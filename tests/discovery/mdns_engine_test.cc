@@ -663,6 +663,17 @@ TEST(MdnsEngineTest, InterfaceAppearingLaterStartsProbingThere) {
   EXPECT_EQ(std::get<ARdata>(a->rdata).address, (std::array<uint8_t, 4>{10, 0, 0, 9}));
 }
 
+TEST(MdnsEngineTest, HugeTtlsAreCappedAtOneDay) {
+  TimePoint now = kT0;
+  MdnsEngine engine = Announced(now);
+  Feed(engine, PeerAnnouncement(/*ttl=*/0xFFFFFFFF), now);  // found by mdns_engine_fuzz
+  ASSERT_THAT(engine.TakeEvents(), SizeIs(1));
+  RunUntil(engine, now, now + std::chrono::hours(24) + seconds(1));
+  std::vector<PeerEvent> events = engine.TakeEvents();
+  ASSERT_THAT(events, SizeIs(1));
+  EXPECT_EQ(events[0].kind, PeerEventKind::kRemoved);
+}
+
 TEST(MdnsEngineTest, RenamedInstanceKeepsUtf8AndLabelLimit) {
   EXPECT_EQ(RenamedInstance("node-a", 2), "node-a (2)");
   const std::string long_name = std::string(58, 'x') + "\xc3\x84" + "yy";  // 62 bytes
