@@ -14,7 +14,7 @@ apt_packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libasio-dev
   libzmq3-dev cppzmq-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libssl-dev libcpp-httplib-dev
-  python3 python3-venv python3-pip
+  python3 python3-venv python3-pip iproute2
 )
 missing=()
 for p in "${apt_packages[@]}"; do
