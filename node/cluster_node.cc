@@ -342,7 +342,8 @@ void ClusterNode::Dial(std::string address) {
   } else if (rpc.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
              rpc.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
              rpc.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-    refused = FromGrpcStatus(rpc);
+    refused = absl::Status(static_cast<absl::StatusCode>(rpc.error_code()),
+                           absl::StrCat("it refused our Hello: ", rpc.error_message()));
   } else {
     // Not reachable (yet): try again with back-off.
     candidate.last_error = absl::StrCat("Hello failed: ", rpc.error_message());
