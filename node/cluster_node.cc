@@ -25,6 +25,7 @@ constexpr absl::Duration kTickInterval = absl::Milliseconds(100);
 constexpr absl::Duration kMinBackoff = absl::Milliseconds(250);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(4);
 constexpr absl::Duration kRefusedBackoff = absl::Seconds(15);
+constexpr int kMaxGossipedPeers = 64;
 
 uint64_t UnixMillis(absl::Time t) { return static_cast<uint64_t>(absl::ToUnixMillis(t)); }
 
@@ -188,6 +189,19 @@ void ClusterNode::AddCandidateLocked(const std::string& host, uint16_t port,
   }
 }
 
+void ClusterNode::LearnAddressesLocked(
+    const google::protobuf::RepeatedPtrField<std::string>& addresses, const std::string& from,
+    absl::Time now) {
+  for (int i = 0; i < std::min(addresses.size(), kMaxGossipedPeers); ++i) {
+    absl::StatusOr<std::vector<discovery::PeerInfo>> learned =
+        discovery::ParseStaticPeers(addresses.Get(i));
+    if (!learned.ok() || learned->size() != 1) continue;  // ignore garbage from a peer
+    if (candidates_.contains(PeerAddress(learned->front()))) continue;
+    AddCandidateLocked(learned->front().host, learned->front().grpc_port,
+                       absl::StrCat("via ", from.substr(0, 8)), now);
+  }
+}
+
 void ClusterNode::ApplyLocked(const MembershipEvent& event) {
   MembershipOptions membership_options;
   membership_options.heartbeat_timeout = options_.heartbeat_timeout;
@@ -271,6 +285,10 @@ grpc::Status ClusterNode::HandleHello(const std::string& peer,
                             address, now});
   LocalInstance self{state_.self.node_id, state_.self.boot_id, state_.self.started_unix_millis};
   *response = MakeHelloResponse(options_.cluster_key, self, CapabilitiesProto(), request);
+  // Tell the caller whom else we know, so a static list needs only one member's address.
+  for (const PeerRecord* up : UpPeers(state_)) {
+    if (up->instance.node_id != request.node_id()) response->add_peer_addresses(up->grpc_address);
+  }
   // The caller is a node of our cluster: say hello back, which is what admits it here.
   if (request.node_id() != state_.self.node_id) AddCandidateLocked(host, port, "inbound", now);
   return grpc::Status::OK;
@@ -287,6 +305,11 @@ void ClusterNode::HandleBusEvent(const exo::v1::BusEvent& event) {
     load.active_sequences = event.heartbeat().active_sequences();
     load.utilisation = event.heartbeat().utilisation();
     ApplyLocked(HeartbeatReceived{peer, FromProto(event.heartbeat().capabilities()), load, now});
+    auto it = state_.peers.find(peer.node_id);
+    if (it != state_.peers.end() && it->second.state == PeerState::kUp &&
+        it->second.instance.boot_id == peer.boot_id) {
+      LearnAddressesLocked(event.heartbeat().peer_addresses(), peer.node_id, now);
+    }
   } else if (event.has_node_leaving()) {
     ApplyLocked(LeavingReceived{peer, event.node_leaving().reason().substr(0, 200), now});
   }
@@ -299,6 +322,9 @@ exo::v1::BusEvent ClusterNode::MakeHeartbeat() {
     event.set_sender_node_id(state_.self.node_id);
     event.set_sender_boot_id(state_.self.boot_id);
     event.set_sender_started_unix_millis(state_.self.started_unix_millis);
+    for (const PeerRecord* up : UpPeers(state_)) {
+      event.mutable_heartbeat()->add_peer_addresses(up->grpc_address);
+    }
   }
   event.set_sent_unix_millis(UnixMillis(absl::Now()));
   const NodeLoad load = LocalLoad();
@@ -366,6 +392,7 @@ void ClusterNode::Dial(std::string address) {
   candidate.node_id = response.node_id();
   candidate.next_attempt = now + options_.heartbeat_interval;
   const NodeCapabilities caps = FromProto(response.capabilities());
+  LearnAddressesLocked(response.peer_addresses(), response.node_id(), now);
   ApplyLocked(HelloSucceeded{
       {response.node_id(), response.boot_id(), response.started_unix_millis()},
       address,
@@ -385,8 +412,7 @@ void ClusterNode::RunMembershipLoop() {
       for (auto& [address, candidate] : candidates_) {
         if (candidate.dialing || candidate.is_self || now < candidate.next_attempt) continue;
         auto peer = state_.peers.find(candidate.node_id);
-        if (peer != state_.peers.end() && peer->second.state == PeerState::kUp &&
-            peer->second.grpc_address == address) {
+        if (peer != state_.peers.end() && peer->second.state == PeerState::kUp) {
           candidate.next_attempt = now + options_.heartbeat_interval;
           continue;
         }
@@ -464,6 +490,7 @@ void ClusterNode::WriteStatus(bool running) {
     status["bus_port"] = capabilities_.bus_port;
     status["heartbeat_timeout_ms"] = absl::ToInt64Milliseconds(options_.heartbeat_timeout);
     status["discovery"] = options_.discovery_modes;
+    status["mdns_supported"] = false;  // mDNS is not wired in yet (branch mdns)
     status["capabilities"] = CapabilitiesJson(capabilities_);
     nlohmann::json peers = nlohmann::json::array();
     for (const auto& [id, peer] : state_.peers) {

@@ -107,6 +107,10 @@ class ClusterNode {
   explicit ClusterNode(ClusterNodeOptions options);
   void Log(const std::string& line) const;
   void ApplyLocked(const MembershipEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds peers' peers (from a Hello answer or a heartbeat) as candidates.
+  void LearnAddressesLocked(const google::protobuf::RepeatedPtrField<std::string>& addresses,
+                            const std::string& from, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddCandidateLocked(const std::string& host, uint16_t port, const std::string& source,
                           absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   grpc::Status HandleHello(const std::string& peer, const exo::v1::HelloRequest& request,

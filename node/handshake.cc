@@ -61,10 +61,10 @@ absl::Status CheckHelloRequest(const ClusterKey& key, const exo::v1::HelloReques
                   {Decimal(request.protocol_version()), request.node_id(),
                    Decimal(request.boot_id()), request.nonce()})) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "cluster key mismatch: the caller's key has fingerprint ",
+        "cluster key mismatch: the calling node's key has fingerprint ",
         request.cluster_fingerprint().empty() ? "(not given)"
                                               : request.cluster_fingerprint().substr(0, 32),
-        ", this node's has ", key.Fingerprint(),
+        ", the called node's has ", key.Fingerprint(),
         "; give every node the same --cluster_key or --cluster_key_file"));
   }
   return absl::OkStatus();
