@@ -3,6 +3,7 @@
 #define EXO_DISCOVERY_PEER_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +23,17 @@ struct PeerInfo {
   uint16_t grpc_port = 0;
   PeerSource source = PeerSource::kStatic;
   std::string cluster_fingerprint;  // mDNS TXT fingerprint of the cluster key; empty if unknown
+
+  // Filled for mDNS peers only (empty for static peers).
+  std::string instance_name;  // DNS-SD instance label, e.g. "node-a" or "node-a (2)"
+  std::string host_name;      // SRV target, e.g. "node-a.local"
+  // Every A/AAAA address of host_name as text, IPv4 first; link-local IPv6 with "%interface".
+  // `host` is the first of these.
+  std::vector<std::string> addresses;
+  std::string interface_name;              // interface the service was last heard on
+  std::map<std::string, std::string> txt;  // TXT key/values, keys lower-cased; "key" alone -> ""
+
+  friend bool operator==(const PeerInfo&, const PeerInfo&) = default;
 };
 
 // "host:port" with IPv6 literals in brackets ("[::1]:50051"), e.g. for a gRPC target.
