@@ -4,11 +4,14 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -135,6 +138,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   node->grpc_port_ = static_cast<uint16_t>(bound_port);
   node->capabilities_.grpc_port = node->grpc_port_;
 
+  node->StartMdns();
   {
     absl::MutexLock lock(&node->mu_);
     const absl::Time now = absl::Now();
@@ -151,6 +155,82 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
 ClusterNode::~ClusterNode() { Stop(); }
 
 void ClusterNode::Log(const std::string& line) const { options_.log(line); }
+
+std::vector<discovery::TxtEntry> ClusterNode::MdnsTxt() const {
+  return {{"id", state_.self.node_id},
+          {"proto", absl::StrCat(options_.protocol_version)},
+          {"bus", absl::StrCat(capabilities_.bus_port)},
+          {"ckf", options_.cluster_key.Fingerprint()},
+          {"mem", absl::StrCat(capabilities_.total_memory_bytes)},
+          {"dev", capabilities_.device_kind}};
+}
+
+void ClusterNode::StartMdns() {
+  const auto& modes = options_.discovery_modes;
+  if (std::find(modes.begin(), modes.end(), "mdns") == modes.end()) return;
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::strcpy(host, "exo-node");
+  std::string label;  // DNS label: letters, digits and '-'
+  for (const char* c = host; *c != '\0' && *c != '.' && label.size() < 40; ++c) {
+    label.push_back(absl::ascii_isalnum(static_cast<unsigned char>(*c)) ? *c : '-');
+  }
+  discovery::MdnsOptions mdns;
+  mdns.interfaces = options_.mdns_interfaces;
+  mdns.port = grpc_port_;
+  mdns.mdns_port = options_.mdns_port;
+  mdns.on_peer_event = [this](const discovery::PeerEvent& event) { HandleMdnsEvent(event); };
+  {
+    absl::MutexLock lock(&mu_);
+    const std::string unique = absl::StrCat(label, "-", state_.self.node_id.substr(0, 8));
+    mdns.instance_name =
+        options_.mdns_instance_name.empty() ? unique : options_.mdns_instance_name;
+    mdns.host_name = unique;
+    mdns.txt = MdnsTxt();
+  }
+  absl::StatusOr<std::unique_ptr<discovery::MdnsService>> started =
+      discovery::MdnsService::Start(std::move(mdns));
+  if (!started.ok()) {
+    mdns_error_ = std::string(started.status().message());
+    Log(absl::StrCat("mDNS discovery is off: ", mdns_error_,
+                     " (static peers still work; see `exo-node doctor`)"));
+    return;
+  }
+  mdns_ = *std::move(started);
+}
+
+void ClusterNode::HandleMdnsEvent(const discovery::PeerEvent& event) {
+  if (event.kind == discovery::PeerEventKind::kRemoved) return;  // the bus goodbye decides
+  const discovery::PeerInfo& peer = event.peer;
+  auto txt = [&](const std::string& key) {
+    auto it = peer.txt.find(key);
+    return it == peer.txt.end() ? std::string() : it->second;
+  };
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  const std::string address = PeerAddress(peer);
+  const std::string theirs = txt("ckf");
+  if (!theirs.empty() && theirs != options_.cluster_key.Fingerprint()) {
+    ApplyLocked(HelloRefused{address, txt("id").substr(0, 32),
+                             absl::StrCat("cluster key mismatch: it advertises fingerprint ",
+                                          theirs.substr(0, 32),
+                                          " over mDNS, this node's is ",
+                                          options_.cluster_key.Fingerprint(),
+                                          " (another cluster; give every node the same "
+                                          "--cluster_key to join them)"),
+                             now});
+    return;
+  }
+  const std::string version = txt("proto");
+  if (!version.empty() && version != absl::StrCat(kProtocolVersion)) {
+    ApplyLocked(HelloRefused{address, txt("id").substr(0, 32),
+                             absl::StrCat("it advertises protocol version ", version.substr(0, 8),
+                                          " over mDNS, this node speaks ", kProtocolVersion,
+                                          ": run the same exo-node release on every node"),
+                             now});
+    return;
+  }
+  AddCandidateLocked(peer.host, peer.grpc_port, "mdns", now);
+}
 
 std::string ClusterNode::node_id() const {
   absl::MutexLock lock(&mu_);
@@ -239,6 +319,7 @@ void ClusterNode::ApplyLocked(const MembershipEvent& event) {
         MembershipTransition renamed =
             Apply(std::move(state_), SelfRenamed{*renewed}, membership_options);
         state_ = std::move(renamed.state);
+        if (mdns_ != nullptr) (void)mdns_->UpdateTxt(MdnsTxt());
         // Everyone we knew admitted us under the old id: say hello again under the new one.
         for (auto& [address, candidate] : candidates_) candidate.next_attempt = absl::Now();
         break;
@@ -458,6 +539,7 @@ void ClusterNode::Stop(const std::string& reason) {
     leaving.mutable_node_leaving()->set_reason(reason);
     bus_->Stop(leaving);
   }
+  if (mdns_ != nullptr) mdns_->Stop();  // goodbye: TTL 0 for our records
   if (loop_.joinable()) loop_.join();
   std::vector<DialThread> dials;
   {
@@ -490,7 +572,20 @@ void ClusterNode::WriteStatus(bool running) {
     status["bus_port"] = capabilities_.bus_port;
     status["heartbeat_timeout_ms"] = absl::ToInt64Milliseconds(options_.heartbeat_timeout);
     status["discovery"] = options_.discovery_modes;
-    status["mdns_supported"] = false;  // mDNS is not wired in yet (branch mdns)
+    status["mdns_supported"] = true;
+    status["mdns_active"] = mdns_ != nullptr;
+    status["mdns_error"] = mdns_error_;
+    if (mdns_ != nullptr) {
+      status["mdns_interfaces"] = mdns_->interfaces();
+      status["mdns_instance"] = mdns_->instance_name();
+      status["mdns_announced"] = mdns_->announced();
+      const discovery::MdnsStats stats = mdns_->stats();
+      status["mdns_stats"] = {{"packets_received", stats.packets_received},
+                              {"packets_malformed", stats.packets_malformed},
+                              {"packets_sent", stats.packets_sent},
+                              {"send_errors", stats.send_errors},
+                              {"conflicts", stats.conflicts}};
+    }
     status["capabilities"] = CapabilitiesJson(capabilities_);
     nlohmann::json peers = nlohmann::json::array();
     for (const auto& [id, peer] : state_.peers) {

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "discovery/mdns.h"
 #include "discovery/peer.h"
 #include "exo/v1/bus.pb.h"
 #include "node/cluster_key.h"
@@ -52,7 +53,12 @@ struct ClusterNodeOptions {
   uint16_t bus_port = kDefaultBusPort;    // 0: ephemeral
   ClusterKey cluster_key = ClusterKey::Default();
   std::vector<discovery::PeerInfo> static_peers;
-  std::vector<std::string> discovery_modes = {"mdns", "static"};  // for the status file
+  std::vector<std::string> discovery_modes = {"mdns", "static"};
+  // mDNS (when discovery_modes has "mdns"): interfaces to use (empty: every multicast-capable
+  // one) and the instance label ("<host name>-<id prefix>" when empty).
+  std::vector<std::string> mdns_interfaces;
+  std::string mdns_instance_name;
+  uint16_t mdns_port = 5353;  // only tests change it
   absl::Duration heartbeat_interval = absl::Milliseconds(500);
   absl::Duration heartbeat_timeout = absl::Seconds(3);
   absl::Duration hello_timeout = absl::Milliseconds(800);
@@ -120,6 +126,9 @@ class ClusterNode {
   exo::v1::Capabilities CapabilitiesProto() const;
   void Dial(std::string address) ABSL_LOCKS_EXCLUDED(mu_);
   void RunMembershipLoop();
+  void StartMdns();
+  std::vector<discovery::TxtEntry> MdnsTxt() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleMdnsEvent(const discovery::PeerEvent& event) ABSL_LOCKS_EXCLUDED(mu_);
   void WriteStatus(bool running) ABSL_LOCKS_EXCLUDED(mu_);
 
   ClusterNodeOptions options_;
@@ -128,6 +137,8 @@ class ClusterNode {
   std::unique_ptr<NodeServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Bus> bus_;
+  std::unique_ptr<discovery::MdnsService> mdns_;  // null when mDNS is off or failed to start
+  std::string mdns_error_;                        // why mDNS is off, if it was asked for
 
   mutable absl::Mutex mu_;
   MembershipState state_ ABSL_GUARDED_BY(mu_);

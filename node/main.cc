@@ -70,7 +70,8 @@ ABSL_FLAG(std::string, peers, "",
 ABSL_FLAG(std::string, discovery, "mdns,static",
           "serve: discovery sources, comma-separated: mdns, static.");
 ABSL_FLAG(std::string, interface, "",
-          "serve, doctor: network interface for mDNS (default: every multicast-capable one).");
+          "serve, doctor: network interface(s) for mDNS, comma-separated (default: every one that "
+          "is up and multicast-capable, loopback excluded).");
 ABSL_FLAG(int32_t, heartbeat_timeout_ms, 3000,
           "serve: a peer whose heartbeats stop for this long counts as down.");
 
@@ -169,6 +170,10 @@ absl::StatusOr<exo::node::ClusterNodeOptions> ClusterOptionsFromFlags() {
     return absl::InvalidArgumentError("--peers needs static in --discovery");
   }
   o.static_peers = std::move(peers);
+  for (absl::string_view name :
+       absl::StrSplit(absl::GetFlag(FLAGS_interface), ',', absl::SkipWhitespace())) {
+    o.mdns_interfaces.emplace_back(name);
+  }
   return o;
 }
 
