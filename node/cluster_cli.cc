@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "discovery/mdns_diagnostics.h"
 #include "node/cluster_node.h"
 #include "node/identity.h"
 #include "nlohmann/json.hpp"
@@ -143,38 +145,6 @@ class Report {
   int problems_ = 0;
 };
 
-struct Interface {
-  std::string name;
-  bool up = false, multicast = false, loopback = false;
-  std::vector<std::string> addresses;
-};
-
-std::map<std::string, Interface> ListInterfaces() {
-  std::map<std::string, Interface> interfaces;
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return interfaces;
-  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
-    Interface& i = interfaces[a->ifa_name];
-    i.name = a->ifa_name;
-    i.up = (a->ifa_flags & IFF_UP) && (a->ifa_flags & IFF_RUNNING);
-    i.multicast = a->ifa_flags & IFF_MULTICAST;
-    i.loopback = a->ifa_flags & IFF_LOOPBACK;
-    if (a->ifa_addr == nullptr) continue;
-    char text[INET6_ADDRSTRLEN] = {0};
-    if (a->ifa_addr->sa_family == AF_INET) {
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text,
-                sizeof(text));
-      i.addresses.push_back(text);
-    } else if (a->ifa_addr->sa_family == AF_INET6) {
-      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr, text,
-                sizeof(text));
-      i.addresses.push_back(text);
-    }
-  }
-  freeifaddrs(list);
-  return interfaces;
-}
-
 // 0 if the kernel has a route for mDNS multicast (connect() on UDP sends nothing), else errno.
 int MulticastRouteError() {
   const int fd = socket(AF_INET, SOCK_DGRAM, 0);
@@ -240,32 +210,31 @@ int RunDoctor(const DoctorCommand& command, std::ostream& out, std::ostream& err
                                 state_dir, "); peers can only find a running node"));
   }
 
-  // 2. Network interfaces that can carry mDNS.
-  const auto interfaces = ListInterfaces();
-  std::vector<std::string> usable;
-  for (const auto& [name, i] : interfaces) {
-    if (i.up && i.multicast && !i.loopback && !i.addresses.empty()) {
-      usable.push_back(absl::StrCat(name, " (", absl::StrJoin(i.addresses, ", "), ")"));
-    }
-  }
-  if (!command.interface.empty()) {
-    auto it = interfaces.find(command.interface);
-    if (it == interfaces.end()) {
-      report.Problem(absl::StrCat("interface ", command.interface, " does not exist"),
-                     "pass an existing interface to --interface (see `ip link`)");
-    } else if (!it->second.up || !it->second.multicast) {
-      report.Problem(absl::StrCat("interface ", command.interface,
-                                  it->second.up ? " has multicast switched off" : " is down"),
-                     absl::StrCat("`ip link set ", command.interface, " up multicast on`"));
-    }
-  }
-  if (usable.empty()) {
-    report.Problem("no network interface is up with multicast and an address, so mDNS cannot "
-                   "find peers",
-                   "connect to the LAN, or list peers by hand: exo-node serve --peers "
-                   "host:port,...");
+  // 2. mDNS: interfaces, the multicast route, port 5353, and a multicast round trip on the
+  // interfaces the node uses (or the one named with --interface).
+  const auto modes = s.value("discovery", std::vector<std::string>{"mdns", "static"});
+  const bool mdns_wanted = std::find(modes.begin(), modes.end(), "mdns") != modes.end();
+  absl::StatusOr<std::vector<discovery::NetworkInterface>> interfaces =
+      discovery::ListNetworkInterfaces();
+  if (!interfaces.ok()) {
+    report.Problem(absl::StrCat("cannot list network interfaces: ", interfaces.status().message()),
+                   "run doctor on a normal Linux host or container with networking");
   } else {
-    report.Ok(absl::StrCat("multicast-capable interfaces: ", absl::StrJoin(usable, "; ")));
+    const discovery::DiagnosticResult check = discovery::CheckInterfaces(*interfaces);
+    if (check.ok) {
+      report.Ok(check.finding);
+    } else {
+      report.Problem(check.finding, absl::StrCat(check.advice, "; or list peers by hand: "
+                                                               "exo-node serve --peers host:port"));
+    }
+    if (!command.interface.empty()) {
+      const bool exists = std::any_of(interfaces->begin(), interfaces->end(),
+                                      [&](const auto& i) { return i.name == command.interface; });
+      if (!exists) {
+        report.Problem(absl::StrCat("interface ", command.interface, " does not exist"),
+                       "pass an existing interface to --interface (see `ip link`)");
+      }
+    }
   }
   if (const int error = MulticastRouteError(); error != 0) {
     report.Problem(absl::StrCat("no route for multicast to 224.0.0.251 (", std::strerror(error),
@@ -275,19 +244,34 @@ int RunDoctor(const DoctorCommand& command, std::ostream& out, std::ostream& err
   } else {
     report.Ok("the kernel has a route for mDNS multicast (224.0.0.251)");
   }
+  for (const bool ipv6 : {false, true}) {
+    const discovery::DiagnosticResult port = discovery::CheckMdnsPortBindable(ipv6);
+    if (port.ok) {
+      report.Ok(port.finding);
+    } else {
+      report.Problem(port.finding, port.advice);
+    }
+  }
+  std::vector<std::string> probe_interfaces;
+  if (!command.interface.empty()) {
+    probe_interfaces.push_back(command.interface);
+  } else if (status.running) {
+    probe_interfaces = s.value("mdns_interfaces", std::vector<std::string>{});
+  }
+  for (const std::string& name : probe_interfaces) {
+    const discovery::DiagnosticResult loop = discovery::CheckMulticastLoopback(name, false);
+    if (loop.ok) {
+      report.Ok(loop.finding);
+    } else {
+      report.Problem(loop.finding, loop.advice);
+    }
+  }
+  if (status.running && mdns_wanted && !s.value("mdns_active", false)) {
+    report.Problem(absl::StrCat("the node runs without mDNS: ", s.value("mdns_error", "")),
+                   "fix the finding above and restart the node, or give --peers host:port,...");
+  }
 
   // 3. Ports.
-  if (const int shared = TryBind(SOCK_DGRAM, 5353, true); shared != 0) {
-    report.Problem(absl::StrCat("UDP port 5353 (mDNS) cannot be shared: ",
-                                std::strerror(shared)),
-                   "a program holds port 5353 exclusively; stop it, or use --discovery=static "
-                   "with --peers");
-  } else if (TryBind(SOCK_DGRAM, 5353, false) != 0) {
-    report.Note("another mDNS responder (Avahi, systemd-resolved, or an exo-node) shares UDP "
-                "5353; that is fine");
-  } else {
-    report.Ok("UDP port 5353 (mDNS) is free");
-  }
   if (!status.running) {
     for (auto [port, what] : {std::pair<uint16_t, const char*>{grpc_port, "gRPC (--grpc_port)"},
                               {bus_port, "bus (--bus_port)"}}) {
@@ -361,8 +345,14 @@ int RunDoctor(const DoctorCommand& command, std::ostream& out, std::ostream& err
     for (const nlohmann::json& reject : s.value("bus_rejects", nlohmann::json::array())) {
       report.Note(absl::StrCat("bus: ", reject.get<std::string>()));
     }
-    const auto modes = s.value("discovery", std::vector<std::string>{});
-    report.Note(absl::StrCat("discovery: ", absl::StrJoin(modes, ", ")));
+    report.Note(absl::StrCat("discovery: ", absl::StrJoin(modes, ", "),
+                             s.value("mdns_active", false)
+                                 ? absl::StrCat(" (mDNS on ",
+                                                absl::StrJoin(s.value("mdns_interfaces",
+                                                                      std::vector<std::string>{}),
+                                                              ", "),
+                                                ")")
+                                 : ""));
   }
   out << (report.problems() == 0 ? "no problems found\n"
                                  : absl::StrCat(report.problems(), " problem(s) found\n"));

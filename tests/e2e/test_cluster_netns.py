@@ -88,8 +88,9 @@ def wait_until(condition, timeout, step=0.02):
     return None
 
 
-def check_cluster_story(exo_node_bin, nodes, start_node, stranger_argv_maker):
-    """nodes: three started nodes. start_node(name, extra_args) starts another node."""
+def check_cluster_story(exo_node_bin, nodes, start_node, stranger_argv_maker, doctor):
+    """nodes: three started nodes. start_node(name, extra_args) starts another node;
+    doctor(node) runs `exo-node doctor` where that node runs and returns the CompletedProcess."""
     a, b, c = nodes
     for n in nodes:
         n.wait_ready()
@@ -103,6 +104,14 @@ def check_cluster_story(exo_node_bin, nodes, start_node, stranger_argv_maker):
     assert joined is not None, {n.name: view(exo_node_bin, n) for n in nodes}
     print(f"three nodes see each other {joined:.2f} s after all were ready")
 
+    # `exo-node peers` lists the others with their capabilities and heartbeat age.
+    table = sh(exo_node_bin, "peers", "--state_dir", str(a.state_dir)).stdout
+    assert a.node_id in table and "self" in table
+    for n in (b, c):
+        line = next(l for l in table.splitlines() if l.startswith(n.node_id))
+        assert " up " in line and re.search(r"\d+\.\ds$", line), line
+    assert "2 peers up" in table
+
     # A node with another cluster key is never admitted, and the node it calls says why.
     stranger = start_node("stranger", stranger_argv_maker())
     stranger.wait_ready()
@@ -113,6 +122,12 @@ def check_cluster_story(exo_node_bin, nodes, start_node, stranger_argv_maker):
     refusals = [n.stderr().count("cluster key mismatch") for n in nodes]
     assert max(refusals) == 1 and sum(refusals) >= 1, refusals  # one line per node, not a flood
     assert "cluster key mismatch" in stranger.stderr()
+    # doctor, where a refused the stranger, explains the mismatch and what to do.
+    refused_at = next(n for n, count in zip(nodes, refusals) if count == 1)
+    report = doctor(refused_at)
+    assert report.returncode == 1, report.stdout
+    assert "cluster key mismatch" in report.stdout and "--cluster_key" in report.stdout
+    assert f"node {refused_at.node_id} is running" in report.stdout
     stranger.stop()
 
     # SIGTERM: the others drop it within 1 s (goodbye on the bus).
@@ -154,10 +169,17 @@ def test_cluster_loopback_static(exo_node_bin, tmp_path):
         b = start("b", ["--peers", first])
         c = start("c", ["--peers", first])
         check_cluster_story(exo_node_bin, [a, b, c], start,
-                            lambda: ["--peers", first, "--cluster_key", "not-our-cluster"])
+                            lambda: ["--peers", first, "--cluster_key", "not-our-cluster"],
+                            lambda n: sh(exo_node_bin, "doctor", "--state_dir", str(n.state_dir),
+                                         check=False))
     finally:
         for n in nodes:
             n.stop(signal.SIGKILL)
+    # With no node running, peers says so and what to do.
+    result = sh(exo_node_bin, "peers", "--state_dir", str(tmp_path / "a"), check=False)
+    assert result.returncode == 1
+    assert "no longer running" in result.stderr or "has stopped" in result.stderr
+    assert "exo-node serve" in result.stderr
 
 
 # ---- network namespaces ------------------------------------------------------------------------
@@ -233,11 +255,18 @@ def test_cluster_netns(exo_node_bin, tmp_path, discovery):
     bridge = Bridge()
     nodes = []
     addresses = {}
+    namespaces = {}
+
+    def doctor(n):
+        ns, interface = namespaces[n.name]
+        return sh("ip", "netns", "exec", ns, exo_node_bin, "doctor", "--state_dir",
+                  str(n.state_dir), "--interface", interface, check=False)
 
     def start(name, extra, index=None):
         index = index or len(nodes) + 1
         ns, ip, interface = bridge.add_node(index)
         addresses[name] = ip
+        namespaces[name] = (ns, interface)
         args = ["ip", "netns", "exec", ns, exo_node_bin, "serve",
                 "--heartbeat_timeout_ms", str(HEARTBEAT_TIMEOUT_MS),
                 "--state_dir", str(tmp_path / name), "--discovery", discovery]
@@ -254,7 +283,7 @@ def test_cluster_netns(exo_node_bin, tmp_path, discovery):
         b = start("b", static)
         c = start("c", static)
         check_cluster_story(exo_node_bin, [a, b, c], start,
-                            lambda: static + ["--cluster_key", "not-our-cluster"])
+                            lambda: static + ["--cluster_key", "not-our-cluster"], doctor)
     finally:
         for n in nodes:
             n.stop(signal.SIGKILL)
