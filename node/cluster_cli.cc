@@ -33,14 +33,14 @@ namespace {
 constexpr int64_t kStaleMillis = 5000;
 
 struct DaemonStatus {
-  nlohmann::json json;
+  nlohmann::json json = nlohmann::json::object();
   std::string path;
   bool running = false;    // the file says running, its pid lives, and it is fresh
   int64_t age_millis = 0;  // since the file was written
   std::string why_not_running;
 };
 
-DaemonStatus ReadStatus(const std::string& state_dir) {
+DaemonStatus ReadStatusOrThrow(const std::string& state_dir) {
   DaemonStatus status;
   status.path = absl::StrCat(state_dir, "/", kStatusFile);
   std::ifstream in(status.path);
@@ -75,6 +75,19 @@ DaemonStatus ReadStatus(const std::string& state_dir) {
   return status;
 }
 
+// The status file is written by exo-node, but may be damaged or from another version: a field of
+// the wrong type makes the file count as unreadable rather than crashing the command.
+DaemonStatus ReadStatus(const std::string& state_dir) {
+  try {
+    return ReadStatusOrThrow(state_dir);
+  } catch (const nlohmann::json::exception& e) {
+    DaemonStatus status;
+    status.path = absl::StrCat(state_dir, "/", kStatusFile);
+    status.why_not_running = absl::StrCat(status.path, " is damaged (", e.what(), ")");
+    return status;
+  }
+}
+
 std::string Gib(uint64_t bytes) { return absl::StrFormat("%.1f", bytes / 1073741824.0); }
 
 std::string Age(int64_t millis) {
@@ -85,7 +98,7 @@ std::string Age(int64_t millis) {
 
 }  // namespace
 
-int RunPeers(const PeersCommand& command, std::ostream& out, std::ostream& err) {
+static int RunPeersOrThrow(const PeersCommand& command, std::ostream& out, std::ostream& err) {
   const std::string state_dir = command.state_dir.empty() ? DefaultStateDir() : command.state_dir;
   DaemonStatus status = ReadStatus(state_dir);
   if (!status.running) {
@@ -187,7 +200,7 @@ bool FileContains(const std::string& path, const std::string& text) {
 
 }  // namespace
 
-int RunDoctor(const DoctorCommand& command, std::ostream& out, std::ostream& err) {
+static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std::ostream& err) {
   const std::string state_dir = command.state_dir.empty() ? DefaultStateDir() : command.state_dir;
   Report report(out);
   DaemonStatus status = ReadStatus(state_dir);
@@ -357,6 +370,26 @@ int RunDoctor(const DoctorCommand& command, std::ostream& out, std::ostream& err
   out << (report.problems() == 0 ? "no problems found\n"
                                  : absl::StrCat(report.problems(), " problem(s) found\n"));
   return report.problems() == 0 ? 0 : 1;
+}
+
+int RunPeers(const PeersCommand& command, std::ostream& out, std::ostream& err) {
+  try {
+    return RunPeersOrThrow(command, out, err);
+  } catch (const nlohmann::json::exception& e) {
+    err << "exo-node: error: the node's status file is damaged (" << e.what()
+        << "); restart `exo-node serve`\n";
+    return 1;
+  }
+}
+
+int RunDoctor(const DoctorCommand& command, std::ostream& out, std::ostream& err) {
+  try {
+    return RunDoctorOrThrow(command, out, err);
+  } catch (const nlohmann::json::exception& e) {
+    err << "exo-node: error: the node's status file is damaged (" << e.what()
+        << "); restart `exo-node serve`\n";
+    return 1;
+  }
 }
 
 }  // namespace exo::node
