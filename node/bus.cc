@@ -70,8 +70,8 @@ absl::StatusOr<std::unique_ptr<Bus>> Bus::Start(const BusOptions& options, Clust
                                    std::move(on_event), std::move(on_reject)));
   Sockets& s = *bus->sockets_;
   const bool ipv6 = options.bind_address.find(':') != std::string::npos;
-  const std::string host = ipv6 ? absl::StrCat("[", options.bind_address, "]")
-                                : options.bind_address;
+  const std::string host =
+      ipv6 ? absl::StrCat("[", options.bind_address, "]") : options.bind_address;
   const std::string endpoint =
       absl::StrCat("tcp://", host, ":", options.port == 0 ? "*" : absl::StrCat(options.port));
   try {

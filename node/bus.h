@@ -50,8 +50,7 @@ class Bus {
   // Binds the PUB socket and starts the bus thread. Unavailable if the port is in use.
   static absl::StatusOr<std::unique_ptr<Bus>> Start(const BusOptions& options, ClusterKey key,
                                                     HeartbeatSource heartbeat,
-                                                    EventHandler on_event,
-                                                    RejectHandler on_reject);
+                                                    EventHandler on_event, RejectHandler on_reject);
   ~Bus();  // Stop() if not yet stopped
 
   uint16_t port() const { return port_; }

@@ -82,8 +82,8 @@ NodeCapabilities LocalCapabilities(const std::string& state_dir) {
   NodeCapabilities caps;
   caps.total_memory_bytes = MeminfoBytes("MemTotal");
   if (caps.total_memory_bytes == 0) {
-    caps.total_memory_bytes =
-        static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    caps.total_memory_bytes = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                              static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   }
   caps.memory_bytes = MeminfoBytes("MemAvailable");
   if (caps.memory_bytes == 0) caps.memory_bytes = caps.total_memory_bytes;

@@ -23,9 +23,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "discovery/mdns_diagnostics.h"
+#include "nlohmann/json.hpp"
 #include "node/cluster_node.h"
 #include "node/identity.h"
-#include "nlohmann/json.hpp"
 
 namespace exo::node {
 namespace {
@@ -45,8 +45,8 @@ DaemonStatus ReadStatusOrThrow(const std::string& state_dir) {
   status.path = absl::StrCat(state_dir, "/", kStatusFile);
   std::ifstream in(status.path);
   if (!in) {
-    status.why_not_running = absl::StrCat("no node has run with state directory ", state_dir,
-                                          " (", status.path, " is missing)");
+    status.why_not_running = absl::StrCat("no node has run with state directory ", state_dir, " (",
+                                          status.path, " is missing)");
     return status;
   }
   status.json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
@@ -63,12 +63,12 @@ DaemonStatus ReadStatusOrThrow(const std::string& state_dir) {
     status.why_not_running =
         absl::StrCat("the node with state directory ", state_dir, " has stopped");
   } else if (!alive) {
-    status.why_not_running = absl::StrCat("the node with state directory ", state_dir,
-                                          " (pid ", pid, ") is no longer running");
+    status.why_not_running = absl::StrCat("the node with state directory ", state_dir, " (pid ",
+                                          pid, ") is no longer running");
   } else if (status.age_millis > kStaleMillis) {
-    status.why_not_running = absl::StrCat("the node with state directory ", state_dir,
-                                          " has not updated its status for ",
-                                          status.age_millis / 1000, " s (hung?)");
+    status.why_not_running =
+        absl::StrCat("the node with state directory ", state_dir,
+                     " has not updated its status for ", status.age_millis / 1000, " s (hung?)");
   } else {
     status.running = true;
   }
@@ -115,13 +115,13 @@ static int RunPeersOrThrow(const PeersCommand& command, std::ostream& out, std::
   out << absl::StrFormat("%-32s  %-5s  %-21s  %-10s  %5s  %-15s  %5s  %s\n", "NODE", "STATE",
                          "ADDRESS", "DEVICE", "CORES", "MEM GiB free/all", "LOAD",
                          "LAST HEARTBEAT");
-  out << absl::StrFormat(
-      "%-32s  %-5s  %-21s  %-10s  %5d  %-15s  %5s  %s\n", s.value("node_id", ""), "self",
-      absl::StrCat(s.value("bind_address", ""), ":", s.value("grpc_port", 0)),
-      caps.value("device_kind", ""), caps.value("cpu_cores", 0),
-      absl::StrCat(Gib(caps.value("memory_bytes", uint64_t{0})), "/",
-                   Gib(caps.value("total_memory_bytes", uint64_t{0}))),
-      "-", "-");
+  out << absl::StrFormat("%-32s  %-5s  %-21s  %-10s  %5d  %-15s  %5s  %s\n", s.value("node_id", ""),
+                         "self",
+                         absl::StrCat(s.value("bind_address", ""), ":", s.value("grpc_port", 0)),
+                         caps.value("device_kind", ""), caps.value("cpu_cores", 0),
+                         absl::StrCat(Gib(caps.value("memory_bytes", uint64_t{0})), "/",
+                                      Gib(caps.value("total_memory_bytes", uint64_t{0}))),
+                         "-", "-");
   int up = 0;
   for (const nlohmann::json& p : s.value("peers", nlohmann::json::array())) {
     const nlohmann::json pc = p.value("capabilities", nlohmann::json::object());
@@ -132,7 +132,8 @@ static int RunPeersOrThrow(const PeersCommand& command, std::ostream& out, std::
         p.value("grpc_address", ""), pc.value("device_kind", ""), pc.value("cpu_cores", 0),
         absl::StrCat(Gib(p.value("free_memory_bytes", uint64_t{0})), "/",
                      Gib(pc.value("total_memory_bytes", uint64_t{0}))),
-        p.value("utilisation", 0.0), Age(p.value("last_heard_ms_ago", int64_t{0}) + status.age_millis),
+        p.value("utilisation", 0.0),
+        Age(p.value("last_heard_ms_ago", int64_t{0}) + status.age_millis),
         state == "up" ? "" : absl::StrCat(" (", p.value("down_reason", ""), ")"));
   }
   out << up << " peer" << (up == 1 ? "" : "s") << " up, cluster key fingerprint "
@@ -212,15 +213,14 @@ static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std
   if (status.running) {
     grpc_port = s.value("grpc_port", grpc_port);
     bus_port = s.value("bus_port", bus_port);
-    report.Ok(absl::StrCat("node ", s.value("node_id", ""), " is running (pid ",
-                           s.value("pid", 0), "), gRPC port ", grpc_port, ", bus port ",
-                           bus_port, ", cluster key fingerprint ",
-                           s.value("cluster_fingerprint", ""),
+    report.Ok(absl::StrCat("node ", s.value("node_id", ""), " is running (pid ", s.value("pid", 0),
+                           "), gRPC port ", grpc_port, ", bus port ", bus_port,
+                           ", cluster key fingerprint ", s.value("cluster_fingerprint", ""),
                            s.value("default_cluster_key", false) ? " (default key)" : ""));
   } else {
     report.Problem(status.why_not_running,
-                   absl::StrCat("start the node with `exo-node serve` (state directory ",
-                                state_dir, "); peers can only find a running node"));
+                   absl::StrCat("start the node with `exo-node serve` (state directory ", state_dir,
+                                "); peers can only find a running node"));
   }
 
   // 2. mDNS: interfaces, the multicast route, port 5353, and a multicast round trip on the
@@ -237,8 +237,9 @@ static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std
     if (check.ok) {
       report.Ok(check.finding);
     } else {
-      report.Problem(check.finding, absl::StrCat(check.advice, "; or list peers by hand: "
-                                                               "exo-node serve --peers host:port"));
+      report.Problem(check.finding, absl::StrCat(check.advice,
+                                                 "; or list peers by hand: "
+                                                 "exo-node serve --peers host:port"));
     }
     if (!command.interface.empty()) {
       const bool exists = std::any_of(interfaces->begin(), interfaces->end(),
@@ -250,10 +251,10 @@ static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std
     }
   }
   if (const int error = MulticastRouteError(); error != 0) {
-    report.Problem(absl::StrCat("no route for multicast to 224.0.0.251 (", std::strerror(error),
-                                ")"),
-                   "add a default route or `ip route add 224.0.0.0/4 dev <interface>`; "
-                   "or use --peers host:port,...");
+    report.Problem(
+        absl::StrCat("no route for multicast to 224.0.0.251 (", std::strerror(error), ")"),
+        "add a default route or `ip route add 224.0.0.0/4 dev <interface>`; "
+        "or use --peers host:port,...");
   } else {
     report.Ok("the kernel has a route for mDNS multicast (224.0.0.251)");
   }
@@ -289,10 +290,10 @@ static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std
     for (auto [port, what] : {std::pair<uint16_t, const char*>{grpc_port, "gRPC (--grpc_port)"},
                               {bus_port, "bus (--bus_port)"}}) {
       if (const int error = TryBind(SOCK_STREAM, port, false); error != 0) {
-        report.Problem(absl::StrCat("TCP port ", port, " for the ", what,
-                                    " is taken: ", std::strerror(error)),
-                       absl::StrCat("find the owner with `ss -ltnp 'sport = :", port,
-                                    "'`, or pick another port with the flag"));
+        report.Problem(
+            absl::StrCat("TCP port ", port, " for the ", what, " is taken: ", std::strerror(error)),
+            absl::StrCat("find the owner with `ss -ltnp 'sport = :", port,
+                         "'`, or pick another port with the flag"));
       } else {
         report.Ok(absl::StrCat("TCP port ", port, " for the ", what, " is free"));
       }
@@ -306,14 +307,14 @@ static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std
     report.Note(absl::StrCat(
         ufw ? "ufw" : "firewalld", " is active: peers need UDP 5353 and TCP ", grpc_port, " and ",
         bus_port, " open; e.g. ",
-        ufw ? absl::StrCat("`ufw allow 5353/udp && ufw allow ", grpc_port, ":", bus_port,
-                           "/tcp`")
-            : absl::StrCat("`firewall-cmd --add-service=mdns --add-port=", grpc_port, "-",
-                           bus_port, "/tcp`")));
+        ufw ? absl::StrCat("`ufw allow 5353/udp && ufw allow ", grpc_port, ":", bus_port, "/tcp`")
+            : absl::StrCat("`firewall-cmd --add-service=mdns --add-port=", grpc_port, "-", bus_port,
+                           "/tcp`")));
   } else {
-    report.Note(absl::StrCat("if a peer on another machine cannot see this node, check that its "
-                             "firewall and this one allow UDP 5353 and TCP ",
-                             grpc_port, " and ", bus_port));
+    report.Note(
+        absl::StrCat("if a peer on another machine cannot see this node, check that its "
+                     "firewall and this one allow UDP 5353 and TCP ",
+                     grpc_port, " and ", bus_port));
   }
 
   // 5. What the running node has seen.
@@ -336,8 +337,8 @@ static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std
         continue;  // reported as a refusal above
       }
       report.Problem(
-          absl::StrCat(c.value("address", ""), " (", c.value("source", ""), ") does not answer: ",
-                       error, " (", c.value("failures", 0), " tries)"),
+          absl::StrCat(c.value("address", ""), " (", c.value("source", ""),
+                       ") does not answer: ", error, " (", c.value("failures", 0), " tries)"),
           "check that `exo-node serve` runs there, that the address and --grpc_port are right, "
           "and that no firewall blocks the port");
     }
@@ -348,8 +349,7 @@ static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std
         report.Note(absl::StrCat("peer ", p.value("node_id", ""), " at ",
                                  p.value("grpc_address", ""), " is down: ", reason,
                                  "; if it is still running, its bus port (",
-                                 p.value("bus_endpoint", ""),
-                                 ") may be blocked by a firewall"));
+                                 p.value("bus_endpoint", ""), ") may be blocked by a firewall"));
       } else {
         report.Note(absl::StrCat("peer ", p.value("node_id", ""), " is ", p.value("state", ""),
                                  ": ", reason));
@@ -358,14 +358,13 @@ static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std
     for (const nlohmann::json& reject : s.value("bus_rejects", nlohmann::json::array())) {
       report.Note(absl::StrCat("bus: ", reject.get<std::string>()));
     }
-    report.Note(absl::StrCat("discovery: ", absl::StrJoin(modes, ", "),
-                             s.value("mdns_active", false)
-                                 ? absl::StrCat(" (mDNS on ",
-                                                absl::StrJoin(s.value("mdns_interfaces",
-                                                                      std::vector<std::string>{}),
-                                                              ", "),
-                                                ")")
-                                 : ""));
+    report.Note(absl::StrCat(
+        "discovery: ", absl::StrJoin(modes, ", "),
+        s.value("mdns_active", false)
+            ? absl::StrCat(
+                  " (mDNS on ",
+                  absl::StrJoin(s.value("mdns_interfaces", std::vector<std::string>{}), ", "), ")")
+            : ""));
   }
   out << (report.problems() == 0 ? "no problems found\n"
                                  : absl::StrCat(report.problems(), " problem(s) found\n"));

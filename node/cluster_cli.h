@@ -16,7 +16,7 @@ struct PeersCommand {
 };
 
 struct DoctorCommand {
-  std::string state_dir;  // empty: the default state directory
+  std::string state_dir;   // empty: the default state directory
   uint16_t grpc_port = 0;  // ports to check when no node is running (0: the defaults)
   uint16_t bus_port = 0;
   std::string interface;  // the --interface the node was told to use, if any

@@ -16,10 +16,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "nlohmann/json.hpp"
 #include "node/bus.h"
 #include "node/capabilities.h"
 #include "node/identity.h"
-#include "nlohmann/json.hpp"
 
 namespace exo::node {
 namespace {
@@ -101,25 +101,24 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   bus_options.port = o.bus_port;
   bus_options.heartbeat_interval = o.heartbeat_interval;
   ClusterNode* self = node.get();
-  ASSIGN_OR_RETURN(
-      node->bus_,
-      Bus::Start(
-          bus_options, o.cluster_key, [self] { return self->MakeHeartbeat(); },
-          [self](const exo::v1::BusEvent& event) { self->HandleBusEvent(event); },
-          [self](const absl::Status& status) {
-            absl::MutexLock lock(&self->mu_);
-            const std::string reason(status.message());
-            if (self->logged_bus_rejects_.insert(reason).second) {
-              self->Log(absl::StrCat("ignoring bus traffic: ", reason));
-            }
-          }));
+  ASSIGN_OR_RETURN(node->bus_,
+                   Bus::Start(
+                       bus_options, o.cluster_key, [self] { return self->MakeHeartbeat(); },
+                       [self](const exo::v1::BusEvent& event) { self->HandleBusEvent(event); },
+                       [self](const absl::Status& status) {
+                         absl::MutexLock lock(&self->mu_);
+                         const std::string reason(status.message());
+                         if (self->logged_bus_rejects_.insert(reason).second) {
+                           self->Log(absl::StrCat("ignoring bus traffic: ", reason));
+                         }
+                       }));
   node->capabilities_.bus_port = node->bus_->port();
 
-  node->service_ = std::make_unique<NodeServiceImpl>(
-      [self](const std::string& peer, const exo::v1::HelloRequest& request,
-             exo::v1::HelloResponse* response) {
-        return self->HandleHello(peer, request, response);
-      });
+  node->service_ = std::make_unique<NodeServiceImpl>([self](const std::string& peer,
+                                                            const exo::v1::HelloRequest& request,
+                                                            exo::v1::HelloResponse* response) {
+    return self->HandleHello(peer, request, response);
+  });
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(JoinHostPort(o.bind_address, o.grpc_port),
@@ -182,8 +181,7 @@ void ClusterNode::StartMdns() {
   {
     absl::MutexLock lock(&mu_);
     const std::string unique = absl::StrCat(label, "-", state_.self.node_id.substr(0, 8));
-    mdns.instance_name =
-        options_.mdns_instance_name.empty() ? unique : options_.mdns_instance_name;
+    mdns.instance_name = options_.mdns_instance_name.empty() ? unique : options_.mdns_instance_name;
     mdns.host_name = unique;
     mdns.txt = MdnsTxt();
   }
@@ -210,14 +208,13 @@ void ClusterNode::HandleMdnsEvent(const discovery::PeerEvent& event) {
   const std::string address = PeerAddress(peer);
   const std::string theirs = txt("ckf");
   if (!theirs.empty() && theirs != options_.cluster_key.Fingerprint()) {
-    ApplyLocked(HelloRefused{address, txt("id").substr(0, 32),
-                             absl::StrCat("cluster key mismatch: it advertises fingerprint ",
-                                          theirs.substr(0, 32),
-                                          " over mDNS, this node's is ",
-                                          options_.cluster_key.Fingerprint(),
-                                          " (another cluster; give every node the same "
-                                          "--cluster_key to join them)"),
-                             now});
+    ApplyLocked(HelloRefused{
+        address, txt("id").substr(0, 32),
+        absl::StrCat("cluster key mismatch: it advertises fingerprint ", theirs.substr(0, 32),
+                     " over mDNS, this node's is ", options_.cluster_key.Fingerprint(),
+                     " (another cluster; give every node the same "
+                     "--cluster_key to join them)"),
+        now});
     return;
   }
   const std::string version = txt("proto");
@@ -310,8 +307,8 @@ void ClusterNode::ApplyLocked(const MembershipEvent& event) {
         const std::string old_id = state_.self.node_id;
         absl::StatusOr<std::string> renewed = RenewNodeId(options_.state_dir, old_id);
         if (!renewed.ok()) {
-          Log(absl::StrCat(effect.message, "; could not take a new id: ",
-                           renewed.status().message()));
+          Log(absl::StrCat(effect.message,
+                           "; could not take a new id: ", renewed.status().message()));
           break;
         }
         Log(absl::StrCat(effect.message, "; this node now uses id ", *renewed, " (saved in ",
@@ -345,8 +342,7 @@ exo::v1::Capabilities ClusterNode::CapabilitiesProto() const {
   return c;
 }
 
-grpc::Status ClusterNode::HandleHello(const std::string& peer,
-                                      const exo::v1::HelloRequest& request,
+grpc::Status ClusterNode::HandleHello(const std::string& peer, const exo::v1::HelloRequest& request,
                                       exo::v1::HelloResponse* response) {
   if (stopping_) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "this node is shutting down");
@@ -362,8 +358,8 @@ grpc::Status ClusterNode::HandleHello(const std::string& peer,
                              std::string(check.message()), now});
     return ToGrpcStatus(check);
   }
-  ApplyLocked(HelloReceived{{request.node_id(), request.boot_id(), request.started_unix_millis()},
-                            address, now});
+  ApplyLocked(HelloReceived{
+      {request.node_id(), request.boot_id(), request.started_unix_millis()}, address, now});
   LocalInstance self{state_.self.node_id, state_.self.boot_id, state_.self.started_unix_millis};
   *response = MakeHelloResponse(options_.cluster_key, self, CapabilitiesProto(), request);
   // Tell the caller whom else we know, so a static list needs only one member's address.
@@ -430,8 +426,7 @@ void ClusterNode::Dial(std::string address) {
   context->set_deadline(absl::ToChronoTime(absl::Now() + options_.hello_timeout));
   grpc::ChannelArguments arguments;
   arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a fresh connection per dial
-  auto channel =
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
+  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
   auto stub = exo::v1::NodeService::NewStub(channel);
   exo::v1::HelloResponse response;
   const grpc::Status rpc = stub->Hello(context.get(), request, &response);
@@ -474,12 +469,12 @@ void ClusterNode::Dial(std::string address) {
   candidate.next_attempt = now + options_.heartbeat_interval;
   const NodeCapabilities caps = FromProto(response.capabilities());
   LearnAddressesLocked(response.peer_addresses(), response.node_id(), now);
-  ApplyLocked(HelloSucceeded{
-      {response.node_id(), response.boot_id(), response.started_unix_millis()},
-      address,
-      JoinHostPort(candidate.host, caps.bus_port),
-      caps,
-      now});
+  ApplyLocked(
+      HelloSucceeded{{response.node_id(), response.boot_id(), response.started_unix_millis()},
+                     address,
+                     JoinHostPort(candidate.host, caps.bus_port),
+                     caps,
+                     now});
 }
 
 void ClusterNode::RunMembershipLoop() {
@@ -659,8 +654,7 @@ void PrintReady(const ClusterNode& node, std::ostream& out) {
       << (node.default_cluster_key() ? " (default key)" : "") << "\n"
       << "exo-node: grpc listening on " << JoinHostPort(node.bind_address(), node.grpc_port())
       << "\n"
-      << "exo-node: bus listening on " << JoinHostPort(node.bind_address(), node.bus_port())
-      << "\n"
+      << "exo-node: bus listening on " << JoinHostPort(node.bind_address(), node.bus_port()) << "\n"
       << "exo-node: state directory " << node.state_dir() << "\n"
       << std::flush;
 }

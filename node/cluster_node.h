@@ -100,7 +100,7 @@ class ClusterNode {
   struct Candidate {
     std::string address;  // host:port of its NodeService
     std::string host;
-    std::string source;   // "static", "mdns", "inbound"
+    std::string source;  // "static", "mdns", "inbound"
     absl::Time next_attempt = absl::InfinitePast();
     absl::Duration backoff = absl::ZeroDuration();
     bool dialing = false;

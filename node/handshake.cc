@@ -87,8 +87,7 @@ exo::v1::HelloResponse MakeHelloResponse(const ClusterKey& key, const LocalInsta
 
 absl::Status CheckHelloResponse(const ClusterKey& key, const exo::v1::HelloRequest& request,
                                 const exo::v1::HelloResponse& response) {
-  if (absl::Status version = CheckVersion(response.protocol_version(), "the peer");
-      !version.ok()) {
+  if (absl::Status version = CheckVersion(response.protocol_version(), "the peer"); !version.ok()) {
     return version;
   }
   if (!IsValidNodeId(response.node_id())) {
@@ -97,10 +96,9 @@ absl::Status CheckHelloResponse(const ClusterKey& key, const exo::v1::HelloReque
   if (!key.Verify(response.cluster_key_proof(), kResponseContext,
                   {Decimal(response.protocol_version()), request.nonce(), request.node_id(),
                    response.node_id(), Decimal(response.boot_id())})) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cluster key mismatch: the peer could not prove this node's key ",
-                     "(fingerprint ", key.Fingerprint(),
-                     "); give every node the same --cluster_key or --cluster_key_file"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        "cluster key mismatch: the peer could not prove this node's key ", "(fingerprint ",
+        key.Fingerprint(), "); give every node the same --cluster_key or --cluster_key_file"));
   }
   return absl::OkStatus();
 }

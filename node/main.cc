@@ -5,8 +5,6 @@
 #include <tuple>
 #include <vector>
 
-#include "common/status_macros.h"
-
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
@@ -14,13 +12,14 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+#include "discovery/peer.h"
 #include "node/cli.h"
 #include "node/cluster_cli.h"
 #include "node/cluster_key.h"
 #include "node/cluster_node.h"
 #include "node/paths.h"
-#include "discovery/peer.h"
-#include "absl/strings/str_split.h"
 
 ABSL_FLAG(std::string, model, "",
           "Path to a GGUF model file. Default: the default model in $EXO_HOME/models "
@@ -157,14 +156,14 @@ absl::StatusOr<exo::node::ClusterNodeOptions> ClusterOptionsFromFlags() {
   for (absl::string_view mode :
        absl::StrSplit(absl::GetFlag(FLAGS_discovery), ',', absl::SkipWhitespace())) {
     if (mode != "mdns" && mode != "static") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--discovery: unknown source '", std::string(mode),
-                       "' (use mdns, static, or both: mdns,static)"));
+      return absl::InvalidArgumentError(absl::StrCat("--discovery: unknown source '",
+                                                     std::string(mode),
+                                                     "' (use mdns, static, or both: mdns,static)"));
     }
     o.discovery_modes.emplace_back(mode);
   }
-  const bool use_static = std::find(o.discovery_modes.begin(), o.discovery_modes.end(),
-                                    "static") != o.discovery_modes.end();
+  const bool use_static = std::find(o.discovery_modes.begin(), o.discovery_modes.end(), "static") !=
+                          o.discovery_modes.end();
   ASSIGN_OR_RETURN(auto peers, exo::discovery::ParseStaticPeers(absl::GetFlag(FLAGS_peers)));
   if (!peers.empty() && !use_static) {
     return absl::InvalidArgumentError("--peers needs static in --discovery");

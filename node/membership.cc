@@ -30,11 +30,10 @@ bool HandleOwnId(MembershipState& state, const Instance& other, absl::string_vie
     return true;
   }
   if (OtherKeepsId(state.self, other)) {
-    effects.push_back(
-        {Effect::Kind::kRenameSelf, other.node_id, std::string(address), "",
-         absl::StrCat("node id ", other.node_id, " is also used by a node",
-                      address.empty() ? "" : absl::StrCat(" at ", address),
-                      " that started earlier (a copied state directory?)")});
+    effects.push_back({Effect::Kind::kRenameSelf, other.node_id, std::string(address), "",
+                       absl::StrCat("node id ", other.node_id, " is also used by a node",
+                                    address.empty() ? "" : absl::StrCat(" at ", address),
+                                    " that started earlier (a copied state directory?)")});
   }
   return true;
 }
@@ -70,11 +69,11 @@ void Visit(MembershipState& state, const HelloSucceeded& e, const MembershipOpti
   record.capabilities = e.capabilities;
   record.up_since = e.now;
   record.last_heard = e.now;
-  effects.push_back({Effect::Kind::kPeerUp, e.peer.node_id, e.grpc_address, e.bus_endpoint,
-                     absl::StrFormat("peer up: %s at %s (%s, %d cores, %.1f GiB)",
-                                     e.peer.node_id, e.grpc_address,
-                                     e.capabilities.device_kind, e.capabilities.cpu_cores,
-                                     e.capabilities.total_memory_bytes / 1073741824.0)});
+  effects.push_back(
+      {Effect::Kind::kPeerUp, e.peer.node_id, e.grpc_address, e.bus_endpoint,
+       absl::StrFormat("peer up: %s at %s (%s, %d cores, %.1f GiB)", e.peer.node_id, e.grpc_address,
+                       e.capabilities.device_kind, e.capabilities.cpu_cores,
+                       e.capabilities.total_memory_bytes / 1073741824.0)});
   state.peers[e.peer.node_id] = std::move(record);
 }
 
@@ -137,11 +136,11 @@ void Visit(MembershipState& state, const Tick& e, const MembershipOptions& optio
     if (peer.state != PeerState::kUp) continue;
     if (e.now - peer.last_heard <= options.heartbeat_timeout) continue;
     peer.state = PeerState::kDown;
-    peer.down_reason = absl::StrFormat("no heartbeat for %.1f s",
-                                       absl::ToDoubleSeconds(e.now - peer.last_heard));
-    effects.push_back({Effect::Kind::kPeerDown, id, peer.grpc_address, peer.bus_endpoint,
-                       absl::StrCat("peer down: ", id, " at ", peer.grpc_address, " (",
-                                    peer.down_reason, ")")});
+    peer.down_reason =
+        absl::StrFormat("no heartbeat for %.1f s", absl::ToDoubleSeconds(e.now - peer.last_heard));
+    effects.push_back(
+        {Effect::Kind::kPeerDown, id, peer.grpc_address, peer.bus_endpoint,
+         absl::StrCat("peer down: ", id, " at ", peer.grpc_address, " (", peer.down_reason, ")")});
   }
 }
 

@@ -131,8 +131,8 @@ struct SelfRenamed {
   std::string new_node_id;
 };
 
-using MembershipEvent = std::variant<HelloSucceeded, HelloRefused, HelloReceived,
-                                     HeartbeatReceived, LeavingReceived, Tick, SelfRenamed>;
+using MembershipEvent = std::variant<HelloSucceeded, HelloRefused, HelloReceived, HeartbeatReceived,
+                                     LeavingReceived, Tick, SelfRenamed>;
 
 // ---- Effects -----------------------------------------------------------------------------------
 

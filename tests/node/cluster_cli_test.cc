@@ -1,14 +1,13 @@
 // `exo-node peers` and `exo-node doctor` on status files written by hand.
 #include "node/cluster_cli.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -106,9 +105,9 @@ TEST_F(ClusterCliTest, PeersExplainsWhenNoNodeRuns) {
 }
 
 TEST_F(ClusterCliTest, DamagedStatusFileIsAnErrorNotACrash) {
-  for (const std::string& text : {std::string("{not json"), std::string("[]"),
-                                  std::string(R"({"pid": "x", "running": true})"),
-                                  RunningStatus().dump().substr(0, 100)}) {
+  for (const std::string& text :
+       {std::string("{not json"), std::string("[]"),
+        std::string(R"({"pid": "x", "running": true})"), RunningStatus().dump().substr(0, 100)}) {
     Write(text);
     std::ostringstream out, err;
     EXPECT_EQ(RunPeers({dir_, false}, out, err), 1) << text;

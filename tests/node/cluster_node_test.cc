@@ -1,15 +1,14 @@
 // In-process cluster nodes on loopback (ports 0, static peers, temporary state directories).
 #include "node/cluster_node.h"
 
+#include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <memory>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -45,9 +44,9 @@ class LogSink {
 class ClusterNodeTest : public ::testing::Test {
  protected:
   std::string StateDir(const std::string& name) {
-    const std::string dir = absl::StrCat(::testing::TempDir(), "/cluster_node_test_", getpid(),
-                                         "_", ::testing::UnitTest::GetInstance()->current_test_info()->name(),
-                                         "_", name);
+    const std::string dir =
+        absl::StrCat(::testing::TempDir(), "/cluster_node_test_", getpid(), "_",
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name(), "_", name);
     std::filesystem::remove_all(dir);
     return dir;
   }
@@ -59,6 +58,7 @@ class ClusterNodeTest : public ::testing::Test {
     o.grpc_port = 0;
     o.bus_port = 0;
     o.heartbeat_timeout = absl::Seconds(2);
+    o.discovery_modes = {"static"};  // never multicast on the machine's own interfaces
     o.log = logs.Writer(name);
     return o;
   }
@@ -107,7 +107,8 @@ TEST_F(ClusterNodeTest, StaticPeerJoinsBothWaysThenLeavesOnStop) {
   EXPECT_EQ(peer.capabilities.bus_port, b->bus_port());
   EXPECT_GT(peer.capabilities.total_memory_bytes, 0u);
   EXPECT_GT(peer.capabilities.cpu_cores, 0u);
-  EXPECT_TRUE(WaitFor([&] { return a->Snapshot().peers.at(b->node_id()).load.free_memory_bytes > 0; }));
+  EXPECT_TRUE(
+      WaitFor([&] { return a->Snapshot().peers.at(b->node_id()).load.free_memory_bytes > 0; }));
 
   const std::string b_id = b->node_id();
   const absl::Time stop = absl::Now();

@@ -1,12 +1,11 @@
 #include "node/handshake.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "node/bus.h"
@@ -70,8 +69,7 @@ TEST(Handshake, BothSidesProveTheSameKey) {
   // Two requests never share a nonce, so an old answer does not fit a new question.
   const exo::v1::HelloRequest second = MakeHelloRequest(key, Alice(), caps);
   EXPECT_NE(second.nonce(), request.nonce());
-  EXPECT_EQ(CheckHelloResponse(key, second, response).code(),
-            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CheckHelloResponse(key, second, response).code(), absl::StatusCode::kPermissionDenied);
 }
 
 TEST(Handshake, CallerWithAnotherKeyIsRefusedWithBothFingerprints) {
@@ -101,8 +99,7 @@ TEST(Handshake, TamperedFieldsBreakTheProof) {
   request = MakeHelloRequest(key, Alice(), {});
   exo::v1::HelloResponse response = MakeHelloResponse(key, Bob(), {}, request);
   response.set_node_id(Alice().node_id);
-  EXPECT_EQ(CheckHelloResponse(key, request, response).code(),
-            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CheckHelloResponse(key, request, response).code(), absl::StatusCode::kPermissionDenied);
 }
 
 TEST(Handshake, VersionMismatchIsFailedPreconditionOnBothSides) {

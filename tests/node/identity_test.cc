@@ -1,13 +1,12 @@
 #include "node/identity.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <set>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -15,8 +14,8 @@ namespace exo::node {
 namespace {
 
 std::string TempStateDir(const std::string& name) {
-  const std::string dir = absl::StrCat(::testing::TempDir(), "/identity_test_", getpid(), "_",
-                                       name, "/state");
+  const std::string dir =
+      absl::StrCat(::testing::TempDir(), "/identity_test_", getpid(), "_", name, "/state");
   std::filesystem::remove_all(dir);
   return dir;
 }

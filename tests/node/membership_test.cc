@@ -1,9 +1,9 @@
 #include "node/membership.h"
 
-#include "absl/strings/str_cat.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
 
 namespace exo::node {
 namespace {
@@ -80,8 +80,8 @@ TEST(Membership, PeerGoesDownAfterMissedHeartbeats) {
   EXPECT_THAT(down.state.peers.at(PeerB().node_id).down_reason, HasSubstr("no heartbeat"));
   EXPECT_TRUE(Apply(down.state, Tick{last + absl::Seconds(10)}, options).effects.empty());
   // Late heartbeats do not bring it back; a new Hello does.
-  MembershipTransition late = Apply(
-      down.state, HeartbeatReceived{PeerB(), {}, {}, last + absl::Seconds(11)}, options);
+  MembershipTransition late =
+      Apply(down.state, HeartbeatReceived{PeerB(), {}, {}, last + absl::Seconds(11)}, options);
   EXPECT_EQ(late.state.peers.at(PeerB().node_id).state, PeerState::kDown);
   MembershipTransition back =
       Apply(late.state, HelloFrom(PeerB(), last + absl::Seconds(12)), options);
@@ -121,8 +121,8 @@ TEST(Membership, RestartedPeerReplacesItsOldProcess) {
   EXPECT_EQ(Kinds(t), (std::vector<Kind>{Kind::kPeerDown, Kind::kPeerUp}));
   EXPECT_EQ(t.state.peers.at(PeerB().node_id).instance.boot_id, 999u);
   // Heartbeats of the old process no longer count.
-  MembershipTransition old = Apply(
-      t.state, HeartbeatReceived{PeerB(), {}, {}, kT0 + absl::Seconds(3)});
+  MembershipTransition old =
+      Apply(t.state, HeartbeatReceived{PeerB(), {}, {}, kT0 + absl::Seconds(3)});
   EXPECT_EQ(old.state.peers.at(PeerB().node_id).last_heard, kT0 + absl::Seconds(1));
 }
 
