@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <iostream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -11,7 +12,13 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+#include "discovery/peer.h"
 #include "node/cli.h"
+#include "node/cluster_cli.h"
+#include "node/cluster_key.h"
+#include "node/cluster_node.h"
 #include "node/paths.h"
 #include "node/plan_cmd.h"
 
@@ -44,7 +51,6 @@ ABSL_FLAG(bool, all, false, "inspect: print metadata arrays in full.");
 ABSL_FLAG(int32_t, pp, 512, "bench: prompt tokens in the prompt-processing test.");
 ABSL_FLAG(int32_t, tg, 128, "bench: tokens in the decode test.");
 ABSL_FLAG(int32_t, reps, 3, "bench: repetitions of each test.");
-ABSL_FLAG(bool, json, false, "bench: print the figures as JSON.");
 ABSL_FLAG(std::string, fleet, "",
           "plan: JSON file describing the nodes (id, memory, bandwidth, kind) and links "
           "(latency); see docs/planner.md.");
@@ -52,6 +58,29 @@ ABSL_FLAG(std::string, strategy, "optimal",
           "plan: 'optimal' (fastest estimated time per token) or 'ring' (exo's memory-weighted "
           "split).");
 ABSL_FLAG(int32_t, max_stages, 0, "plan: at most this many pipeline stages; 0 = no limit.");
+ABSL_FLAG(bool, json, false, "bench, peers: print the figures as JSON.");
+ABSL_FLAG(std::string, state_dir, "",
+          "serve, peers, doctor: the node's state directory (node id, status file). Default: "
+          "$EXO_HOME/state.");
+ABSL_FLAG(std::string, cluster_key, "",
+          "serve: the shared secret of this cluster. Nodes with another key never join. Default: "
+          "the built-in key \"exo-default\", so unconfigured nodes on one network cluster.");
+ABSL_FLAG(std::string, cluster_key_file, "",
+          "serve: read the cluster key from this file instead (trailing newline ignored).");
+ABSL_FLAG(std::string, bind, "0.0.0.0",
+          "serve: address the gRPC and bus ports listen on (0.0.0.0 = all IPv4, :: = all).");
+ABSL_FLAG(int32_t, grpc_port, 52416, "serve: TCP port of the node's gRPC service; 0 = any free.");
+ABSL_FLAG(int32_t, bus_port, 52417, "serve: TCP port of the node's event bus; 0 = any free.");
+ABSL_FLAG(std::string, peers, "",
+          "serve: static peers, host:port of their gRPC port, comma-separated "
+          "(\"10.0.0.2:52416,[fd00::3]:52416\").");
+ABSL_FLAG(std::string, discovery, "mdns,static",
+          "serve: discovery sources, comma-separated: mdns, static.");
+ABSL_FLAG(std::string, interface, "",
+          "serve, doctor: network interface(s) for mDNS, comma-separated (default: every one that "
+          "is up and multicast-capable, loopback excluded).");
+ABSL_FLAG(int32_t, heartbeat_timeout_ms, 3000,
+          "serve: a peer whose heartbeats stop for this long counts as down.");
 
 namespace {
 
@@ -70,6 +99,13 @@ Usage:
   exo-node plan --fleet FILE [--model PATH] [--strategy optimal|ring] [--max_stages N] [--ctx N]
       Offline: the plan a cluster of the described nodes would use, with each stage's memory
       and estimated time per token, against the single-node and ring baselines.
+  exo-node serve [--peers HOST:PORT,...] [--cluster_key KEY] [--grpc_port 52416] ...
+      Run a node: find peers (mDNS and --peers), join the cluster, contribute this machine.
+      Stops gracefully on SIGINT or SIGTERM.
+  exo-node peers [--state_dir DIR] [--json]
+      The cluster as the node running on this machine sees it.
+  exo-node doctor [--state_dir DIR]
+      Explains why a peer may be missing, and what to do.
 
 Without --model the default model is used (installed by ./scripts/setup.sh).
 Run `exo-node --help` for every flag.)";
@@ -94,6 +130,61 @@ exo::node::ModelOptions ModelFromFlags() {
   m.threads = absl::GetFlag(FLAGS_threads);
   m.batch = absl::GetFlag(FLAGS_batch);
   return m;
+}
+
+int UsageError(const std::string& message);
+
+// serve's options from the flags; InvalidArgument names the flag at fault.
+absl::StatusOr<exo::node::ClusterNodeOptions> ClusterOptionsFromFlags() {
+  exo::node::ClusterNodeOptions o;
+  o.state_dir = absl::GetFlag(FLAGS_state_dir);
+  o.bind_address = absl::GetFlag(FLAGS_bind);
+  const std::string key = absl::GetFlag(FLAGS_cluster_key);
+  const std::string key_file = absl::GetFlag(FLAGS_cluster_key_file);
+  if (!key.empty() && !key_file.empty()) {
+    return absl::InvalidArgumentError("give --cluster_key or --cluster_key_file, not both");
+  }
+  if (!key.empty()) {
+    ASSIGN_OR_RETURN(o.cluster_key, exo::node::ClusterKey::FromString(key));
+  } else if (!key_file.empty()) {
+    ASSIGN_OR_RETURN(o.cluster_key, exo::node::ClusterKey::FromFile(key_file));
+  }
+  for (auto [flag, value, out] :
+       {std::tuple{"--grpc_port", absl::GetFlag(FLAGS_grpc_port), &o.grpc_port},
+        std::tuple{"--bus_port", absl::GetFlag(FLAGS_bus_port), &o.bus_port}}) {
+    if (value < 0 || value > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, " must be in [0, 65535]"));
+    }
+    *out = static_cast<uint16_t>(value);
+  }
+  const int32_t timeout = absl::GetFlag(FLAGS_heartbeat_timeout_ms);
+  if (timeout < 1000) {
+    return absl::InvalidArgumentError(
+        "--heartbeat_timeout_ms must be at least 1000 (heartbeats go out every 500 ms)");
+  }
+  o.heartbeat_timeout = absl::Milliseconds(timeout);
+  o.discovery_modes.clear();
+  for (absl::string_view mode :
+       absl::StrSplit(absl::GetFlag(FLAGS_discovery), ',', absl::SkipWhitespace())) {
+    if (mode != "mdns" && mode != "static") {
+      return absl::InvalidArgumentError(absl::StrCat("--discovery: unknown source '",
+                                                     std::string(mode),
+                                                     "' (use mdns, static, or both: mdns,static)"));
+    }
+    o.discovery_modes.emplace_back(mode);
+  }
+  const bool use_static = std::find(o.discovery_modes.begin(), o.discovery_modes.end(), "static") !=
+                          o.discovery_modes.end();
+  ASSIGN_OR_RETURN(auto peers, exo::discovery::ParseStaticPeers(absl::GetFlag(FLAGS_peers)));
+  if (!peers.empty() && !use_static) {
+    return absl::InvalidArgumentError("--peers needs static in --discovery");
+  }
+  o.static_peers = std::move(peers);
+  for (absl::string_view name :
+       absl::StrSplit(absl::GetFlag(FLAGS_interface), ',', absl::SkipWhitespace())) {
+    o.mdns_interfaces.emplace_back(name);
+  }
+  return o;
 }
 
 int UsageError(const std::string& message) {
@@ -198,6 +289,35 @@ int main(int argc, char** argv) {
   if (command == "inspect") {
     if (args.size() != 3) return UsageError("inspect needs exactly one FILE");
     return exo::node::RunInspect(args[2], absl::GetFlag(FLAGS_all), std::cout, std::cerr);
+  }
+  if (command == "serve") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    auto options = ClusterOptionsFromFlags();
+    if (!options.ok()) return UsageError(std::string(options.status().message()));
+    exo::node::BlockShutdownSignals();  // before any thread starts
+    auto node = exo::node::ClusterNode::Start(*std::move(options));
+    if (!node.ok()) {
+      std::cerr << "exo-node: error: " << node.status().message() << "\n";
+      return 1;
+    }
+    exo::node::PrintReady(**node, std::cout);
+    const std::string signal = exo::node::WaitForShutdownSignal();
+    (*node)->Stop(absl::StrCat("received ", signal));
+    return 0;
+  }
+  if (command == "peers") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    return exo::node::RunPeers({absl::GetFlag(FLAGS_state_dir), absl::GetFlag(FLAGS_json)},
+                               std::cout, std::cerr);
+  }
+  if (command == "doctor") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    exo::node::DoctorCommand d;
+    d.state_dir = absl::GetFlag(FLAGS_state_dir);
+    d.grpc_port = static_cast<uint16_t>(absl::GetFlag(FLAGS_grpc_port));
+    d.bus_port = static_cast<uint16_t>(absl::GetFlag(FLAGS_bus_port));
+    d.interface = absl::GetFlag(FLAGS_interface);
+    return exo::node::RunDoctor(d, std::cout, std::cerr);
   }
   return UsageError(absl::StrCat("unknown command '", command, "'"));
 }
