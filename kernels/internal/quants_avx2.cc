@@ -25,6 +25,8 @@ bool CpuHasAvx2Fma() {
   static const bool supported = [] {
     const char* disable = std::getenv("EXO_DISABLE_SIMD");
     if (disable != nullptr && disable[0] != '\0' && disable[0] != '0') return false;
+    const char* level = std::getenv("EXO_SIMD");
+    if (level != nullptr && std::strcmp(level, "scalar") == 0) return false;
     __builtin_cpu_init();
     // __builtin_cpu_supports checks that the OS saves the YMM state; F16C is not a name every
     // compiler accepts there, so read its CPUID bit directly.

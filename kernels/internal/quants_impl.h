@@ -44,6 +44,26 @@ VecDotMultiFn GetVecDotMultiAvx2(TensorType type);
 // path, or a type without one): callers then use the single-token dot.
 VecDotMultiFn GetVecDotMulti(TensorType type);
 
+// AVX-512 prompt-processing kernels (F, BW, VL, DQ and VNNI): one weight row against
+// kGemmTokens activation rows at once.
+inline constexpr int kGemmTokens = 8;
+
+// True when this CPU (and OS) has AVX-512 F/BW/VL/DQ + VNNI and neither EXO_DISABLE_SIMD nor
+// EXO_SIMD=scalar|avx2 asks for less.
+bool CpuHasAvx512Vnni();
+
+// Dot products of one weight row (`type`, n elements) with kGemmTokens activation rows in
+// VecDotType(type): activations[t] is token t's row, yd[b * kGemmTokens + t] token t's scale of
+// block b as f32. out[t] is bit-identical to GetVecDot(type)(weights, activations[t], n).
+using GemmRowFn = void (*)(const void* weights, const void* const* activations, const float* yd,
+                           int64_t n, float* out);
+
+// AVX-512 variants; nullptr when `type` has none. Only call after CpuHasAvx512Vnni().
+GemmRowFn GetGemmRowAvx512(TensorType type);
+
+// The GEMM row kernel for `type` on this CPU, or nullptr (callers use the dot products).
+GemmRowFn GetGemmRow(TensorType type);
+
 // 6-bit scale/min pair `j` (0..7) of a Q4_K / Q5_K block, as ggml's get_scale_min_k4.
 inline void GetScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
   if (j < 4) {
