@@ -49,6 +49,7 @@ void DequantizeRow(TensorType type, const void* src, float* dst, int64_t n) {
 }
 
 void QuantizeRow(TensorType type, const float* src, void* dst, int64_t n) {
+  if (internal::CpuHasAvx2Fma() && internal::QuantizeRowAvx2(type, src, dst, n)) return;
   internal::QuantizeRowRef(type, src, dst, n);
 }
 

@@ -24,6 +24,11 @@ VecDotFn GetVecDotRef(TensorType type);
 VecDotFn GetVecDotAvx2(TensorType type);
 bool CpuHasAvx2Fma();
 
+// AVX2 activation quantisers, byte-identical to QuantizeRowRef: Q8_0 and Q8_K. False when `type`
+// has none or the row holds a NaN/inf (dst is then partly written; quantise it with the
+// reference). Only call when CpuHasAvx2Fma() is true.
+bool QuantizeRowAvx2(TensorType type, const float* src, void* dst, int64_t n);
+
 // The dot product the public VecDot uses for `type` (SIMD where available), nullptr if none.
 VecDotFn GetVecDot(TensorType type);
 

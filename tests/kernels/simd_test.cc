@@ -95,6 +95,43 @@ INSTANTIATE_TEST_SUITE_P(AllSimdTypes, SimdVecDotTest, ::testing::ValuesIn(kSimd
                            return std::string(TypeName(info.param));
                          });
 
+// The SIMD activation quantisers must write exactly the reference bytes: random rows, rows whose
+// products land exactly on .5 (both rounding rules' ties), zero rows, and +-max ties.
+TEST(SimdQuantize, ActivationQuantisersMatchReferenceBytes) {
+  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ8_K}) {
+    const int64_t block = GetTypeInfo(type).block_size;
+    for (int64_t blocks : {1, 2, 3, 7}) {
+      const int64_t n = blocks * block;
+      for (uint32_t seed = 0; seed < 40; ++seed) {
+        std::vector<float> x = RandomValues(static_cast<size_t>(n), seed * 17 + n, 3.0f);
+        if (seed % 4 == 1) {
+          // amax 127 gives a scale of exactly 1: halves are exact ties.
+          for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(i % 254) - 126.5f;
+          for (int64_t b = 0; b < blocks; ++b)
+            x[b * block + 3] = (seed % 8 == 1) ? 127.0f : -127.0f;
+        } else if (seed % 4 == 2) {
+          std::fill(x.begin(), x.begin() + block, 0.0f);  // an all-zero block
+          x[block - 1 + (n > block ? 1 : 0)] = -x[0];
+        } else if (seed % 4 == 3) {
+          x[5] = 9.0f;
+          x[9] = -9.0f;  // equal magnitudes: the first one's sign decides the Q8_K scale
+        }
+        std::vector<uint8_t> want(static_cast<size_t>(RowBytes(type, n)), 0xAA);
+        std::vector<uint8_t> got(want.size(), 0x55);
+        internal::QuantizeRowRef(type, x.data(), want.data(), n);
+        ASSERT_TRUE(internal::QuantizeRowAvx2(type, x.data(), got.data(), n));
+        ASSERT_EQ(want, got) << TypeName(type) << " n=" << n << " seed=" << seed;
+      }
+    }
+  }
+  // Non-finite input is left to the reference.
+  std::vector<float> x(32, 1.0f);
+  x[7] = std::nanf("");
+  std::vector<uint8_t> out(static_cast<size_t>(RowBytes(TensorType::kQ8_0, 32)));
+  EXPECT_FALSE(internal::QuantizeRowAvx2(TensorType::kQ8_0, x.data(), out.data(), 32));
+}
+
 #if defined(__x86_64__)
 
 __attribute__((target("f16c"))) uint16_t HardwareFloatToHalf(float f) {
