@@ -17,10 +17,13 @@ const std::array<internal::VecDotFn, kMaxTypeId>& VecDotTable() {
   static const std::array<internal::VecDotFn, kMaxTypeId> table = [] {
     std::array<internal::VecDotFn, kMaxTypeId> t{};
     const bool avx2 = internal::CpuHasAvx2Fma();
+    const bool neon = internal::CpuHasNeon();
     for (size_t id = 0; id < kMaxTypeId; ++id) {
       if (FindTypeInfo(static_cast<uint32_t>(id)) == nullptr) continue;
       const TensorType type = static_cast<TensorType>(id);
-      internal::VecDotFn fn = avx2 ? internal::GetVecDotAvx2(type) : nullptr;
+      internal::VecDotFn fn = avx2   ? internal::GetVecDotAvx2(type)
+                              : neon ? internal::GetVecDotNeon(type)
+                                     : nullptr;
       t[id] = fn != nullptr ? fn : internal::GetVecDotRef(type);
     }
     return t;
@@ -50,6 +53,7 @@ void DequantizeRow(TensorType type, const void* src, float* dst, int64_t n) {
 
 void QuantizeRow(TensorType type, const float* src, void* dst, int64_t n) {
   if (internal::CpuHasAvx2Fma() && internal::QuantizeRowAvx2(type, src, dst, n)) return;
+  if (internal::CpuHasNeon() && internal::QuantizeRowNeon(type, src, dst, n)) return;
   internal::QuantizeRowRef(type, src, dst, n);
 }
 

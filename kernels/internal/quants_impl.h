@@ -29,6 +29,13 @@ bool CpuHasAvx2Fma();
 // reference). Only call when CpuHasAvx2Fma() is true.
 bool QuantizeRowAvx2(TensorType type, const float* src, void* dst, int64_t n);
 
+// NEON (AArch64) variants: dots for F32, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K (nullptr for other
+// types) and byte-identical Q8_0 / Q8_K quantisers (false as QuantizeRowAvx2). CpuHasNeon() is
+// true on AArch64 unless EXO_DISABLE_SIMD=1 or EXO_SIMD=scalar; elsewhere always false.
+bool CpuHasNeon();
+VecDotFn GetVecDotNeon(TensorType type);
+bool QuantizeRowNeon(TensorType type, const float* src, void* dst, int64_t n);
+
 // The dot product the public VecDot uses for `type` (SIMD where available), nullptr if none.
 VecDotFn GetVecDot(TensorType type);
 
