@@ -18,12 +18,13 @@ const std::array<internal::VecDotFn, kMaxTypeId>& VecDotTable() {
     std::array<internal::VecDotFn, kMaxTypeId> t{};
     const bool avx2 = internal::CpuHasAvx2Fma();
     const bool neon = internal::CpuHasNeon();
+    const bool avx512 = internal::CpuHasAvx512Vnni();
     for (size_t id = 0; id < kMaxTypeId; ++id) {
       if (FindTypeInfo(static_cast<uint32_t>(id)) == nullptr) continue;
       const TensorType type = static_cast<TensorType>(id);
-      internal::VecDotFn fn = avx2   ? internal::GetVecDotAvx2(type)
-                              : neon ? internal::GetVecDotNeon(type)
-                                     : nullptr;
+      internal::VecDotFn fn = avx512 ? internal::GetVecDotAvx512(type) : nullptr;
+      if (fn == nullptr)
+        fn = avx2 ? internal::GetVecDotAvx2(type) : neon ? internal::GetVecDotNeon(type) : nullptr;
       t[id] = fn != nullptr ? fn : internal::GetVecDotRef(type);
     }
     return t;

@@ -56,7 +56,9 @@ class SimdVecDotTest : public ::testing::TestWithParam<TensorType> {
 TEST_P(SimdVecDotTest, DispatchUsesSimd) {
   const TensorType type = GetParam();
   ASSERT_NE(internal::GetVecDotAvx2(type), nullptr);
-  EXPECT_EQ(internal::GetVecDot(type), internal::GetVecDotAvx2(type));
+  internal::VecDotFn avx512 =
+      internal::CpuHasAvx512Vnni() ? internal::GetVecDotAvx512(type) : nullptr;
+  EXPECT_EQ(internal::GetVecDot(type), avx512 != nullptr ? avx512 : internal::GetVecDotAvx2(type));
 }
 
 TEST_P(SimdVecDotTest, MatchesScalarOnOddSizes) {
@@ -86,6 +88,30 @@ TEST_P(SimdVecDotTest, MatchesScalarOnOddSizes) {
       const double got = simd(w.data(), a.data(), n);
       const double tolerance = 1e-5 * Magnitude(type, w.data(), a.data(), n) + 1e-30;
       ASSERT_NEAR(got, expected, tolerance) << TypeName(type) << " n=" << n << " seed " << seed;
+    }
+  }
+}
+
+// The AVX-512 decode dots promise the AVX2 dots' bits (so that decode, prompt processing and
+// machines of either level agree).
+TEST_P(SimdVecDotTest, Avx512BitIdenticalToAvx2) {
+  const TensorType type = GetParam();
+  if (!internal::CpuHasAvx512Vnni()) GTEST_SKIP() << "CPU lacks AVX-512 VNNI (or EXO_SIMD)";
+  internal::VecDotFn avx512 = internal::GetVecDotAvx512(type);
+  if (avx512 == nullptr) GTEST_SKIP() << "no AVX-512 dot for " << TypeName(type);
+  internal::VecDotFn avx2 = internal::GetVecDotAvx2(type);
+  const int64_t block = GetTypeInfo(type).block_size;
+  for (int64_t blocks : {1, 2, 3, 5, 7, 13, 31, 64}) {
+    const int64_t n = blocks * block;
+    for (uint32_t seed = 1; seed <= 4; ++seed) {
+      const std::vector<uint8_t> w =
+          seed <= 2 ? Quantize(type, RandomValues(static_cast<size_t>(n), seed * 1000 + n))
+                    : RandomWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
+      const std::vector<uint8_t> a = RandomActivations(type, n, seed + static_cast<uint32_t>(n));
+      const float want = avx2(w.data(), a.data(), n);
+      const float got = avx512(w.data(), a.data(), n);
+      ASSERT_EQ(std::memcmp(&want, &got, sizeof(float)), 0)
+          << TypeName(type) << " n=" << n << " seed=" << seed << ": " << got << " vs " << want;
     }
   }
 }

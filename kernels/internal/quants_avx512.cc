@@ -1,13 +1,14 @@
-// AVX-512 (F/BW/VL/DQ + VNNI) prompt-processing kernels: one weight row against kGemmTokens
-// activation rows. Every function carries its own target attribute, so this file builds into a
-// baseline x86-64 binary; GetGemmRowAvx512 is only used after CpuHasAvx512Vnni() said yes.
+// AVX-512 (F/BW/VL/DQ + VNNI) kernels: decode dot products for the 32-element block types, and
+// prompt-processing kernels that take one weight row against kGemmTokens activation rows. Every
+// function carries its own target attribute, so this file builds into a baseline x86-64 binary;
+// GetGemmRowAvx512 is only used after CpuHasAvx512Vnni() said yes.
 //
 // Bit-identity with the AVX2 single-token dot (quants_avx2.cc) is by construction: per block and
 // token the AVX2 kernel forms eight int32 lane sums and then does acc = fma(d, float(lanes), acc)
 // in a fixed order, finishing with the same horizontal sum. Here the integer lane sums are formed
 // differently (VNNI dot products, two chunks per 512-bit register folded back to eight lanes:
 // integer arithmetic is exact, so the lane values are equal) and the float operations per token
-// are the same ones in the same order. gemm_test checks this bit for bit.
+// are the same ones in the same order. gemm_test and simd_test check this bit for bit.
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -161,6 +162,25 @@ EXO_AVX512 void GemmRow32(const void* vx, const void* const* vy, const float* yd
   }
 }
 
+// Single-token dots: the AVX2 kernels' float work (same accumulators, same order) on VNNI lane
+// sums, so that decode and prompt processing agree bit for bit on every x86 level.
+template <typename W>
+EXO_AVX512 float VecDot32(const void* vx, const void* vy, int64_t n) {
+  const typename W::Block* x = static_cast<const typename W::Block*>(vx);
+  const BlockQ8_0* y = static_cast<const BlockQ8_0*>(vy);
+  const int64_t nb = n / kQk32;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i w = W::Signed(x[i]);
+    const __m256i ys = _mm256_sign_epi8(Load256(y[i].qs), w);
+    const __m256i lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), ys);
+    const __m256 d = _mm256_set1_ps(Half(x[i].d) * Half(y[i].d));
+    __m256& acc = (W::kTwoAccumulators && (i & 1)) ? acc1 : acc0;
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+  }
+  return W::kTwoAccumulators ? HorizontalSum(_mm256_add_ps(acc0, acc1)) : HorizontalSum(acc0);
+}
+
 // ---- K-quants against Q8_K activations ----------------------------------------------------
 
 // Q4_K / Q5_K: the 4-bit (or 5-bit) quants of chunk c (32 bytes: 32 low nibbles for y[64c..],
@@ -283,6 +303,19 @@ EXO_AVX512 void GemmRowQ6K(const void* vx, const void* const* vy, const float* y
 
 }  // namespace
 
+VecDotFn GetVecDotAvx512(TensorType type) {
+  switch (type) {
+    case TensorType::kQ4_0:
+      return VecDot32<Q4_0Weights>;
+    case TensorType::kQ5_0:
+      return VecDot32<Q5_0Weights>;
+    case TensorType::kQ8_0:
+      return VecDot32<Q8_0Weights>;
+    default:
+      return nullptr;
+  }
+}
+
 GemmRowFn GetGemmRowAvx512(TensorType type) {
   switch (type) {
     case TensorType::kQ4_0:
@@ -305,6 +338,7 @@ GemmRowFn GetGemmRowAvx512(TensorType type) {
 #else  // !EXO_HAVE_X86
 
 bool CpuHasAvx512Vnni() { return false; }
+VecDotFn GetVecDotAvx512(TensorType) { return nullptr; }
 GemmRowFn GetGemmRowAvx512(TensorType) { return nullptr; }
 
 #endif
