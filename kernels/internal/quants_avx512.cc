@@ -135,6 +135,21 @@ struct Q8_0Weights {
   EXO_AVX512 static __m256i Signed(const Block& b) { return Load256(b.qs); }
 };
 
+// Block i of the weight row against the T tokens: acc[t] += d[t] * float(lanes[t]).
+template <typename W>
+EXO_AVX512 inline void GemmBlock32(const typename W::Block& x, const BlockQ8_0* const* y, int64_t i,
+                                   const float* yd, __m256* acc) {
+  const __m256i w = W::Signed(x);
+  const __m256i abs_w = _mm256_sign_epi8(w, w);
+  alignas(32) float d[T];
+  _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(Half(x.d)), _mm256_loadu_ps(yd + T * i)));
+  for (int t = 0; t < T; ++t) {
+    const __m256i ys = _mm256_sign_epi8(Load256(y[t][i].qs), w);
+    const __m256i lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, ys);
+    acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + t), _mm256_cvtepi32_ps(lanes), acc[t]);
+  }
+}
+
 template <typename W>
 EXO_AVX512 void GemmRow32(const void* vx, const void* const* vy, const float* yd, int64_t n,
                           float* out) {
@@ -144,18 +159,15 @@ EXO_AVX512 void GemmRow32(const void* vx, const void* const* vy, const float* yd
   const int64_t nb = n / kQk32;
   __m256 acc0[T], acc1[T];
   for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
-  alignas(32) float d[T];
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m256i w = W::Signed(x[i]);
-    const __m256i abs_w = _mm256_sign_epi8(w, w);
-    _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].d)), _mm256_loadu_ps(yd + T * i)));
-    for (int t = 0; t < T; ++t) {
-      const __m256i ys = _mm256_sign_epi8(Load256(y[t][i].qs), w);
-      const __m256i lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, ys);
-      __m256& acc = (W::kTwoAccumulators && (i & 1)) ? acc1[t] : acc0[t];
-      acc = _mm256_fmadd_ps(_mm256_broadcast_ss(d + t), _mm256_cvtepi32_ps(lanes), acc);
+  int64_t i = 0;
+  if constexpr (W::kTwoAccumulators) {
+    // Even blocks into acc0, odd ones into acc1, as the AVX2 Q8_0 dot.
+    for (; i + 2 <= nb; i += 2) {
+      GemmBlock32<W>(x[i], y, i, yd, acc0);
+      GemmBlock32<W>(x[i + 1], y, i + 1, yd, acc1);
     }
   }
+  for (; i < nb; ++i) GemmBlock32<W>(x[i], y, i, yd, acc0);
   for (int t = 0; t < T; ++t) {
     out[t] = W::kTwoAccumulators ? HorizontalSum(_mm256_add_ps(acc0[t], acc1[t]))
                                  : HorizontalSum(acc0[t]);
@@ -164,20 +176,29 @@ EXO_AVX512 void GemmRow32(const void* vx, const void* const* vy, const float* yd
 
 // Single-token dots: the AVX2 kernels' float work (same accumulators, same order) on VNNI lane
 // sums, so that decode and prompt processing agree bit for bit on every x86 level.
+// DotStep: acc += d * float(lanes of one block), the AVX2 kernels' per-block step.
+template <typename W>
+EXO_AVX512 inline __m256 DotStep(const typename W::Block& x, const BlockQ8_0& y, __m256 acc) {
+  const __m256i w = W::Signed(x);
+  const __m256i ys = _mm256_sign_epi8(Load256(y.qs), w);
+  const __m256i lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), ys);
+  return _mm256_fmadd_ps(_mm256_set1_ps(Half(x.d) * Half(y.d)), _mm256_cvtepi32_ps(lanes), acc);
+}
+
 template <typename W>
 EXO_AVX512 float VecDot32(const void* vx, const void* vy, int64_t n) {
   const typename W::Block* x = static_cast<const typename W::Block*>(vx);
   const BlockQ8_0* y = static_cast<const BlockQ8_0*>(vy);
   const int64_t nb = n / kQk32;
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m256i w = W::Signed(x[i]);
-    const __m256i ys = _mm256_sign_epi8(Load256(y[i].qs), w);
-    const __m256i lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), ys);
-    const __m256 d = _mm256_set1_ps(Half(x[i].d) * Half(y[i].d));
-    __m256& acc = (W::kTwoAccumulators && (i & 1)) ? acc1 : acc0;
-    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+  int64_t i = 0;
+  if constexpr (W::kTwoAccumulators) {
+    for (; i + 2 <= nb; i += 2) {
+      acc0 = DotStep<W>(x[i], y[i], acc0);
+      acc1 = DotStep<W>(x[i + 1], y[i + 1], acc1);
+    }
   }
+  for (; i < nb; ++i) acc0 = DotStep<W>(x[i], y[i], acc0);
   return W::kTwoAccumulators ? HorizontalSum(_mm256_add_ps(acc0, acc1)) : HorizontalSum(acc0);
 }
 
