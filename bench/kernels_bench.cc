@@ -100,11 +100,9 @@ int main(int argc, char** argv) {
   }
   exo::kernels::ThreadPool pool(threads);
   g_cpu_time = pool.num_threads() == 1;
-  const char* level = exo::kernels::internal::CpuHasAvx512Vnni() ? "avx512-vnni"
-                      : exo::kernels::internal::CpuHasAvx2Fma()  ? "avx2"
-                                                                 : "scalar";
-  std::printf("kernels_bench: %d threads, %s kernels, best of %d, %s\n", pool.num_threads(),
-              level, reps, g_cpu_time ? "thread CPU time" : "wall time");
+  const char* level = exo::kernels::SimdLevelName();
+  std::printf("kernels_bench: %d threads, %s kernels, best of %d, %s\n", pool.num_threads(), level,
+              reps, g_cpu_time ? "thread CPU time" : "wall time");
   std::mt19937 rng(7);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   double layer_pp = 0, layer_tg = 0;
@@ -121,10 +119,11 @@ int main(int argc, char** argv) {
     });
     layer_pp += pp;
     layer_tg += tg;
-    std::printf("  %-9s %-5s %5lldx%-5lld  pp%d %8.3f ms (%6.1f GMAC/s)   tg %7.1f us (%5.1f GB/s)\n",
-                s.name, exo::kernels::TypeName(s.type), static_cast<long long>(s.rows),
-                static_cast<long long>(s.cols), tokens, pp * 1e3,
-                s.rows * s.cols * tokens / pp / 1e9, tg * 1e6, w.size() / tg / 1e9);
+    std::printf(
+        "  %-9s %-5s %5lldx%-5lld  pp%d %8.3f ms (%6.1f GMAC/s)   tg %7.1f us (%5.1f GB/s)\n",
+        s.name, exo::kernels::TypeName(s.type), static_cast<long long>(s.rows),
+        static_cast<long long>(s.cols), tokens, pp * 1e3, s.rows * s.cols * tokens / pp / 1e9,
+        tg * 1e6, w.size() / tg / 1e9);
   }
   std::printf("  one layer: pp%d %.3f ms (%.0f tok/s for 18 layers of matmuls), tg %.1f us\n",
               tokens, layer_pp * 1e3, tokens / (18 * layer_pp), layer_tg * 1e6);

@@ -84,6 +84,13 @@ TensorType VecDotType(TensorType weight_type) {
   }
 }
 
+const char* SimdLevelName() {
+  if (internal::CpuHasAvx512Vnni()) return "avx512-vnni";
+  if (internal::CpuHasAvx2Fma()) return "avx2";
+  if (internal::CpuHasNeon()) return "neon";
+  return "scalar";
+}
+
 float VecDot(TensorType type, const void* weights, const void* activations, int64_t n) {
   internal::VecDotFn fn = internal::GetVecDot(type);
   if (fn == nullptr) {

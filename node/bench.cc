@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "kernels/quants.h"
 #include "nlohmann/json.hpp"
 #include "node/cli.h"
 #include "node/model_loader.h"
@@ -153,6 +154,7 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   if (command.json) {
     nlohmann::json j = {{"model", stage.config().name},
                         {"threads", model.pool->num_threads()},
+                        {"kernels", kernels::SimdLevelName()},
                         {"repetitions", command.repetitions},
                         {pp_name, {{"tokens_per_second", pp_fig.mean}, {"stddev", pp_fig.stddev}}},
                         {tg_name, {{"tokens_per_second", tg_fig.mean}, {"stddev", tg_fig.stddev}}},
@@ -165,8 +167,9 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
                         {"cold_start_seconds", cold_start}};
     out << j.dump(2) << "\n";
   } else {
-    out << absl::StrFormat("model: %s, %d threads, %d repetitions\n", stage.config().name,
-                           model.pool->num_threads(), command.repetitions);
+    out << absl::StrFormat("model: %s, %d threads, %s kernels, %d repetitions\n",
+                           stage.config().name, model.pool->num_threads(), kernels::SimdLevelName(),
+                           command.repetitions);
     out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", pp_name, pp_fig.mean, pp_fig.stddev);
     out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", tg_name, tg_fig.mean, tg_fig.stddev);
     out << absl::StrFormat("  bytes read per decoded token: %.1f MiB\n",

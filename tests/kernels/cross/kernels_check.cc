@@ -135,10 +135,7 @@ void CheckMatMul() {
 
 int main() {
   using namespace exo::kernels;
-  const char* level = internal::CpuHasAvx512Vnni() ? "avx512-vnni"
-                      : internal::CpuHasAvx2Fma()  ? "avx2"
-                      : internal::CpuHasNeon()     ? "neon"
-                                                   : "scalar";
+  const char* level = SimdLevelName();
   std::printf("kernels_check: %s kernels\n", level);
   CheckDots();
   CheckQuantisers();
