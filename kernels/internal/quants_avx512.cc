@@ -207,30 +207,36 @@ EXO_AVX512 float VecDot32(const void* vx, const void* vy, int64_t n) {
 // Q4_K / Q5_K: the 4-bit (or 5-bit) quants of chunk c (32 bytes: 32 low nibbles for y[64c..],
 // 32 high nibbles for y[64c+32..]) as one register [low nibbles | high nibbles], matching the
 // 64 contiguous activation bytes y[64c..64c+63].
-template <bool kFiveBit>
+template <int TT, bool kFiveBit>
 EXO_AVX512 void GemmRowQ45K(const void* vx, const void* const* vy, const float* yd, int64_t n,
                             float* out) {
   using Block = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
   const Block* x = static_cast<const Block*>(vx);
-  const BlockQ8_K* y[T];
-  for (int t = 0; t < T; ++t) y[t] = static_cast<const BlockQ8_K*>(vy[t]);
+  const BlockQ8_K* y[TT];
+  for (int t = 0; t < TT; ++t) y[t] = static_cast<const BlockQ8_K*>(vy[t]);
   const int64_t nb = n / kQkK;
   const __m512i low_mask = _mm512_set1_epi8(0x0F);
   const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
-  __m256 acc[T];
-  float sum_mins[T];
-  for (int t = 0; t < T; ++t) {
+  __m256 acc[TT];
+  float sum_mins[TT];
+  for (int t = 0; t < TT; ++t) {
     acc[t] = _mm256_setzero_ps();
     sum_mins[t] = 0.0f;
   }
-  alignas(32) float d[T];
-  alignas(32) float dmin[T];
+  alignas(32) float d[8];
+  alignas(32) float dmin[8];
   for (int64_t i = 0; i < nb; ++i) {
     uint8_t scales[8], mins[8];
     for (int j = 0; j < 8; ++j) GetScaleMinK4(j, x[i].scales, &scales[j], &mins[j]);
-    const __m256 ydv = _mm256_loadu_ps(yd + T * i);
-    _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].d)), ydv));
-    _mm256_store_ps(dmin, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].dmin)), ydv));
+    if constexpr (TT == 1) {  // decode: the scale straight from the block
+      d[0] = Half(x[i].d) * y[0][i].d;
+      dmin[0] = Half(x[i].dmin) * y[0][i].d;
+    } else {
+      static_assert(TT == 8, "one f32 register of token scales");
+      const __m256 ydv = _mm256_loadu_ps(yd + TT * i);
+      _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].d)), ydv));
+      _mm256_store_ps(dmin, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].dmin)), ydv));
+    }
     // mins as int16 pairs (m0, m0, m1, m1, ...) against the 16 bsums.
     const __m256i mins16 = _mm256_cvtepu8_epi16(
         _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)),
@@ -252,7 +258,7 @@ EXO_AVX512 void GemmRowQ45K(const void* vx, const void* const* vy, const float* 
       }
       sc[c] = SplitScale(scales[2 * c], scales[2 * c + 1]);
     }
-    for (int t = 0; t < T; ++t) {
+    for (int t = 0; t < TT; ++t) {
       const BlockQ8_K& yb = y[t][i];
       __m512i s = _mm512_setzero_si512();
       for (int c = 0; c < 4; ++c) {
@@ -263,25 +269,31 @@ EXO_AVX512 void GemmRowQ45K(const void* vx, const void* const* vy, const float* 
       sum_mins[t] += dmin[t] * static_cast<float>(mins_sum);
     }
   }
-  for (int t = 0; t < T; ++t) out[t] = HorizontalSum(acc[t]) - sum_mins[t];
+  for (int t = 0; t < TT; ++t) out[t] = HorizontalSum(acc[t]) - sum_mins[t];
 }
 
 // Q6_K: per 128-element half, q0|q1 match y[128h..128h+63] and q2|q3 y[128h+64..128h+127].
+template <int TT>
 EXO_AVX512 void GemmRowQ6K(const void* vx, const void* const* vy, const float* yd, int64_t n,
                            float* out) {
   const BlockQ6_K* x = static_cast<const BlockQ6_K*>(vx);
-  const BlockQ8_K* y[T];
-  for (int t = 0; t < T; ++t) y[t] = static_cast<const BlockQ8_K*>(vy[t]);
+  const BlockQ8_K* y[TT];
+  for (int t = 0; t < TT; ++t) y[t] = static_cast<const BlockQ8_K*>(vy[t]);
   const int64_t nb = n / kQkK;
   const __m512i low_mask = _mm512_set1_epi8(0x0F);
   const __m512i two_bits = _mm512_set1_epi8(0x03);
   const __m512i shift01 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
   const __m512i shift23 = _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6);
-  __m256 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  alignas(32) float d[T];
+  __m256 acc[TT];
+  for (int t = 0; t < TT; ++t) acc[t] = _mm256_setzero_ps();
+  alignas(32) float d[8];
   for (int64_t i = 0; i < nb; ++i) {
-    _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].d)), _mm256_loadu_ps(yd + T * i)));
+    if constexpr (TT == 1) {
+      d[0] = Half(x[i].d) * y[0][i].d;
+    } else {
+      static_assert(TT == 8, "one f32 register of token scales");
+      _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].d)), _mm256_loadu_ps(yd + TT * i)));
+    }
     const __m256i sc16 =
         _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
     const __m512i sc512 = _mm512_castsi256_si512(sc16);
@@ -306,7 +318,7 @@ EXO_AVX512 void GemmRowQ6K(const void* vx, const void* const* vy, const float* y
         sc[2 * h + m] = _mm512_permutexvar_epi16(index, sc512);
       }
     }
-    for (int t = 0; t < T; ++t) {
+    for (int t = 0; t < TT; ++t) {
       const BlockQ8_K& yb = y[t][i];
       // The quants are stored +32; sum(scale * 32 * y) over each 16-group comes from bsums.
       const int offset_sum = HorizontalSumI32(_mm256_madd_epi16(sc16, Load256(yb.bsums)));
@@ -319,7 +331,21 @@ EXO_AVX512 void GemmRowQ6K(const void* vx, const void* const* vy, const float* y
       acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + t), _mm256_cvtepi32_ps(lanes), acc[t]);
     }
   }
-  for (int t = 0; t < T; ++t) out[t] = HorizontalSum(acc[t]);
+  for (int t = 0; t < TT; ++t) out[t] = HorizontalSum(acc[t]);
+}
+
+// Decode dots of the K-quants: the row kernels for one token (the scale read from the block).
+template <bool kFiveBit>
+EXO_AVX512 float VecDotQ45K(const void* vx, const void* vy, int64_t n) {
+  float out;
+  GemmRowQ45K<1, kFiveBit>(vx, &vy, nullptr, n, &out);
+  return out;
+}
+
+EXO_AVX512 float VecDotQ6K(const void* vx, const void* vy, int64_t n) {
+  float out;
+  GemmRowQ6K<1>(vx, &vy, nullptr, n, &out);
+  return out;
 }
 
 }  // namespace
@@ -332,6 +358,12 @@ VecDotFn GetVecDotAvx512(TensorType type) {
       return VecDot32<Q5_0Weights>;
     case TensorType::kQ8_0:
       return VecDot32<Q8_0Weights>;
+    case TensorType::kQ4_K:
+      return VecDotQ45K<false>;
+    case TensorType::kQ5_K:
+      return VecDotQ45K<true>;
+    case TensorType::kQ6_K:
+      return VecDotQ6K;
     default:
       return nullptr;
   }
@@ -346,11 +378,11 @@ GemmRowFn GetGemmRowAvx512(TensorType type) {
     case TensorType::kQ8_0:
       return GemmRow32<Q8_0Weights>;
     case TensorType::kQ4_K:
-      return GemmRowQ45K<false>;
+      return GemmRowQ45K<T, false>;
     case TensorType::kQ5_K:
-      return GemmRowQ45K<true>;
+      return GemmRowQ45K<T, true>;
     case TensorType::kQ6_K:
-      return GemmRowQ6K;
+      return GemmRowQ6K<T>;
     default:
       return nullptr;
   }
