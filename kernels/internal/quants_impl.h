@@ -71,7 +71,7 @@ using GemmRowFn = void (*)(const void* weights, const void* const* activations, 
                            int64_t n, float* out);
 
 // AVX-512 variants; nullptr when `type` has none. Only call after CpuHasAvx512Vnni().
-// GetVecDotAvx512 (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K) is bit-identical to GetVecDotAvx2.
+// GetVecDotAvx512 (Q4_0, Q5_0, Q8_0, Q6_K) is bit-identical to GetVecDotAvx2.
 GemmRowFn GetGemmRowAvx512(TensorType type);
 VecDotFn GetVecDotAvx512(TensorType type);
 
