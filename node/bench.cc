@@ -100,7 +100,8 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   const double cold_start = SecondsSince(kBenchProcessStart);
 
   std::mt19937 rng(1234);
-  std::vector<int32_t> prompt(command.prompt_tokens);
+  // Random tokens for the prompt test; the decode test feeds the first generate_tokens of them.
+  std::vector<int32_t> prompt(std::max(command.prompt_tokens, command.generate_tokens));
   for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % vocab);
 
   auto run_prompt = [&]() -> absl::StatusOr<double> {
@@ -110,7 +111,7 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
       const int32_t n = std::min(stage.options().max_batch_tokens, command.prompt_tokens - pos);
       runtime::StageInput in;
       in.first_position = pos;
-      in.tokens = absl::MakeConstSpan(prompt).subspan(pos, n);
+      in.tokens = absl::MakeConstSpan(prompt).subspan(pos, n);  // pos + n <= prompt_tokens
       RETURN_IF_ERROR(stage.Forward(in, runtime::LogitsMode::kLast).status());
       pos += n;
     }
