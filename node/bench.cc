@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "kernels/quants.h"
+#include "kernels/thread_pool.h"
 #include "nlohmann/json.hpp"
 #include "node/cli.h"
 #include "node/model_loader.h"
@@ -45,8 +46,8 @@ Figure Summarize(const std::vector<double>& values) {
   return f;
 }
 
-// Read bandwidth of this machine: the best of several parallel passes summing a 512 MiB buffer,
-// large enough that no cache holds it.
+// Read bandwidth of this machine: the best of several parallel passes (one thread per pool
+// thread, each summing its own chunks) over a 512 MiB buffer, large enough that no cache holds it.
 double MeasureReadBandwidth(kernels::ThreadPool& pool) {
   const size_t words = (size_t{512} << 20) / sizeof(uint64_t);
   std::vector<uint64_t> buffer(words);
@@ -144,7 +145,15 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   getrusage(RUSAGE_SELF, &usage);
   const double peak_rss_mib = usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
   err << "exo-node bench: measuring memory bandwidth\n";
-  const double bandwidth = MeasureReadBandwidth(*model.pool);
+  // The machine's bandwidth, read with a thread per physical core whatever --threads says, so
+  // that the roofline is the machine's and not the thread count's.
+  double bandwidth;
+  if (model.pool->num_threads() >= kernels::PhysicalCoreCount()) {
+    bandwidth = MeasureReadBandwidth(*model.pool);
+  } else {
+    kernels::ThreadPool all_cores(kernels::PhysicalCoreCount());
+    bandwidth = MeasureReadBandwidth(all_cores);
+  }
   const uint64_t bytes_per_token = stage.weight_bytes_per_token();
   const double roofline = bandwidth / bytes_per_token;
 
