@@ -49,6 +49,8 @@ float Bf16ToFp32(uint16_t h) { return internal::Bf16ToFloat(h); }
 uint16_t Fp32ToBf16(float f) { return internal::FloatToBf16(f); }
 
 void DequantizeRow(TensorType type, const void* src, float* dst, int64_t n) {
+  if (internal::CpuHasAvx2Fma() && internal::DequantizeRowAvx2(type, src, dst, n)) return;
+  if (internal::CpuHasNeon() && internal::DequantizeRowNeon(type, src, dst, n)) return;
   internal::DequantizeRowRef(type, src, dst, n);
 }
 

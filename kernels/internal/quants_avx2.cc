@@ -451,6 +451,20 @@ EXO_AVX2 bool QuantizeQ8_KAvx2(const float* x, BlockQ8_K* y, int64_t nb) {
 
 }  // namespace
 
+EXO_AVX2 bool DequantizeRowAvx2(TensorType type, const void* src, float* dst, int64_t n) {
+  if (type != TensorType::kF16 && type != TensorType::kBF16) return false;
+  const uint16_t* x = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (type == TensorType::kF16) {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadF16x8(x + i));
+    for (; i < n; ++i) dst[i] = HalfToFloat(x[i]);
+  } else {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadBf16x8(x + i));
+    for (; i < n; ++i) dst[i] = Bf16ToFloat(x[i]);
+  }
+  return true;
+}
+
 bool QuantizeRowAvx2(TensorType type, const float* src, void* dst, int64_t n) {
   switch (type) {
     case TensorType::kQ8_0:
@@ -807,6 +821,7 @@ VecDotFn GetVecDotAvx2(TensorType type) {
 
 bool CpuHasAvx2Fma() { return false; }
 bool QuantizeRowAvx2(TensorType, const float*, void*, int64_t) { return false; }
+bool DequantizeRowAvx2(TensorType, const void*, float*, int64_t) { return false; }
 VecDotFn GetVecDotAvx2(TensorType) { return nullptr; }
 VecDotMultiFn GetVecDotMultiAvx2(TensorType) { return nullptr; }
 

@@ -28,6 +28,9 @@ bool CpuHasAvx2Fma();
 // has none or the row holds a NaN/inf (dst is then partly written; quantise it with the
 // reference). Only call when CpuHasAvx2Fma() is true.
 bool QuantizeRowAvx2(TensorType type, const float* src, void* dst, int64_t n);
+// F16 / BF16 rows to f32 with F16C / shifts (exact, as the reference; KV cache reads). False for
+// other types.
+bool DequantizeRowAvx2(TensorType type, const void* src, float* dst, int64_t n);
 
 // NEON (AArch64) variants: dots for F32, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K (nullptr for other
 // types) and byte-identical Q8_0 / Q8_K quantisers (false as QuantizeRowAvx2). CpuHasNeon() is
@@ -35,6 +38,7 @@ bool QuantizeRowAvx2(TensorType type, const float* src, void* dst, int64_t n);
 bool CpuHasNeon();
 VecDotFn GetVecDotNeon(TensorType type);
 bool QuantizeRowNeon(TensorType type, const float* src, void* dst, int64_t n);
+bool DequantizeRowNeon(TensorType type, const void* src, float* dst, int64_t n);
 
 // The dot product the public VecDot uses for `type` (SIMD where available), nullptr if none.
 VecDotFn GetVecDot(TensorType type);

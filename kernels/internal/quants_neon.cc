@@ -282,6 +282,24 @@ VecDotFn GetVecDotNeon(TensorType type) {
   }
 }
 
+bool DequantizeRowNeon(TensorType type, const void* src, float* dst, int64_t n) {
+  if (type != TensorType::kF16 && type != TensorType::kBF16) return false;
+  const uint16_t* x = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (type == TensorType::kF16) {
+    for (; i + 4 <= n; i += 4) {
+      vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i))));
+    }
+    for (; i < n; ++i) dst[i] = HalfToFloat(x[i]);
+  } else {
+    for (; i + 4 <= n; i += 4) {
+      vst1q_f32(dst + i, vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(x + i), 16)));
+    }
+    for (; i < n; ++i) dst[i] = Bf16ToFloat(x[i]);
+  }
+  return true;
+}
+
 bool QuantizeRowNeon(TensorType type, const float* src, void* dst, int64_t n) {
   switch (type) {
     case TensorType::kQ8_0:
@@ -298,6 +316,7 @@ bool QuantizeRowNeon(TensorType type, const float* src, void* dst, int64_t n) {
 bool CpuHasNeon() { return false; }
 VecDotFn GetVecDotNeon(TensorType) { return nullptr; }
 bool QuantizeRowNeon(TensorType, const float*, void*, int64_t) { return false; }
+bool DequantizeRowNeon(TensorType, const void*, float*, int64_t) { return false; }
 
 #endif
 

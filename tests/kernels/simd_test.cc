@@ -121,6 +121,30 @@ INSTANTIATE_TEST_SUITE_P(AllSimdTypes, SimdVecDotTest, ::testing::ValuesIn(kSimd
                            return std::string(TypeName(info.param));
                          });
 
+// F16 / BF16 rows (the KV cache) convert exactly: every non-NaN bit pattern, odd lengths.
+TEST(SimdDequantize, HalfRowsMatchReference) {
+  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
+  for (TensorType type : {TensorType::kF16, TensorType::kBF16}) {
+    std::vector<uint16_t> all;
+    for (uint32_t h = 0; h < 0x10000; ++h) {
+      const float f = type == TensorType::kF16 ? Fp16ToFp32(static_cast<uint16_t>(h))
+                                               : Bf16ToFp32(static_cast<uint16_t>(h));
+      if (!std::isnan(f)) all.push_back(static_cast<uint16_t>(h));
+    }
+    for (int64_t n :
+         {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{13}, static_cast<int64_t>(all.size())}) {
+      std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n), -1.0f);
+      internal::DequantizeRowRef(type, all.data(), want.data(), n);
+      ASSERT_TRUE(internal::DequantizeRowAvx2(type, all.data(), got.data(), n));
+      ASSERT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+          << TypeName(type) << " n=" << n;
+    }
+  }
+  float out[8];
+  const uint16_t in[8] = {};
+  EXPECT_FALSE(internal::DequantizeRowAvx2(TensorType::kQ8_0, in, out, 8));
+}
+
 // The SIMD activation quantisers must write exactly the reference bytes: random rows, rows whose
 // products land exactly on .5 (both rounding rules' ties), zero rows, and +-max ties.
 TEST(SimdQuantize, ActivationQuantisersMatchReferenceBytes) {

@@ -99,6 +99,24 @@ void CheckQuantisers() {
   }
 }
 
+void CheckHalfRows() {
+  for (TensorType type : {TensorType::kF16, TensorType::kBF16}) {
+    std::vector<uint16_t> all;
+    for (uint32_t h = 0; h < 0x10000; ++h) {
+      const float f = type == TensorType::kF16 ? Fp16ToFp32(static_cast<uint16_t>(h))
+                                               : Bf16ToFp32(static_cast<uint16_t>(h));
+      if (!std::isnan(f)) all.push_back(static_cast<uint16_t>(h));
+    }
+    for (size_t n : {size_t{3}, size_t{9}, all.size()}) {
+      std::vector<float> want(n), got(n, -1.0f);
+      internal::DequantizeRowRef(type, all.data(), want.data(), static_cast<int64_t>(n));
+      DequantizeRow(type, all.data(), got.data(), static_cast<int64_t>(n));
+      Check(std::memcmp(want.data(), got.data(), n * sizeof(float)) == 0, "dequantise", type,
+            static_cast<int64_t>(n), 0, 0, 0);
+    }
+  }
+}
+
 void CheckMatMul() {
   ThreadPool pool(2);
   for (TensorType type : kTypes) {
@@ -139,6 +157,7 @@ int main() {
   std::printf("kernels_check: %s kernels\n", level);
   CheckDots();
   CheckQuantisers();
+  CheckHalfRows();
   CheckMatMul();
   std::printf("kernels_check: %d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
