@@ -18,25 +18,38 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def llamacpp_bench(model, threads, pp, tg, reps):
-    import llama_cpp  # noqa: imported here so --help works without it
-    llm = llama_cpp.Llama(model_path=model, n_ctx=max(pp, tg) + 8, n_batch=pp, n_ubatch=pp,
-                          n_threads=threads, n_threads_batch=threads, verbose=False)
-    prompt = [(i * 7919) % llm.n_vocab() for i in range(pp)]
-    llm.reset()
-    llm.eval(prompt[:8])  # warm-up
-    pp_rates, tg_rates = [], []
-    for _ in range(reps):
-        llm.reset()
+class LlamaCpp:
+    """llama.cpp (llama-cpp-python) with the model loaded once; one repetition per call."""
+
+    def __init__(self, model, threads, pp, tg):
+        import llama_cpp  # noqa: imported here so --help works without it
+        self.llm = llama_cpp.Llama(model_path=model, n_ctx=max(pp, tg) + 8, n_batch=pp,
+                                   n_ubatch=pp, n_threads=threads, n_threads_batch=threads,
+                                   verbose=False)
+        self.pp, self.tg = pp, tg
+        self.prompt = [(i * 7919) % self.llm.n_vocab() for i in range(max(pp, tg))]
+        self.llm.reset()
+        self.llm.eval(self.prompt[:8])  # warm-up
+
+    def rep(self):
+        self.llm.reset()
         start = time.perf_counter()
-        llm.eval(prompt)
-        pp_rates.append(pp / (time.perf_counter() - start))
-        llm.reset()
+        self.llm.eval(self.prompt[:self.pp])
+        pp_rate = self.pp / (time.perf_counter() - start)
+        self.llm.reset()
         start = time.perf_counter()
-        for i in range(tg):
-            llm.eval([prompt[i]])
-        tg_rates.append(tg / (time.perf_counter() - start))
-    return pp_rates, tg_rates
+        for i in range(self.tg):
+            self.llm.eval([self.prompt[i]])
+        return pp_rate, self.tg / (time.perf_counter() - start)
+
+
+def exo_bench(args, threads):
+    result = subprocess.run([args.exo_node, "bench", "--model", args.model, "--threads",
+                             str(threads), "--pp", str(args.pp), "--tg", str(args.tg),
+                             "--reps", "1", "--json"], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"exo-node bench failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
 
 
 def main():
@@ -44,28 +57,35 @@ def main():
     home = pathlib.Path(os.environ.get("EXO_HOME", pathlib.Path.home() / ".cache" / "exo-node"))
     parser.add_argument("--model", default=str(home / "models" / "gemma-3-270m-q4_k_m.gguf"))
     parser.add_argument("--exo-node", default=os.environ.get("EXO_NODE_BIN", str(REPO / "build" / "exo-node")))
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=0,
+                        help="0 (default): exo-node's default, one per physical core, for both")
     parser.add_argument("--pp", type=int, default=512)
     parser.add_argument("--tg", type=int, default=128)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
 
-    result = subprocess.run([args.exo_node, "bench", "--model", args.model, "--threads",
-                             str(args.threads), "--pp", str(args.pp), "--tg", str(args.tg),
-                             "--reps", str(args.reps), "--json"], capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"exo-node bench failed: {result.stderr.strip()}")
-    exo = json.loads(result.stdout)
-    pp_rates, tg_rates = llamacpp_bench(args.model, args.threads, args.pp, args.tg, args.reps)
+    # Repetitions alternate between the two engines (A/B interleaved), so that load from other
+    # processes on a shared machine falls on both alike.
+    first = exo_bench(args, args.threads)
+    threads = first["threads"]
+    llama = LlamaCpp(args.model, threads, args.pp, args.tg)
+    exo_runs, pp_rates, tg_rates = [], [], []
+    for rep in range(args.reps):
+        exo_runs.append(first if rep == 0 else exo_bench(args, threads))
+        pp_rate, tg_rate = llama.rep()
+        pp_rates.append(pp_rate)
+        tg_rates.append(tg_rate)
 
     def fmt(rates):
         return f"{statistics.mean(rates):8.1f} ± {statistics.stdev(rates) if len(rates) > 1 else 0:.1f}"
 
-    print(f"model {args.model}, {args.threads} threads, {args.reps} repetitions")
+    print(f"model {args.model}, {threads} threads, {args.reps} interleaved repetitions, "
+          f"exo-node kernels: {first.get('kernels', '?')}")
     print(f"{'':10s} {'exo-node':>18s} {'llama.cpp':>18s}")
     for name, rates in ((f"pp{args.pp}", pp_rates), (f"tg{args.tg}", tg_rates)):
-        e = exo[name]
-        print(f"{name:10s} {e['tokens_per_second']:8.1f} ± {e['stddev']:.1f} tok/s  {fmt(rates)} tok/s")
+        exo_rates = [run[name]["tokens_per_second"] for run in exo_runs]
+        print(f"{name:10s} {fmt(exo_rates)} tok/s  {fmt(rates)} tok/s")
+    exo = exo_runs[-1]
     print(f"exo-node: {exo['bytes_per_token'] / 2**20:.1f} MiB per token, bandwidth "
           f"{exo['memory_bandwidth_bytes_per_second'] / 1e9:.2f} GB/s, roofline "
           f"{exo['roofline_tokens_per_second']:.1f} tok/s ({100 * exo['roofline_fraction']:.0f}% reached), "

@@ -16,6 +16,8 @@ namespace {
 // Rows per ParallelFor grain and tokens per inner tile of the prefill loop.
 constexpr int64_t kRowGrain = 16;
 constexpr int64_t kTokenTile = 16;
+// Weight rows the gemm path keeps hot while every token group passes over them.
+constexpr int64_t kGemmRowBlock = 32;
 // Below this many multiply-adds (~10 us on one core) handing work to the pool costs about as
 // much as it saves (a ParallelFor round trip measured ~10-15 us on a busy 2-core machine).
 constexpr int64_t kMinParallelWork = 1 << 18;
@@ -24,6 +26,13 @@ constexpr int64_t kMinParallelWork = 1 << 18;
 uint8_t* ActivationScratch(size_t bytes) {
   thread_local std::vector<uint8_t> scratch;
   if (scratch.size() < bytes) scratch.resize(bytes);
+  return scratch.data();
+}
+
+// Block scales of the gemm path, as ActivationScratch.
+float* ScaleScratch(size_t count) {
+  thread_local std::vector<float> scratch;
+  if (scratch.size() < count) scratch.resize(count);
   return scratch.data();
 }
 
@@ -46,6 +55,7 @@ struct MatMulJob {
   TensorType act_type;
   internal::VecDotFn dot;
   internal::VecDotMultiFn dot_multi;  // nullptr: only the single-token dot
+  internal::GemmRowFn gemm;           // nullptr: no kGemmTokens-token row kernel
   const uint8_t* weights;
   int64_t weight_row_bytes;
   int64_t rows;
@@ -54,23 +64,43 @@ struct MatMulJob {
   uint8_t* act_scratch = nullptr;
   const uint8_t* act;
   int64_t act_row_bytes;
+  int64_t act_blocks = 0;  // blocks per activation row
   int64_t n;
+  int64_t gemm_groups = 0;      // full groups of kGemmTokens tokens that go through `gemm`
+  float* act_scales = nullptr;  // [group][block][kGemmTokens] f32 block scales for `gemm`
   float* y;
 
   void QuantizeActivations(int64_t begin, int64_t end) const {
     for (int64_t t = begin; t < end; ++t) {
-      QuantizeRow(act_type, x + t * cols, act_scratch + t * act_row_bytes, cols);
+      uint8_t* row = act_scratch + t * act_row_bytes;
+      QuantizeRow(act_type, x + t * cols, row, cols);
+      if (t >= gemm_groups * internal::kGemmTokens) continue;
+      // The gemm kernels read the scales of a group's tokens block by block, side by side.
+      constexpr int64_t kG = internal::kGemmTokens;
+      float* scales = act_scales + (t / kG) * act_blocks * kG + t % kG;
+      const int64_t block_bytes = act_row_bytes / act_blocks;
+      for (int64_t b = 0; b < act_blocks; ++b) {
+        const uint8_t* block = row + b * block_bytes;
+        if (act_type == TensorType::kQ8_K) {
+          std::memcpy(&scales[b * kG], block, sizeof(float));  // BlockQ8_K::d leads
+        } else {
+          uint16_t half;  // BlockQ8_0::d leads
+          std::memcpy(&half, block, sizeof(half));
+          scales[b * kG] = Fp16ToFp32(half);
+        }
+      }
     }
   }
 
-  // Weight rows [row_begin, row_end) against every token; each weight row meets a tile of tokens
-  // while it is hot in cache. Where the type has a multi-token dot, tokens go through it in
-  // groups of up to kMaxDotTokens (each weight block unpacked once per group; results
-  // bit-identical to the single dot); a lone token uses the single dot.
-  void MultiplyRows(int64_t row_begin, int64_t row_end) const {
+  // Weight rows [row_begin, row_end) against tokens [t_begin, t_end); each weight row meets a
+  // tile of tokens while it is hot in cache. Where the type has a multi-token dot, tokens go
+  // through it in groups of up to kMaxDotTokens (each weight block unpacked once per group;
+  // results bit-identical to the single dot); a lone token uses the single dot.
+  void MultiplyRowsWithDots(int64_t row_begin, int64_t row_end, int64_t t_begin,
+                            int64_t t_end) const {
     constexpr int64_t kGroup = internal::kMaxDotTokens;
-    for (int64_t t0 = 0; t0 < n; t0 += kTokenTile) {
-      const int64_t t1 = std::min(n, t0 + kTokenTile);
+    for (int64_t t0 = t_begin; t0 < t_end; t0 += kTokenTile) {
+      const int64_t t1 = std::min(t_end, t0 + kTokenTile);
       for (int64_t r = row_begin; r < row_end; ++r) {
         const uint8_t* weight_row = weights + r * weight_row_bytes;
         int64_t t = t0;
@@ -88,6 +118,32 @@ struct MatMulJob {
       }
     }
   }
+
+  // Weight rows [row_begin, row_end) against every token: full groups of kGemmTokens tokens go
+  // through the gemm row kernel, blocked so that a few dozen weight rows stay in L1/L2 while
+  // every token group passes over them; the remaining tokens use the dot products.
+  void MultiplyRows(int64_t row_begin, int64_t row_end) const {
+    constexpr int64_t kG = internal::kGemmTokens;
+    if (gemm_groups > 0) {
+      for (int64_t rb = row_begin; rb < row_end; rb += kGemmRowBlock) {
+        const int64_t re = std::min(row_end, rb + kGemmRowBlock);
+        for (int64_t g = 0; g < gemm_groups; ++g) {
+          const void* rows_of_group[kG];
+          for (int64_t k = 0; k < kG; ++k) {
+            rows_of_group[k] = act + (g * kG + k) * act_row_bytes;
+          }
+          const float* scales = act_scales + g * act_blocks * kG;
+          float* y_group = y + g * kG * rows;
+          for (int64_t r = rb; r < re; ++r) {
+            float out[kG];
+            gemm(weights + r * weight_row_bytes, rows_of_group, scales, cols, out);
+            for (int64_t k = 0; k < kG; ++k) y_group[k * rows + r] = out[k];
+          }
+        }
+      }
+    }
+    if (gemm_groups * kG < n) MultiplyRowsWithDots(row_begin, row_end, gemm_groups * kG, n);
+  }
 };
 
 }  // namespace
@@ -103,6 +159,7 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
     std::abort();
   }
   job.dot_multi = n > 1 ? internal::GetVecDotMulti(type) : nullptr;
+  job.gemm = n >= internal::kGemmTokens ? internal::GetGemmRow(type) : nullptr;
   job.act_type = VecDotType(type);
   job.weights = static_cast<const uint8_t*>(weights);
   job.weight_row_bytes = RowBytes(type, cols);
@@ -110,8 +167,14 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
   job.cols = cols;
   job.x = x;
   job.act_row_bytes = RowBytes(job.act_type, cols);
+  job.act_blocks = cols / GetTypeInfo(job.act_type).block_size;
   job.n = n;
   job.y = y;
+  if (job.gemm != nullptr) {
+    job.gemm_groups = n / internal::kGemmTokens;
+    job.act_scales =
+        ScaleScratch(static_cast<size_t>(job.gemm_groups * job.act_blocks * internal::kGemmTokens));
+  }
   const MatMulJob* job_ptr = &job;
 
   // 1. Convert every activation row to the dot product's input type, once.

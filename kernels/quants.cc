@@ -17,10 +17,14 @@ const std::array<internal::VecDotFn, kMaxTypeId>& VecDotTable() {
   static const std::array<internal::VecDotFn, kMaxTypeId> table = [] {
     std::array<internal::VecDotFn, kMaxTypeId> t{};
     const bool avx2 = internal::CpuHasAvx2Fma();
+    const bool neon = internal::CpuHasNeon();
+    const bool avx512 = internal::CpuHasAvx512Vnni();
     for (size_t id = 0; id < kMaxTypeId; ++id) {
       if (FindTypeInfo(static_cast<uint32_t>(id)) == nullptr) continue;
       const TensorType type = static_cast<TensorType>(id);
-      internal::VecDotFn fn = avx2 ? internal::GetVecDotAvx2(type) : nullptr;
+      internal::VecDotFn fn = avx512 ? internal::GetVecDotAvx512(type) : nullptr;
+      if (fn == nullptr)
+        fn = avx2 ? internal::GetVecDotAvx2(type) : neon ? internal::GetVecDotNeon(type) : nullptr;
       t[id] = fn != nullptr ? fn : internal::GetVecDotRef(type);
     }
     return t;
@@ -45,10 +49,14 @@ float Bf16ToFp32(uint16_t h) { return internal::Bf16ToFloat(h); }
 uint16_t Fp32ToBf16(float f) { return internal::FloatToBf16(f); }
 
 void DequantizeRow(TensorType type, const void* src, float* dst, int64_t n) {
+  if (internal::CpuHasAvx2Fma() && internal::DequantizeRowAvx2(type, src, dst, n)) return;
+  if (internal::CpuHasNeon() && internal::DequantizeRowNeon(type, src, dst, n)) return;
   internal::DequantizeRowRef(type, src, dst, n);
 }
 
 void QuantizeRow(TensorType type, const float* src, void* dst, int64_t n) {
+  if (internal::CpuHasAvx2Fma() && internal::QuantizeRowAvx2(type, src, dst, n)) return;
+  if (internal::CpuHasNeon() && internal::QuantizeRowNeon(type, src, dst, n)) return;
   internal::QuantizeRowRef(type, src, dst, n);
 }
 
@@ -76,6 +84,13 @@ TensorType VecDotType(TensorType weight_type) {
                    TypeName(weight_type));
       std::abort();
   }
+}
+
+const char* SimdLevelName() {
+  if (internal::CpuHasAvx512Vnni()) return "avx512-vnni";
+  if (internal::CpuHasAvx2Fma()) return "avx2";
+  if (internal::CpuHasNeon()) return "neon";
+  return "scalar";
 }
 
 float VecDot(TensorType type, const void* weights, const void* activations, int64_t n) {

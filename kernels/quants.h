@@ -31,6 +31,10 @@ TensorType VecDotType(TensorType weight_type);
 // converted to VecDotType(type).
 float VecDot(TensorType type, const void* weights, const void* activations, int64_t n);
 
+// The SIMD level the kernels dispatch to on this machine (after EXO_SIMD / EXO_DISABLE_SIMD):
+// "avx512-vnni", "avx2", "neon" or "scalar".
+const char* SimdLevelName();
+
 }  // namespace exo::kernels
 
 #endif  // EXO_KERNELS_QUANTS_H_

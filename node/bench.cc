@@ -16,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "kernels/quants.h"
+#include "kernels/thread_pool.h"
 #include "nlohmann/json.hpp"
 #include "node/cli.h"
 #include "node/model_loader.h"
@@ -44,8 +46,8 @@ Figure Summarize(const std::vector<double>& values) {
   return f;
 }
 
-// Read bandwidth of this machine: the best of several parallel passes summing a 512 MiB buffer,
-// large enough that no cache holds it.
+// Read bandwidth of this machine: the best of several parallel passes (one thread per pool
+// thread, each summing its own chunks) over a 512 MiB buffer, large enough that no cache holds it.
 double MeasureReadBandwidth(kernels::ThreadPool& pool) {
   const size_t words = (size_t{512} << 20) / sizeof(uint64_t);
   std::vector<uint64_t> buffer(words);
@@ -99,7 +101,8 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   const double cold_start = SecondsSince(kBenchProcessStart);
 
   std::mt19937 rng(1234);
-  std::vector<int32_t> prompt(command.prompt_tokens);
+  // Random tokens for the prompt test; the decode test feeds the first generate_tokens of them.
+  std::vector<int32_t> prompt(std::max(command.prompt_tokens, command.generate_tokens));
   for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % vocab);
 
   auto run_prompt = [&]() -> absl::StatusOr<double> {
@@ -109,7 +112,7 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
       const int32_t n = std::min(stage.options().max_batch_tokens, command.prompt_tokens - pos);
       runtime::StageInput in;
       in.first_position = pos;
-      in.tokens = absl::MakeConstSpan(prompt).subspan(pos, n);
+      in.tokens = absl::MakeConstSpan(prompt).subspan(pos, n);  // pos + n <= prompt_tokens
       RETURN_IF_ERROR(stage.Forward(in, runtime::LogitsMode::kLast).status());
       pos += n;
     }
@@ -142,7 +145,15 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   getrusage(RUSAGE_SELF, &usage);
   const double peak_rss_mib = usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
   err << "exo-node bench: measuring memory bandwidth\n";
-  const double bandwidth = MeasureReadBandwidth(*model.pool);
+  // The machine's bandwidth, read with a thread per physical core whatever --threads says, so
+  // that the roofline is the machine's and not the thread count's.
+  double bandwidth;
+  if (model.pool->num_threads() >= kernels::PhysicalCoreCount()) {
+    bandwidth = MeasureReadBandwidth(*model.pool);
+  } else {
+    kernels::ThreadPool all_cores(kernels::PhysicalCoreCount());
+    bandwidth = MeasureReadBandwidth(all_cores);
+  }
   const uint64_t bytes_per_token = stage.weight_bytes_per_token();
   const double roofline = bandwidth / bytes_per_token;
 
@@ -153,6 +164,7 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   if (command.json) {
     nlohmann::json j = {{"model", stage.config().name},
                         {"threads", model.pool->num_threads()},
+                        {"kernels", kernels::SimdLevelName()},
                         {"repetitions", command.repetitions},
                         {pp_name, {{"tokens_per_second", pp_fig.mean}, {"stddev", pp_fig.stddev}}},
                         {tg_name, {{"tokens_per_second", tg_fig.mean}, {"stddev", tg_fig.stddev}}},
@@ -165,8 +177,9 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
                         {"cold_start_seconds", cold_start}};
     out << j.dump(2) << "\n";
   } else {
-    out << absl::StrFormat("model: %s, %d threads, %d repetitions\n", stage.config().name,
-                           model.pool->num_threads(), command.repetitions);
+    out << absl::StrFormat("model: %s, %d threads, %s kernels, %d repetitions\n",
+                           stage.config().name, model.pool->num_threads(), kernels::SimdLevelName(),
+                           command.repetitions);
     out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", pp_name, pp_fig.mean, pp_fig.stddev);
     out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", tg_name, tg_fig.mean, tg_fig.stddev);
     out << absl::StrFormat("  bytes read per decoded token: %.1f MiB\n",

@@ -15,6 +15,7 @@ apt_packages=(
   libzmq3-dev cppzmq-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libssl-dev libcpp-httplib-dev
   python3 python3-venv python3-pip iproute2
+  g++-aarch64-linux-gnu qemu-user
 )
 missing=()
 for p in "${apt_packages[@]}"; do

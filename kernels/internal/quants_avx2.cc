@@ -2,6 +2,7 @@
 // builds into a baseline x86-64 binary; GetVecDotAvx2 is only used after CpuHasAvx2Fma() said yes.
 // Each kernel computes the same sums as its scalar reference in quants_ref.cc (integer parts
 // exactly; float accumulation order differs).
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -25,6 +26,8 @@ bool CpuHasAvx2Fma() {
   static const bool supported = [] {
     const char* disable = std::getenv("EXO_DISABLE_SIMD");
     if (disable != nullptr && disable[0] != '\0' && disable[0] != '0') return false;
+    const char* level = std::getenv("EXO_SIMD");
+    if (level != nullptr && std::strcmp(level, "scalar") == 0) return false;
     __builtin_cpu_init();
     // __builtin_cpu_supports checks that the OS saves the YMM state; F16C is not a name every
     // compiler accepts there, so read its CPUID bit directly.
@@ -337,6 +340,143 @@ EXO_AVX2 float vec_dot_q6_k_q8_k_avx2(const void* vx, const void* vy, int64_t n)
   }
   return HorizontalSum(acc);
 }
+
+// ---- Activation quantisers -------------------------------------------------------------------
+// Byte-identical to QuantizeQ8_0 / QuantizeQ8_K in quants_ref.cc: the scale is computed by the
+// same scalar expressions, every product x * id is the same single f32 multiply, and the
+// roundings are reproduced exactly (roundf's ties away from zero below; lrintf's ties to even is
+// cvtps_epi32 under the default rounding mode).
+
+// roundf(v) for |v| < 2^23: trunc(v), plus sign(v) when the (exact) fraction is at least 0.5.
+EXO_AVX2 inline __m256i RoundHalfAwayToInt(__m256 v) {
+  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 frac = _mm256_sub_ps(v, t);
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  const __m256 abs_frac = _mm256_andnot_ps(sign_mask, frac);
+  const __m256 up = _mm256_cmp_ps(abs_frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m256 step =
+      _mm256_and_ps(up, _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, sign_mask)));
+  return _mm256_cvttps_epi32(_mm256_add_ps(t, step));
+}
+
+// Packs 32 int32 (four registers, values in int8 range) into 32 int8 in order.
+EXO_AVX2 inline __m256i PackI32ToI8(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i ab = _mm256_packs_epi32(a, b);  // lanes interleave per 128 bits
+  const __m256i cd = _mm256_packs_epi32(c, d);
+  const __m256i abcd = _mm256_packs_epi16(ab, cd);
+  return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Largest |x[j]|, or NaN when some x[j] is NaN.
+EXO_AVX2 inline float MaxAbs(const float* x, int n) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  __m256 m = _mm256_setzero_ps();
+  __m256 nan = _mm256_setzero_ps();
+  for (int j = 0; j < n; j += 8) {
+    const __m256 a = _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x + j));
+    m = _mm256_max_ps(m, a);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  }
+  if (_mm256_movemask_ps(nan) != 0) return std::nanf("");
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+EXO_AVX2 bool QuantizeQ8_0Avx2(const float* x, BlockQ8_0* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQk32) {
+    const float amax = MaxAbs(x, kQk32);
+    if (!(amax <= 3.0e38f)) return false;  // NaN or inf: leave it to the reference
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = FloatToHalf(d);
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      q[k] = RoundHalfAwayToInt(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs), PackI32ToI8(q[0], q[1], q[2], q[3]));
+  }
+  return true;
+}
+
+EXO_AVX2 bool QuantizeQ8_KAvx2(const float* x, BlockQ8_K* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQkK) {
+    const float amax = MaxAbs(x, kQkK);
+    if (!(amax <= 3.0e38f)) return false;
+    if (amax == 0.0f) {
+      std::memset(&y[i], 0, sizeof(y[i]));
+      continue;
+    }
+    // The reference keeps the first element of largest magnitude, with its sign.
+    float max = 0.0f;
+    for (int j = 0; j < kQkK; ++j) {
+      if (std::fabs(x[j]) == amax) {
+        max = x[j];
+        break;
+      }
+    }
+    const float iscale = -127.0f / max;
+    const __m256 vscale = _mm256_set1_ps(iscale);
+    const __m256i top = _mm256_set1_epi32(127);
+    for (int g = 0; g < kQkK / 32; ++g) {
+      __m256i q[4];
+      for (int k = 0; k < 4; ++k) {
+        const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * k), vscale);
+        q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(v), top);
+      }
+      const __m256i packed = PackI32ToI8(q[0], q[1], q[2], q[3]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs + 32 * g), packed);
+      // bsums of the two 16-groups: widen to int16, add pairs down to two sums.
+      const __m256i wide_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(packed));
+      const __m256i wide_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(packed, 1));
+      const __m256i s_lo = _mm256_madd_epi16(wide_lo, _mm256_set1_epi16(1));
+      const __m256i s_hi = _mm256_madd_epi16(wide_hi, _mm256_set1_epi16(1));
+      int32_t lanes_lo[8], lanes_hi[8];
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes_lo), s_lo);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes_hi), s_hi);
+      int sum_lo = 0, sum_hi = 0;
+      for (int k = 0; k < 8; ++k) {
+        sum_lo += lanes_lo[k];
+        sum_hi += lanes_hi[k];
+      }
+      y[i].bsums[2 * g] = static_cast<int16_t>(sum_lo);
+      y[i].bsums[2 * g + 1] = static_cast<int16_t>(sum_hi);
+    }
+    y[i].d = 1.0f / iscale;
+  }
+  return true;
+}
+
+}  // namespace
+
+EXO_AVX2 bool DequantizeRowAvx2(TensorType type, const void* src, float* dst, int64_t n) {
+  if (type != TensorType::kF16 && type != TensorType::kBF16) return false;
+  const uint16_t* x = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (type == TensorType::kF16) {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadF16x8(x + i));
+    for (; i < n; ++i) dst[i] = HalfToFloat(x[i]);
+  } else {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadBf16x8(x + i));
+    for (; i < n; ++i) dst[i] = Bf16ToFloat(x[i]);
+  }
+  return true;
+}
+
+bool QuantizeRowAvx2(TensorType type, const float* src, void* dst, int64_t n) {
+  switch (type) {
+    case TensorType::kQ8_0:
+      return QuantizeQ8_0Avx2(src, static_cast<BlockQ8_0*>(dst), n / kQk32);
+    case TensorType::kQ8_K:
+      return QuantizeQ8_KAvx2(src, static_cast<BlockQ8_K*>(dst), n / kQkK);
+    default:
+      return false;
+  }
+}
+
+namespace {
 
 // ---- Multi-token dot products -------------------------------------------------------------
 // One weight row against T activation rows (`stride` bytes apart). Each weight block is unpacked
@@ -680,6 +820,8 @@ VecDotFn GetVecDotAvx2(TensorType type) {
 #else  // !EXO_HAVE_X86
 
 bool CpuHasAvx2Fma() { return false; }
+bool QuantizeRowAvx2(TensorType, const float*, void*, int64_t) { return false; }
+bool DequantizeRowAvx2(TensorType, const void*, float*, int64_t) { return false; }
 VecDotFn GetVecDotAvx2(TensorType) { return nullptr; }
 VecDotMultiFn GetVecDotMultiAvx2(TensorType) { return nullptr; }
 

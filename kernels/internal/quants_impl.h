@@ -24,6 +24,22 @@ VecDotFn GetVecDotRef(TensorType type);
 VecDotFn GetVecDotAvx2(TensorType type);
 bool CpuHasAvx2Fma();
 
+// AVX2 activation quantisers, byte-identical to QuantizeRowRef: Q8_0 and Q8_K. False when `type`
+// has none or the row holds a NaN/inf (dst is then partly written; quantise it with the
+// reference). Only call when CpuHasAvx2Fma() is true.
+bool QuantizeRowAvx2(TensorType type, const float* src, void* dst, int64_t n);
+// F16 / BF16 rows to f32 with F16C / shifts (exact, as the reference; KV cache reads). False for
+// other types.
+bool DequantizeRowAvx2(TensorType type, const void* src, float* dst, int64_t n);
+
+// NEON (AArch64) variants: dots for F32, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K (nullptr for other
+// types) and byte-identical Q8_0 / Q8_K quantisers (false as QuantizeRowAvx2). CpuHasNeon() is
+// true on AArch64 unless EXO_DISABLE_SIMD=1 or EXO_SIMD=scalar; elsewhere always false.
+bool CpuHasNeon();
+VecDotFn GetVecDotNeon(TensorType type);
+bool QuantizeRowNeon(TensorType type, const float* src, void* dst, int64_t n);
+bool DequantizeRowNeon(TensorType type, const void* src, float* dst, int64_t n);
+
 // The dot product the public VecDot uses for `type` (SIMD where available), nullptr if none.
 VecDotFn GetVecDot(TensorType type);
 
@@ -43,6 +59,28 @@ VecDotMultiFn GetVecDotMultiAvx2(TensorType type);
 // The multi-token dot product matching GetVecDot(type), or nullptr when there is none (scalar
 // path, or a type without one): callers then use the single-token dot.
 VecDotMultiFn GetVecDotMulti(TensorType type);
+
+// AVX-512 prompt-processing kernels (F, BW, VL, DQ and VNNI): one weight row against
+// kGemmTokens activation rows at once.
+inline constexpr int kGemmTokens = 8;
+
+// True when this CPU (and OS) has AVX-512 F/BW/VL/DQ + VNNI and neither EXO_DISABLE_SIMD nor
+// EXO_SIMD=scalar|avx2 asks for less.
+bool CpuHasAvx512Vnni();
+
+// Dot products of one weight row (`type`, n elements) with kGemmTokens activation rows in
+// VecDotType(type): activations[t] is token t's row, yd[b * kGemmTokens + t] token t's scale of
+// block b as f32. out[t] is bit-identical to GetVecDot(type)(weights, activations[t], n).
+using GemmRowFn = void (*)(const void* weights, const void* const* activations, const float* yd,
+                           int64_t n, float* out);
+
+// AVX-512 variants; nullptr when `type` has none. Only call after CpuHasAvx512Vnni().
+// GetVecDotAvx512 (Q4_0, Q5_0, Q8_0, Q6_K) is bit-identical to GetVecDotAvx2.
+GemmRowFn GetGemmRowAvx512(TensorType type);
+VecDotFn GetVecDotAvx512(TensorType type);
+
+// The GEMM row kernel for `type` on this CPU, or nullptr (callers use the dot products).
+GemmRowFn GetGemmRow(TensorType type);
 
 // 6-bit scale/min pair `j` (0..7) of a Q4_K / Q5_K block, as ggml's get_scale_min_k4.
 inline void GetScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {

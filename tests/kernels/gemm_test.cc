@@ -97,7 +97,7 @@ class MatMulBatchTest : public ::testing::TestWithParam<TensorType> {};
 TEST_P(MatMulBatchTest, BitIdenticalToVecDotForSmallBatches) {
   const TensorType type = GetParam();
   const int64_t block = GetTypeInfo(type).block_size;
-  const int64_t rows = 11, cols = 5 * block;
+  const int64_t rows = 37, cols = 5 * block;
   const std::vector<float> wv = RandomValues(static_cast<size_t>(rows * cols), 77, 0.5f);
   const int64_t row_bytes = RowBytes(type, cols);
   std::vector<uint8_t> w(static_cast<size_t>(rows * row_bytes));
@@ -107,7 +107,7 @@ TEST_P(MatMulBatchTest, BitIdenticalToVecDotForSmallBatches) {
   const TensorType act_type = VecDotType(type);
   std::vector<uint8_t> act(static_cast<size_t>(RowBytes(act_type, cols)));
   ThreadPool pool(2);
-  for (int64_t n = 1; n <= 9; ++n) {
+  for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 21}) {
     const std::vector<float> x = RandomValues(static_cast<size_t>(n * cols), 5 + n);
     for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
       std::vector<float> y(static_cast<size_t>(n * rows), std::nanf(""));
@@ -124,6 +124,67 @@ TEST_P(MatMulBatchTest, BitIdenticalToVecDotForSmallBatches) {
   }
 }
 
+// The AVX-512 row kernels (kGemmTokens tokens at once) against the AVX2 single dot, bit for bit,
+// including raw random weight bytes (extreme scales, -128 quants).
+class GemmRowTest : public ::testing::TestWithParam<TensorType> {
+ protected:
+  void SetUp() override {
+    if (!internal::CpuHasAvx512Vnni()) GTEST_SKIP() << "CPU lacks AVX-512 VNNI (or EXO_SIMD)";
+  }
+};
+
+TEST_P(GemmRowTest, DispatchedOnThisCpu) {
+  EXPECT_NE(internal::GetGemmRowAvx512(GetParam()), nullptr);
+  EXPECT_EQ(internal::GetGemmRow(GetParam()), internal::GetGemmRowAvx512(GetParam()));
+}
+
+TEST_P(GemmRowTest, BitIdenticalToVecDot) {
+  const TensorType type = GetParam();
+  internal::GemmRowFn gemm = internal::GetGemmRow(type);
+  ASSERT_NE(gemm, nullptr);
+  constexpr int kG = internal::kGemmTokens;
+  const int64_t block = GetTypeInfo(type).block_size;
+  const TensorType act_type = VecDotType(type);
+  for (int64_t blocks : {1, 2, 3, 5, 7, 13}) {
+    const int64_t n = blocks * block;
+    const int64_t act_row_bytes = RowBytes(act_type, n);
+    const int64_t act_block_bytes = act_row_bytes / blocks;
+    for (uint32_t seed = 1; seed <= 4; ++seed) {
+      const std::vector<uint8_t> w =
+          seed <= 2 ? Quantize(type, RandomValues(static_cast<size_t>(n), seed * 1000 + n))
+                    : RandomWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
+      const std::vector<uint8_t> act = ActivationRows(type, n, kG, seed * 13 + blocks);
+      const void* rows[kG];
+      std::vector<float> scales(static_cast<size_t>(blocks * kG));
+      for (int t = 0; t < kG; ++t) {
+        rows[t] = act.data() + t * act_row_bytes;
+        for (int64_t b = 0; b < blocks; ++b) {
+          const uint8_t* p = act.data() + t * act_row_bytes + b * act_block_bytes;
+          if (act_type == TensorType::kQ8_K) {
+            std::memcpy(&scales[b * kG + t], p, sizeof(float));
+          } else {
+            uint16_t h;
+            std::memcpy(&h, p, sizeof(h));
+            scales[b * kG + t] = Fp16ToFp32(h);
+          }
+        }
+      }
+      float got[kG];
+      gemm(w.data(), rows, scales.data(), n, got);
+      for (int t = 0; t < kG; ++t) {
+        const float want = VecDot(type, w.data(), rows[t], n);
+        ASSERT_TRUE(SameBits(got[t], want))
+            << TypeName(type) << " blocks=" << blocks << " seed=" << seed << " t=" << t << ": "
+            << got[t] << " vs " << want;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, GemmRowTest, ::testing::ValuesIn(kMultiTypes),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(TypeName(info.param));
+                         });
 INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, VecDotMultiTest, ::testing::ValuesIn(kMultiTypes),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
                            return std::string(TypeName(info.param));

@@ -1,6 +1,9 @@
 #include "kernels/thread_pool.h"
 
+#include <time.h>
+
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <set>
@@ -116,6 +119,25 @@ TEST(ThreadPool, DefaultSizeIsPhysicalCores) {
             static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   ThreadPool pool;
   EXPECT_EQ(pool.num_threads(), PhysicalCoreCount());
+}
+
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Workers poll for a short while after a job, then sleep: an idle pool burns (almost) no CPU.
+// Spinning workers would use up to 3 x 300 ms here; the bound leaves room for the short poll.
+TEST(ThreadPool, IdleWorkersSleep) {
+  ThreadPool pool(4);
+  std::atomic<int64_t> sum{0};
+  pool.ParallelFor(1000, 1, [&](int64_t begin, int64_t end) { sum += end - begin; });
+  ASSERT_EQ(sum.load(), 1000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // past the poll window
+  const double start = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_LT(ProcessCpuSeconds() - start, 0.05);
 }
 
 }  // namespace
