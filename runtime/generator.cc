@@ -178,6 +178,8 @@ absl::StatusOr<GenerateStats> Generate(Stage& stage, int32_t slot, std::vector<i
   if (position < stage.cached_length(slot) && !stage.CanRollBack(slot, position)) {
     position = 0;
   }
+  // Starting over: forget the old sequence (a sliding-window cache could not roll back to 0).
+  if (position == 0) stage.ResetSlot(slot);
   stats.prompt_tokens = static_cast<int32_t>(history.size()) - position;
   const int32_t size = static_cast<int32_t>(history.size());
 

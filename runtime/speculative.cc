@@ -141,6 +141,7 @@ absl::StatusOr<absl::Span<const float>> DraftModelDrafter::Sync() {
   if (position < stage_.cached_length(slot_) && !stage_.CanRollBack(slot_, position)) {
     position = 0;
   }
+  if (position == 0) stage_.ResetSlot(slot_);
   absl::Span<const float> logits;
   while (position < n) {
     const int32_t count = std::min(stage_.options().max_batch_tokens, n - position);
