@@ -45,9 +45,9 @@ ABSL_FLAG(std::string, speculative, "",
 ABSL_FLAG(std::string, draft_model, "",
           "generate: a smaller GGUF model with the target's vocabulary that drafts tokens.");
 ABSL_FLAG(int32_t, draft_max, 8, "generate: most tokens drafted per verification pass (1-15).");
-ABSL_FLAG(int32_t, draft_min, 1,
-          "generate: fewest tokens the adaptive draft length goes down to; = --draft_max fixes "
-          "it.");
+ABSL_FLAG(int32_t, draft_min, 0,
+          "generate: fewest tokens the adaptive draft length goes down to (0 lets it stop "
+          "drafting when drafts do not pay); = --draft_max fixes the length.");
 ABSL_FLAG(double, draft_p_min, 0.5,
           "generate: the draft model stops drafting when its top probability is below this.");
 ABSL_FLAG(int32_t, ngram_max, 4, "generate --speculative=ngram: longest context suffix matched.");

@@ -82,10 +82,12 @@ absl::Status DecodeSpeculative(Stage& stage, int32_t slot, std::vector<int32_t>&
         std::min(so.context - 1 - first_position, options.max_tokens - stats.generated_tokens - 1);
     const int32_t want = std::max(0, std::min(length.Next(), room));
     proposal.Clear();
+    double draft_seconds = 0;
     if (want > 0) {
       const auto draft_start = std::chrono::steady_clock::now();
       RETURN_IF_ERROR(options.drafter->Draft(history, want, proposal));
-      counters.draft_seconds += SecondsSince(draft_start);
+      draft_seconds = SecondsSince(draft_start);
+      counters.draft_seconds += draft_seconds;
     }
     // A drafter may overshoot or propose ids the target cannot embed: keep the usable prefix.
     int32_t drafted = std::min<int32_t>(static_cast<int32_t>(proposal.tokens.size()), want);
@@ -107,7 +109,8 @@ absl::Status DecodeSpeculative(Stage& stage, int32_t slot, std::vector<int32_t>&
     input.tokens = absl::MakeConstSpan(batch);
     const auto verify_start = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(absl::Span<const float> logits, stage.Forward(input, LogitsMode::kAll));
-    counters.verify_seconds += SecondsSince(verify_start);
+    const double verify_seconds = SecondsSince(verify_start);
+    counters.verify_seconds += verify_seconds;
     ++counters.passes;
     counters.drafted_tokens += drafted;
 
@@ -147,7 +150,7 @@ absl::Status DecodeSpeculative(Stage& stage, int32_t slot, std::vector<int32_t>&
     }
     counters.accepted_tokens += accepted;
     valid = first_position + 1 + accepted;
-    length.Update(drafted, accepted);
+    length.Update(drafted, accepted, verify_seconds, draft_seconds);
   }
   stats.reusable_prefix = std::min<int32_t>(valid, static_cast<int32_t>(history.size()));
   return absl::OkStatus();

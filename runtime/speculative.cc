@@ -13,6 +13,20 @@ namespace exo::runtime {
 namespace {
 // Weight of one observed token in the acceptance average: about the last ten drafted tokens count.
 constexpr double kAcceptanceSmoothing = 0.1;
+// Weight of one pass in the cost averages.
+constexpr double kCostSmoothing = 0.2;
+// While not drafting, the acceptance estimate moves this much of the way back to 1 per pass. A
+// failed retry costs about 0.1 * a, so retries come every ~10 a / (1 - a) passes: often where
+// rows are cheap (a low a already pays), rarely where they are dear.
+constexpr double kAcceptanceRecovery = 0.01;
+// A pass without drafts at least this often keeps the base cost current.
+constexpr int32_t kBaseRefreshPasses = 32;
+// The fallback rule before costs are known: draft while a^k stays at or above this.
+constexpr double kFallbackRunProbability = 0.15;
+
+double Smooth(double average, double sample, double weight) {
+  return average < 0 ? sample : average + weight * (sample - average);
+}
 }  // namespace
 
 DraftLengthController::DraftLengthController(const SpeculativeOptions& options)
@@ -23,20 +37,55 @@ DraftLengthController::DraftLengthController(const SpeculativeOptions& options)
 
 int32_t DraftLengthController::Next() const {
   if (!options_.adaptive) return options_.draft_max;
-  if (acceptance_ >= 1.0 - 1e-9) return options_.draft_max;
-  if (acceptance_ <= 1e-9 || !(options_.min_run_probability > 0.0)) return options_.draft_min;
-  // Largest k with acceptance^k >= min_run_probability.
-  const double k = std::floor(std::log(options_.min_run_probability) / std::log(acceptance_));
-  const double clamped = std::clamp<double>(k, options_.draft_min, options_.draft_max);
-  return static_cast<int32_t>(clamped);
+  const int32_t lo = options_.draft_min, hi = options_.draft_max;
+  if (lo == 0 && passes_since_base_ >= kBaseRefreshPasses) return 0;
+  if (base_seconds_ <= 0 || row_seconds_ < 0) {
+    if (acceptance_ >= 1.0 - 1e-9) return hi;
+    if (acceptance_ <= 1e-9) return lo;
+    const double k = std::floor(std::log(kFallbackRunProbability) / std::log(acceptance_));
+    return static_cast<int32_t>(std::clamp<double>(k, std::max(lo, 1), hi));
+  }
+  // argmax_k E[tokens | k] / cost(k); ties keep the shorter draft.
+  const double per_token = row_seconds_ + draft_token_seconds_;
+  int32_t best = lo;
+  double best_rate = -1;
+  double expected = 0, run = 1;  // sum of a^i for i <= k, and a^k
+  for (int32_t k = 0; k <= hi; ++k) {
+    expected += run;
+    run *= acceptance_;
+    if (k < lo) continue;
+    const double rate = expected / (base_seconds_ + k * per_token);
+    if (rate > best_rate * (1.0 + 1e-9)) {
+      best_rate = rate;
+      best = k;
+    }
+  }
+  return best;
 }
 
-void DraftLengthController::Update(int32_t drafted, int32_t accepted) {
+void DraftLengthController::Update(int32_t drafted, int32_t accepted, double pass_seconds,
+                                   double draft_seconds) {
+  drafted = std::max(drafted, 0);
+  if (drafted == 0) {
+    if (pass_seconds > 0) {
+      base_seconds_ = Smooth(base_seconds_, pass_seconds, kCostSmoothing);
+      passes_since_base_ = 0;
+    }
+    acceptance_ += kAcceptanceRecovery * (1.0 - acceptance_);
+    return;
+  }
+  ++passes_since_base_;
   // The accepted tokens are a prefix: each counts as a success; the first rejected one (if any)
   // as a failure; tokens after it were never tested and say nothing.
-  accepted = std::clamp(accepted, 0, std::max(drafted, 0));
+  accepted = std::clamp(accepted, 0, drafted);
   for (int32_t i = 0; i < accepted; ++i) acceptance_ += kAcceptanceSmoothing * (1.0 - acceptance_);
   if (accepted < drafted) acceptance_ *= 1.0 - kAcceptanceSmoothing;
+  if (base_seconds_ > 0 && pass_seconds > 0) {
+    row_seconds_ = Smooth(row_seconds_, std::max(0.0, (pass_seconds - base_seconds_) / drafted),
+                          kCostSmoothing);
+    draft_token_seconds_ = Smooth(draft_token_seconds_ > 0 ? draft_token_seconds_ : -1,
+                                  std::max(0.0, draft_seconds) / drafted, kCostSmoothing);
+  }
 }
 
 // ---- Acceptance rule --------------------------------------------------------------------------

@@ -72,27 +72,36 @@ struct SpeculativeStats {
 
 struct SpeculativeOptions {
   int32_t draft_max = 8;  // most tokens drafted per pass (also capped by max_logit_rows - 1)
-  int32_t draft_min = 1;  // fewest the adaptive length goes down to
-  bool adaptive = true;   // adapt the draft length to the acceptance rate
-  // The adaptive length drafts position i only while the estimated chance that all of the first
-  // i drafted tokens are accepted (acceptance^i) stays at or above this.
-  double min_run_probability = 0.15;
+  int32_t draft_min = 0;  // fewest the adaptive length goes down to; 0 lets it stop drafting
+  bool adaptive = true;   // adapt the draft length; false always asks for draft_max
 };
 
-// Chooses the draft length from an exponential moving average of the per-token acceptance
-// probability: the largest k with acceptance^k >= min_run_probability, clamped to
-// [draft_min, draft_max]. Pure; no clock or randomness.
+// Chooses the draft length k for the next pass to maximise expected tokens per second.
+//   Tokens: with a per-token acceptance probability a (an exponential moving average over the
+//     tokens verified so far), a pass with k drafts yields 1 + a + ... + a^k tokens on average.
+//   Cost: base + k * (row + draft) seconds, where base is a pass without drafts, row the extra
+//     verification cost of one more row and draft the drafter's time per token, all learnt from
+//     measured passes. On a CPU a row costs nearly as much as a pass, so k stays small; where a
+//     pass is dominated by fixed latency (a pipeline's network trips) k grows to draft_max.
+// Until both costs are known it falls back to the largest k with a^k >= 0.15. A pass without
+// drafts is taken every 32 passes to keep `base` current, and while k is 0 the acceptance
+// estimate drifts back up so that drafting is retried now and then. Pure: times are passed in.
 class DraftLengthController {
  public:
   explicit DraftLengthController(const SpeculativeOptions& options);
   int32_t Next() const;
-  // Records one pass: `drafted` tokens sent, `accepted` of them accepted (a prefix).
-  void Update(int32_t drafted, int32_t accepted);
+  // Records one pass: `drafted` tokens verified, the first `accepted` of them accepted, the
+  // target's Forward took `pass_seconds` and the drafter `draft_seconds`.
+  void Update(int32_t drafted, int32_t accepted, double pass_seconds, double draft_seconds);
   double acceptance_estimate() const { return acceptance_; }
 
  private:
   SpeculativeOptions options_;
-  double acceptance_ = 0.7;  // optimistic start: the first passes try long drafts
+  double acceptance_ = 0.7;   // optimistic start: the first passes try long drafts
+  double base_seconds_ = -1;  // < 0: not measured yet
+  double row_seconds_ = -1;   // < 0: not measured yet
+  double draft_token_seconds_ = 0;
+  int32_t passes_since_base_ = 1 << 20;  // forces a pass without drafts first
 };
 
 // Outcome of checking one drafted token against the target distribution.

@@ -194,22 +194,73 @@ TEST(SamplerDistribution, GreedyIsOneHotAtTheSampledToken) {
 
 // ---- Draft length, n-gram drafter, vocabulary check ---------------------------------------------
 
-TEST(DraftLengthController, FollowsTheAcceptanceRate) {
+// Feeds the controller passes whose cost is base + rows_cost * drafted and whose acceptance
+// follows `accept(drafted)`, for `passes` passes; returns the last choice.
+int32_t Drive(DraftLengthController& length, double base, double row_cost,
+              const std::function<int32_t(int32_t)>& accept, int passes) {
+  for (int i = 0; i < passes; ++i) {
+    const int32_t k = length.Next();
+    length.Update(k, k > 0 ? accept(k) : 0, base + row_cost * k, 0.0);
+  }
+  return length.Next();
+}
+
+TEST(DraftLengthController, DraftsLongWhenRowsAreCheapAndAccepted) {
   SpeculativeOptions options;
-  options.draft_min = 1;
-  options.draft_max = 8;
   DraftLengthController length(options);
-  for (int i = 0; i < 20; ++i) length.Update(8, 8);
-  EXPECT_EQ(length.Next(), 8);
-  for (int i = 0; i < 20; ++i) length.Update(4, 0);
-  EXPECT_EQ(length.Next(), 1);
-  for (int i = 0; i < 40; ++i) length.Update(2, 1);  // about one in two accepted
-  EXPECT_GE(length.Next(), 2);
-  EXPECT_LE(length.Next(), 4);
+  EXPECT_EQ(length.Next(), 0);  // the first pass measures the cost of a pass without drafts
+  // Pipeline-like: a pass is mostly fixed latency, rows are cheap.
+  EXPECT_EQ(Drive(
+                length, 1.0, 0.02, [](int32_t k) { return k; }, 50),
+            options.draft_max);
+}
+
+TEST(DraftLengthController, StaysShortWhenRowsAreExpensive) {
+  SpeculativeOptions options;
+  DraftLengthController length(options);
+  // CPU-like: a row costs 0.8 of a pass; 90% of drafts accepted. E/cost peaks at k = 1 or 2.
+  int32_t count = 0;
+  const int32_t k = Drive(
+      length, 1.0, 0.8, [&](int32_t drafted) { return ++count % 10 == 0 ? 0 : drafted; }, 200);
+  EXPECT_GE(k, 0);
+  EXPECT_LE(k, 2);
+}
+
+TEST(DraftLengthController, StopsDraftingWhenNothingIsAcceptedAndRetriesLater) {
+  SpeculativeOptions options;
+  DraftLengthController length(options);
+  // After a few failed passes it stops drafting: most of passes 10-40 draft nothing.
+  Drive(
+      length, 1.0, 0.3, [](int32_t) { return 0; }, 10);
+  int idle = 0;
+  for (int i = 0; i < 30; ++i) {
+    const int32_t k = length.Next();
+    if (k == 0) ++idle;
+    length.Update(k, 0, 1.0 + 0.3 * k, 0.0);
+  }
+  EXPECT_GE(idle, 25);
+  // While not drafting the estimate recovers, so drafting is retried now and then, but the
+  // wasted verification rows stay a small part of the time.
+  int retried = 0;
+  double seconds = 0, wasted = 0;
+  for (int i = 0; i < 200; ++i) {
+    const int32_t k = length.Next();
+    if (k > 0) ++retried;
+    length.Update(k, 0, 1.0 + 0.3 * k, 0.0);
+    seconds += 1.0 + 0.3 * k;
+    wasted += 0.3 * k;
+  }
+  EXPECT_GT(retried, 0);
+  EXPECT_LT(wasted / seconds, 0.1) << retried << " retries";
+}
+
+TEST(DraftLengthController, FixedLengthWhenNotAdaptive) {
+  SpeculativeOptions options;
   options.adaptive = false;
+  options.draft_max = 5;
   DraftLengthController fixed(options);
-  fixed.Update(8, 0);
-  EXPECT_EQ(fixed.Next(), 8);
+  fixed.Update(5, 0, 1.0, 0.0);
+  EXPECT_EQ(fixed.Next(), 5);
 }
 
 TEST(NgramDrafter, CopiesWhatFollowedTheMostRecentMatch) {
@@ -346,22 +397,26 @@ TEST_P(SpeculativeGreedy, OutputIsIdenticalWithEveryDrafter) {
     for (Drafter* drafter : {static_cast<Drafter*>(&ngram), static_cast<Drafter*>(small->get()),
                              static_cast<Drafter*>(same->get())}) {
       for (int32_t draft_max : {1, 3, 8}) {
-        GenerateOptions spec = options;
-        spec.drafter = drafter;
-        spec.speculative.draft_max = draft_max;
-        GenerateStats stats;
-        EXPECT_EQ(GenerateTokens(*target.stage, kPrompt, spec, &stats), expected)
-            << arch << " draft_max " << draft_max << " penalty " << repetition_penalty;
-        EXPECT_EQ(stats.generated_tokens, 60);
-        EXPECT_EQ(stats.speculative.emitted_tokens, 60);
-        EXPECT_GT(stats.speculative.passes, 0);
-        EXPECT_LE(stats.speculative.accepted_tokens, stats.speculative.drafted_tokens);
-        EXPECT_EQ(stats.speculative.emitted_tokens,
-                  stats.speculative.accepted_tokens + stats.speculative.passes);
-        if (drafter == same->get()) {
-          // The target drafting for itself: every draft is accepted.
-          EXPECT_EQ(stats.speculative.accepted_tokens, stats.speculative.drafted_tokens);
-          EXPECT_GT(stats.speculative.TokensPerPass(), draft_max == 1 ? 1.9 : 2.5);
+        for (bool adaptive : {false, true}) {
+          GenerateOptions spec = options;
+          spec.drafter = drafter;
+          spec.speculative.draft_max = draft_max;
+          spec.speculative.adaptive = adaptive;
+          GenerateStats stats;
+          EXPECT_EQ(GenerateTokens(*target.stage, kPrompt, spec, &stats), expected)
+              << arch << " draft_max " << draft_max << " adaptive " << adaptive << " penalty "
+              << repetition_penalty;
+          EXPECT_EQ(stats.generated_tokens, 60);
+          EXPECT_EQ(stats.speculative.emitted_tokens, 60);
+          EXPECT_GT(stats.speculative.passes, 0);
+          EXPECT_LE(stats.speculative.accepted_tokens, stats.speculative.drafted_tokens);
+          EXPECT_EQ(stats.speculative.emitted_tokens,
+                    stats.speculative.accepted_tokens + stats.speculative.passes);
+          if (drafter == same->get() && !adaptive) {
+            // The target drafting for itself: every draft is accepted.
+            EXPECT_EQ(stats.speculative.accepted_tokens, stats.speculative.drafted_tokens);
+            EXPECT_GT(stats.speculative.TokensPerPass(), draft_max == 1 ? 1.9 : 2.5);
+          }
         }
       }
     }
