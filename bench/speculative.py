@@ -41,6 +41,7 @@ def run(args, mode, prompt):
         json_path = f.name
     cmd = [args.bin, "generate", "--prompt", prompt, "-n", str(args.n), "--temp", str(args.temp),
            "--seed", "1", "--speculative", mode, "--draft_max", str(args.draft_max),
+           "--draft_p_min", str(args.draft_p_min),
            "--json_out", json_path]
     if args.model:
         cmd += ["--model", args.model]
@@ -68,6 +69,7 @@ def main():
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--temp", type=float, default=0.0)
     parser.add_argument("--draft_max", type=int, default=8)
+    parser.add_argument("--draft_p_min", type=float, default=0.5)
     args = parser.parse_args()
     modes = ["off", "ngram"] + (["draft"] if args.draft_model else [])
     workloads = ["repeat", "free"] if args.workload == "both" else [args.workload]
@@ -83,7 +85,7 @@ def main():
         base = statistics.median(r["generate_seconds"] for r in results["off"])
         print(f"\nworkload '{workload}'")
         print(f"{'mode':6} {'tokens':>6} {'decode s':>9} {'tok/s':>7} {'speed-up':>8} "
-              f"{'accept':>7} {'tok/pass':>8}  identical")
+              f"{'accept':>7} {'tok/pass':>8} {'ms/verify':>9}  identical")
         reference = results["off"][0]["tokens"]
         for mode in modes:
             runs = results[mode]
@@ -93,8 +95,15 @@ def main():
             identical = all(r["tokens"] == reference for r in runs) if args.temp == 0 else "n/a"
             accept = f"{100 * spec['acceptance_rate']:.1f}%" if mode != "off" else "-"
             per_pass = f"{spec['tokens_per_pass']:.2f}" if mode != "off" else "1.00"
+            # Median time of one target pass: verification (with its k + 1 rows) or plain decode.
+            if mode == "off":
+                verify_ms = 1000 * seconds / max(tokens - 1, 1)
+            else:
+                verify_ms = 1000 * statistics.median(
+                    r["speculative"]["verify_seconds"] / max(r["speculative"]["passes"], 1)
+                    for r in runs)
             print(f"{mode:6} {tokens:6d} {seconds:9.3f} {tokens / seconds:7.1f} "
-                  f"{base / seconds:7.2f}x {accept:>7} {per_pass:>8}  {identical}")
+                  f"{base / seconds:7.2f}x {accept:>7} {per_pass:>8} {verify_ms:9.1f}  {identical}")
 
 
 if __name__ == "__main__":
