@@ -6,7 +6,9 @@ round by round so that load from other processes hits every mode alike, and prin
 decode time, tokens/s, speed-up, acceptance rate and tokens per pass. With --temp 0 (default) it
 also checks that every mode generated exactly the same tokens.
 
-Decode time is generate_seconds from the JSON summary: from the end of prompt processing to the
+"cpu s" is the CPU time of the whole exo-node process (load, prompt and decode; the draft model's
+load too) and "cpu x" the ratio to plain decoding: on a machine shared with other jobs it moves
+far less than wall time. Decode time is generate_seconds from the JSON summary: from the end of prompt processing to the
 last token, so it includes drafting and every verification pass (and, for the speculative modes,
 the recomputation of the prompt's last token).
 
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,12 +52,17 @@ def run(args, mode, prompt):
         cmd += ["--threads", str(args.threads)]
     if mode == "draft":
         cmd += ["--draft_model", args.draft_model]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"exo-node failed ({' '.join(cmd[:3])} ... --speculative {mode}):\n{proc.stderr}")
     with open(json_path) as f:
         result = json.load(f)
     os.unlink(json_path)
+    # CPU seconds of the whole process (load, prompt, decode): less sensitive than wall time to
+    # other processes on a shared machine, as long as they leave the cores' caches alone.
+    result["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
 
 
@@ -83,13 +91,15 @@ def main():
             for mode in modes:  # interleaved: each round runs every mode once
                 results[mode].append(run(args, mode, prompt))
         base = statistics.median(r["generate_seconds"] for r in results["off"])
+        base_cpu = statistics.median(r["cpu_seconds"] for r in results["off"])
         print(f"\nworkload '{workload}'")
         print(f"{'mode':6} {'tokens':>6} {'decode s':>9} {'tok/s':>7} {'speed-up':>8} "
-              f"{'accept':>7} {'tok/pass':>8} {'ms/verify':>9}  identical")
+              f"{'accept':>7} {'tok/pass':>8} {'ms/verify':>9} {'cpu s':>7} {'cpu x':>6}  identical")
         reference = results["off"][0]["tokens"]
         for mode in modes:
             runs = results[mode]
             seconds = statistics.median(r["generate_seconds"] for r in runs)
+            cpu = statistics.median(r["cpu_seconds"] for r in runs)
             tokens = len(runs[0]["tokens"])
             spec = runs[0].get("speculative", {})
             identical = all(r["tokens"] == reference for r in runs) if args.temp == 0 else "n/a"
@@ -103,7 +113,7 @@ def main():
                     r["speculative"]["verify_seconds"] / max(r["speculative"]["passes"], 1)
                     for r in runs)
             print(f"{mode:6} {tokens:6d} {seconds:9.3f} {tokens / seconds:7.1f} "
-                  f"{base / seconds:7.2f}x {accept:>7} {per_pass:>8} {verify_ms:9.1f}  {identical}")
+                  f"{base / seconds:7.2f}x {accept:>7} {per_pass:>8} {verify_ms:9.1f} {cpu:7.2f} {base_cpu / cpu:5.2f}x  {identical}")
 
 
 if __name__ == "__main__":
