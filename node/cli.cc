@@ -121,6 +121,7 @@ absl::StatusOr<std::unique_ptr<runtime::Drafter>> MakeDrafter(const SpeculativeC
           << " s to load)\n";
       runtime::DraftModelOptions draft_options;
       draft_options.min_confidence = command.draft_min_confidence;
+      draft_options.one_hot_proposals = command.draft_one_hot;
       ASSIGN_OR_RETURN(
           std::unique_ptr<runtime::DraftModelDrafter> drafter,
           runtime::DraftModelDrafter::Create(*draft->stage, 0, generate.sampling, draft_options));

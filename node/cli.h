@@ -32,6 +32,7 @@ struct SpeculativeCommand {
   int32_t draft_max = 8;              // tokens drafted per pass at most (at most 15)
   int32_t draft_min = 1;              // the adaptive length goes no lower; == draft_max: fixed
   float draft_min_confidence = 0.5f;  // draft model stops when its top probability is lower
+  bool draft_one_hot = false;         // draft model proposes its argmax even when sampling
   int32_t ngram_max = 4;
   int32_t ngram_min = 2;
 };

@@ -50,6 +50,9 @@ ABSL_FLAG(int32_t, draft_min, 0,
           "drafting when drafts do not pay); = --draft_max fixes the length.");
 ABSL_FLAG(double, draft_p_min, 0.5,
           "generate: the draft model stops drafting when its top probability is below this.");
+ABSL_FLAG(bool, draft_greedy, false,
+          "generate: the draft model proposes its most likely token even when sampling (the "
+          "output still follows the target's distribution).");
 ABSL_FLAG(int32_t, ngram_max, 4, "generate --speculative=ngram: longest context suffix matched.");
 ABSL_FLAG(int32_t, ngram_min, 2, "generate --speculative=ngram: shortest context suffix matched.");
 ABSL_FLAG(bool, all, false, "inspect: print metadata arrays in full.");
@@ -172,6 +175,7 @@ int main(int argc, char** argv) {
     spec.draft_max = absl::GetFlag(FLAGS_draft_max);
     spec.draft_min = absl::GetFlag(FLAGS_draft_min);
     spec.draft_min_confidence = static_cast<float>(absl::GetFlag(FLAGS_draft_p_min));
+    spec.draft_one_hot = absl::GetFlag(FLAGS_draft_greedy);
     spec.ngram_max = absl::GetFlag(FLAGS_ngram_max);
     spec.ngram_min = absl::GetFlag(FLAGS_ngram_min);
     return exo::node::RunGenerate(g, std::cout, std::cerr);

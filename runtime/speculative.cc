@@ -158,7 +158,14 @@ DraftModelDrafter::DraftModelDrafter(Stage& stage, int32_t slot, const SamplingP
       sampling_(sampling),
       options_(options),
       // Its own random stream, derived from the target's seed (0 stays "pick one").
-      sampler_(sampling, stage.config().n_vocab) {
+      sampler_(sampling, stage.config().n_vocab),
+      greedy_sampler_(
+          [&] {
+            SamplingParams greedy = sampling;
+            greedy.temperature = 0.0f;
+            return greedy;
+          }(),
+          stage.config().n_vocab) {
   if (sampling.seed != 0) sampler_.Reset(sampling.seed ^ 0x9e3779b97f4a7c15ULL);
   scratch_.resize(stage.config().n_vocab);
 }
@@ -214,15 +221,15 @@ absl::Status DraftModelDrafter::Draft(absl::Span<const int32_t> context, int32_t
   if (max_tokens <= 0 || context.empty() || static_cast<int32_t>(context.size()) >= limit) {
     return absl::OkStatus();
   }
-  const bool greedy = !(sampling_.temperature > 0.0f);
+  const bool greedy = !(sampling_.temperature > 0.0f) || options_.one_hot_proposals;
   history_.assign(context.begin(), context.end());
   ASSIGN_OR_RETURN(absl::Span<const float> logits, Sync());
   for (int32_t i = 0; i < max_tokens; ++i) {
     std::copy(logits.begin(), logits.end(), scratch_.begin());
     int32_t token = -1;
     if (greedy) {
-      token = sampler_.Sample(absl::MakeSpan(scratch_), history_);
-      if (std::exp(sampler_.SampledLogprob()) < options_.min_confidence) break;
+      token = greedy_sampler_.Sample(absl::MakeSpan(scratch_), history_);
+      if (std::exp(greedy_sampler_.SampledLogprob()) < options_.min_confidence) break;
     } else {
       const size_t offset = proposal.probabilities.size();
       proposal.probabilities.resize(offset + vocab);

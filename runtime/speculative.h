@@ -135,6 +135,10 @@ struct DraftModelOptions {
   // Stop drafting when the draft's most likely token has less probability than this (at
   // temperature 0: softmax of the raw logits; otherwise in the final sampling distribution).
   float min_confidence = 0.5f;
+  // Propose the draft's most likely token instead of sampling from q, even when the target
+  // samples. q is then one-hot, so verification needs only the token ids (what a pipeline's last
+  // stage would receive) and accepts x with probability p(x); the output still follows p.
+  bool one_hot_proposals = false;
 };
 
 // Runs a whole draft model (embedding and head) in one slot of its own Stage. Keeps the slot's
@@ -162,6 +166,7 @@ class DraftModelDrafter : public Drafter {
   SamplingParams sampling_;
   DraftModelOptions options_;
   Sampler sampler_;
+  Sampler greedy_sampler_;        // same penalties, temperature 0: the one-hot proposals
   std::vector<int32_t> cached_;   // the tokens the slot's cache holds, in order
   std::vector<int32_t> history_;  // context plus the tokens drafted in this call
   std::vector<float> scratch_;    // one row of logits

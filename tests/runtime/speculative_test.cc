@@ -496,13 +496,14 @@ ExactDistribution TargetDistribution(Stage& stage, const std::vector<int32_t>& p
   return exact;
 }
 
-class SpeculativeSampling : public ::testing::TestWithParam<bool> {};
+enum class DrafterKind { kDraftModel, kDraftModelOneHot, kNgram };
+class SpeculativeSampling : public ::testing::TestWithParam<DrafterKind> {};
 
 // Many seeds, two tokens each: the first token is decided by the first drafted token's
 // acceptance test (or the residual draw), the second by the next row or a new pass, after a
 // cache rollback. Both marginals must match the target's exact distribution.
 TEST_P(SpeculativeSampling, TokenFrequenciesMatchTheTargetDistribution) {
-  const bool use_draft_model = GetParam();
+  const DrafterKind kind = GetParam();
   LoadedSynthetic target = Load(TargetOptions("llama"), "chi_target");
   LoadedSynthetic draft = Load(DraftOptions("llama"), "chi_draft");
   ASSERT_TRUE(target.stage && draft.stage);
@@ -528,9 +529,10 @@ TEST_P(SpeculativeSampling, TokenFrequenciesMatchTheTargetDistribution) {
     options.speculative.draft_max = 3;
     options.speculative.adaptive = false;
     std::unique_ptr<DraftModelDrafter> model_drafter;
-    if (use_draft_model) {
+    if (kind != DrafterKind::kNgram) {
       DraftModelOptions draft_options;
       draft_options.min_confidence = 0.0f;
+      draft_options.one_hot_proposals = kind == DrafterKind::kDraftModelOneHot;
       auto created = DraftModelDrafter::Create(*draft.stage, 0, options.sampling, draft_options);
       ASSERT_TRUE(created.ok()) << created.status();
       model_drafter = std::move(*created);
@@ -562,8 +564,20 @@ TEST_P(SpeculativeSampling, TokenFrequenciesMatchTheTargetDistribution) {
       << ChiSquareCritical(chi_second.df);
 }
 
-INSTANTIATE_TEST_SUITE_P(Drafters, SpeculativeSampling, ::testing::Values(true, false),
-                         [](const auto& info) { return info.param ? "DraftModel" : "Ngram"; });
+INSTANTIATE_TEST_SUITE_P(Drafters, SpeculativeSampling,
+                         ::testing::Values(DrafterKind::kDraftModel, DrafterKind::kDraftModelOneHot,
+                                           DrafterKind::kNgram),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case DrafterKind::kDraftModel:
+                               return "DraftModel";
+                             case DrafterKind::kDraftModelOneHot:
+                               return "DraftModelOneHot";
+                             case DrafterKind::kNgram:
+                               return "Ngram";
+                           }
+                           return "Unknown";
+                         });
 
 }  // namespace
 }  // namespace exo::runtime
