@@ -150,7 +150,7 @@ absl::Status DecodeSpeculative(Stage& stage, int32_t slot, std::vector<int32_t>&
     }
     counters.accepted_tokens += accepted;
     valid = first_position + 1 + accepted;
-    length.Update(drafted, accepted, verify_seconds, draft_seconds);
+    length.Update(want, drafted, accepted, verify_seconds, draft_seconds);
   }
   stats.reusable_prefix = std::min<int32_t>(valid, static_cast<int32_t>(history.size()));
   return absl::OkStatus();

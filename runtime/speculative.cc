@@ -19,6 +19,8 @@ constexpr double kCostSmoothing = 0.2;
 // failed retry costs about 0.1 * a, so retries come every ~10 a / (1 - a) passes: often where
 // rows are cheap (a low a already pays), rarely where they are dear.
 constexpr double kAcceptanceRecovery = 0.01;
+// An empty proposal that took more than this share of a pass counts as a rejected token.
+constexpr double kDryAttemptShare = 0.05;
 // A pass without drafts at least this often keeps the base cost current.
 constexpr int32_t kBaseRefreshPasses = 32;
 // The fallback rule before costs are known: draft while a^k stays at or above this.
@@ -63,15 +65,21 @@ int32_t DraftLengthController::Next() const {
   return best;
 }
 
-void DraftLengthController::Update(int32_t drafted, int32_t accepted, double pass_seconds,
-                                   double draft_seconds) {
+void DraftLengthController::Update(int32_t requested, int32_t drafted, int32_t accepted,
+                                   double pass_seconds, double draft_seconds) {
   drafted = std::max(drafted, 0);
   if (drafted == 0) {
     if (pass_seconds > 0) {
       base_seconds_ = Smooth(base_seconds_, pass_seconds, kCostSmoothing);
       passes_since_base_ = 0;
     }
-    acceptance_ += kAcceptanceRecovery * (1.0 - acceptance_);
+    const bool dry_attempt =
+        requested > 0 && base_seconds_ > 0 && draft_seconds > kDryAttemptShare * base_seconds_;
+    if (dry_attempt) {
+      acceptance_ *= 1.0 - kAcceptanceSmoothing;
+    } else {
+      acceptance_ += kAcceptanceRecovery * (1.0 - acceptance_);
+    }
     return;
   }
   ++passes_since_base_;

@@ -90,9 +90,12 @@ class DraftLengthController {
  public:
   explicit DraftLengthController(const SpeculativeOptions& options);
   int32_t Next() const;
-  // Records one pass: `drafted` tokens verified, the first `accepted` of them accepted, the
-  // target's Forward took `pass_seconds` and the drafter `draft_seconds`.
-  void Update(int32_t drafted, int32_t accepted, double pass_seconds, double draft_seconds);
+  // Records one pass: `requested` tokens asked of the drafter, `drafted` of them verified, the
+  // first `accepted` of those accepted; the target's Forward took `pass_seconds` and the drafter
+  // `draft_seconds`. A drafter that was asked, spent noticeable time (over 5% of a pass) and
+  // proposed nothing (a confidence cut-off) counts as one rejected token.
+  void Update(int32_t requested, int32_t drafted, int32_t accepted, double pass_seconds,
+              double draft_seconds);
   double acceptance_estimate() const { return acceptance_; }
 
  private:

@@ -67,18 +67,5 @@ shutil.copyfile(source, sys.argv[1])
 print("copied", source, "->", sys.argv[1])
 PY
   fi
-  # The speculative-decoding pair: the package index has no two sizes of one family as GGUF, so
-  # the Q4_1 test model drafts for its own F16 expansion (271 MB, derived here, nothing fetched
-  # but the `gguf` package). docs/speculative.md says what this pair does and does not show.
-  draft_target="$EXO_HOME/models/SmolLM2-135M-Instruct.F16.gguf"
-  if [[ ! -s "$draft_target" ]]; then
-    if ! "$EXO_VENV/bin/python" -c "import gguf" 2>/dev/null; then
-      log "installing the gguf Python package (reads and writes GGUF files)"
-      "$EXO_VENV/bin/pip" install -q --disable-pip-version-check gguf
-    fi
-    log "deriving the speculative-decoding target (F16 SmolLM2 135M, about 271 MB)"
-    "$EXO_VENV/bin/python" scripts/make_draft_pair.py "$test_model" "$draft_target.tmp"
-    mv "$draft_target.tmp" "$draft_target"
-  fi
 fi
 log "set-up complete"

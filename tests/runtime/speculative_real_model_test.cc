@@ -1,5 +1,6 @@
 // Speculative decoding on the real models scripts/setup.sh installs: the default Gemma 3 270M
-// (prompt lookup) and the SmolLM2 135M pair (Q4_1 draft for its F16 expansion). Each test skips,
+// (prompt lookup) and SmolLM2 135M drafting for a second instance of itself (the package index
+// holds no smaller model of either family; docs/speculative.md). Each test skips,
 // saying why, when its model is missing. The suite names start with "RealModel" so the sanitizer
 // run leaves these slow tests out.
 #include <cstdlib>
@@ -105,9 +106,15 @@ TEST_F(RealModelSpeculative, GemmaPromptLookupIsIdenticalAndAcceptsCopiedText) {
   EXPECT_GT(stats.speculative.TokensPerPass(), 3.0);
 }
 
+// The draft-model path on real weights: SmolLM2 Q4_1 drafts for a second Stage of itself (or for
+// its F16 expansion when scripts/make_draft_pair.py made one). The draft runs one token at a time
+// and the target verifies rows in batches, whose float rounding may differ, so acceptance is
+// high but not asserted to be total; the output must be identical all the same.
 TEST_F(RealModelSpeculative, SmolLmDraftModelIsIdenticalAndMostlyAccepted) {
   std::string skip;
-  Model target = Load("SmolLM2-135M-Instruct.F16.gguf", &pool_, skip);
+  const std::string f16 = "SmolLM2-135M-Instruct.F16.gguf";
+  Model target = Load(
+      std::ifstream(ModelPath(f16)).good() ? f16 : "SmolLM2-135M-Instruct.Q4_1.gguf", &pool_, skip);
   if (!skip.empty()) GTEST_SKIP() << skip;
   Model draft = Load("SmolLM2-135M-Instruct.Q4_1.gguf", &pool_, skip);
   if (!skip.empty()) GTEST_SKIP() << skip;
@@ -128,8 +135,8 @@ TEST_F(RealModelSpeculative, SmolLmDraftModelIsIdenticalAndMostlyAccepted) {
   options.speculative.adaptive = false;
   GenerateStats stats;
   EXPECT_EQ(GenerateTokens(*target.stage, prompt, options, &stats), expected);
-  // Same weights up to Q4_1 rounding: the draft nearly always agrees.
   EXPECT_GT(stats.speculative.AcceptanceRate(), 0.7);
+  EXPECT_GT(stats.speculative.TokensPerPass(), 2.5);
 }
 
 TEST_F(RealModelSpeculative, MismatchedVocabulariesAreRefusedWithAReason) {

@@ -200,7 +200,7 @@ int32_t Drive(DraftLengthController& length, double base, double row_cost,
               const std::function<int32_t(int32_t)>& accept, int passes) {
   for (int i = 0; i < passes; ++i) {
     const int32_t k = length.Next();
-    length.Update(k, k > 0 ? accept(k) : 0, base + row_cost * k, 0.0);
+    length.Update(k, k, k > 0 ? accept(k) : 0, base + row_cost * k, 0.0);
   }
   return length.Next();
 }
@@ -236,7 +236,7 @@ TEST(DraftLengthController, StopsDraftingWhenNothingIsAcceptedAndRetriesLater) {
   for (int i = 0; i < 30; ++i) {
     const int32_t k = length.Next();
     if (k == 0) ++idle;
-    length.Update(k, 0, 1.0 + 0.3 * k, 0.0);
+    length.Update(k, k, 0, 1.0 + 0.3 * k, 0.0);
   }
   EXPECT_GE(idle, 25);
   // While not drafting the estimate recovers, so drafting is retried now and then, but the
@@ -246,7 +246,7 @@ TEST(DraftLengthController, StopsDraftingWhenNothingIsAcceptedAndRetriesLater) {
   for (int i = 0; i < 200; ++i) {
     const int32_t k = length.Next();
     if (k > 0) ++retried;
-    length.Update(k, 0, 1.0 + 0.3 * k, 0.0);
+    length.Update(k, k, 0, 1.0 + 0.3 * k, 0.0);
     seconds += 1.0 + 0.3 * k;
     wasted += 0.3 * k;
   }
@@ -254,12 +254,25 @@ TEST(DraftLengthController, StopsDraftingWhenNothingIsAcceptedAndRetriesLater) {
   EXPECT_LT(wasted / seconds, 0.1) << retried << " retries";
 }
 
+TEST(DraftLengthController, CostlyEmptyProposalsCountAsRejections) {
+  SpeculativeOptions options;
+  DraftLengthController costly(options), free(options);
+  costly.Update(0, 0, 0, 1.0, 0.0);  // measures the base pass
+  free.Update(0, 0, 0, 1.0, 0.0);
+  for (int i = 0; i < 20; ++i) {
+    costly.Update(4, 0, 0, 1.0, 0.3);  // a draft model that stopped at low confidence
+    free.Update(4, 0, 0, 1.0, 1e-6);   // prompt lookup that found no match
+  }
+  EXPECT_LT(costly.acceptance_estimate(), 0.2);
+  EXPECT_GT(free.acceptance_estimate(), 0.7);
+}
+
 TEST(DraftLengthController, FixedLengthWhenNotAdaptive) {
   SpeculativeOptions options;
   options.adaptive = false;
   options.draft_max = 5;
   DraftLengthController fixed(options);
-  fixed.Update(5, 0, 1.0, 0.0);
+  fixed.Update(5, 5, 0, 1.0, 0.0);
   EXPECT_EQ(fixed.Next(), 5);
 }
 
