@@ -45,7 +45,7 @@ int32_t DraftLengthController::Next() const {
     if (acceptance_ >= 1.0 - 1e-9) return hi;
     if (acceptance_ <= 1e-9) return lo;
     const double k = std::floor(std::log(kFallbackRunProbability) / std::log(acceptance_));
-    return static_cast<int32_t>(std::clamp<double>(k, std::max(lo, 1), hi));
+    return static_cast<int32_t>(std::clamp<double>(k, lo, hi));
   }
   // argmax_k E[tokens | k] / cost(k); ties keep the shorter draft.
   const double per_token = row_seconds_ + draft_token_seconds_;
@@ -76,7 +76,10 @@ void DraftLengthController::Update(int32_t requested, int32_t drafted, int32_t a
     const bool dry_attempt =
         requested > 0 && base_seconds_ > 0 && draft_seconds > kDryAttemptShare * base_seconds_;
     if (dry_attempt) {
+      // As if one token had been drafted, at this cost, and rejected.
       acceptance_ *= 1.0 - kAcceptanceSmoothing;
+      draft_token_seconds_ = Smooth(draft_token_seconds_ > 0 ? draft_token_seconds_ : -1,
+                                    draft_seconds, kCostSmoothing);
     } else {
       acceptance_ += kAcceptanceRecovery * (1.0 - acceptance_);
     }

@@ -83,7 +83,8 @@ struct SpeculativeOptions {
 //     verification cost of one more row and draft the drafter's time per token, all learnt from
 //     measured passes. On a CPU a row costs nearly as much as a pass, so k stays small; where a
 //     pass is dominated by fixed latency (a pipeline's network trips) k grows to draft_max.
-// Until both costs are known it falls back to the largest k with a^k >= 0.15. A pass without
+// Until both costs are known it falls back to the largest k with a^k >= 0.15 (0 when a < 0.15).
+// A pass without
 // drafts is taken every 32 passes to keep `base` current, and while k is 0 the acceptance
 // estimate drifts back up so that drafting is retried now and then. Pure: times are passed in.
 class DraftLengthController {
@@ -93,7 +94,8 @@ class DraftLengthController {
   // Records one pass: `requested` tokens asked of the drafter, `drafted` of them verified, the
   // first `accepted` of those accepted; the target's Forward took `pass_seconds` and the drafter
   // `draft_seconds`. A drafter that was asked, spent noticeable time (over 5% of a pass) and
-  // proposed nothing (a confidence cut-off) counts as one rejected token.
+  // proposed nothing (a confidence cut-off) counts as one token drafted at that cost and
+  // rejected.
   void Update(int32_t requested, int32_t drafted, int32_t accepted, double pass_seconds,
               double draft_seconds);
   double acceptance_estimate() const { return acceptance_; }

@@ -265,6 +265,8 @@ TEST(DraftLengthController, CostlyEmptyProposalsCountAsRejections) {
   }
   EXPECT_LT(costly.acceptance_estimate(), 0.2);
   EXPECT_GT(free.acceptance_estimate(), 0.7);
+  EXPECT_EQ(costly.Next(), 0);  // stops asking
+  EXPECT_GT(free.Next(), 0);
 }
 
 TEST(DraftLengthController, FixedLengthWhenNotAdaptive) {
