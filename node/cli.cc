@@ -81,6 +81,7 @@ absl::StatusOr<std::unique_ptr<runtime::Drafter>> MakeDrafter(const SpeculativeC
                                                               const LoadedModel& target,
                                                               std::optional<LoadedModel>& draft,
                                                               std::ostream& err) {
+  if (command.mode == SpeculativeMode::kOff) return nullptr;
   if (command.draft_max < 1 || command.draft_max > 15) {
     return absl::InvalidArgumentError(
         absl::StrCat("--draft_max must be in [1, 15], got ", command.draft_max));
