@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,7 @@
 #include "runtime/generator.h"
 #include "runtime/gguf.h"
 #include "runtime/model_config.h"
+#include "runtime/speculative.h"
 #include "runtime/stage.h"
 #include "runtime/tokenizer.h"
 
@@ -72,8 +74,69 @@ absl::Status WriteFile(const std::string& path, const void* data, size_t size) {
   return absl::OkStatus();
 }
 
+// The drafter `generate` asks for proposals, or null without speculation. `draft` receives the
+// draft model when one is loaded (it must outlive the drafter).
+absl::StatusOr<std::unique_ptr<runtime::Drafter>> MakeDrafter(const SpeculativeCommand& command,
+                                                              const GenerateCommand& generate,
+                                                              const LoadedModel& target,
+                                                              std::optional<LoadedModel>& draft,
+                                                              std::ostream& err) {
+  if (command.mode == SpeculativeMode::kOff) return nullptr;
+  if (command.draft_max < 1 || command.draft_max > 15) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--draft_max must be in [1, 15], got ", command.draft_max));
+  }
+  if (command.draft_min < 0 || command.draft_min > command.draft_max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--draft_min must be in [0, --draft_max], got ", command.draft_min));
+  }
+  switch (command.mode) {
+    case SpeculativeMode::kOff:
+      return nullptr;
+    case SpeculativeMode::kNgram: {
+      if (command.ngram_min < 1 || command.ngram_max < command.ngram_min) {
+        return absl::InvalidArgumentError(absl::StrCat("need 1 <= --ngram_min <= --ngram_max, got ",
+                                                       command.ngram_min, " and ",
+                                                       command.ngram_max));
+      }
+      runtime::NgramOptions options;
+      options.ngram_min = command.ngram_min;
+      options.ngram_max = command.ngram_max;
+      return std::make_unique<runtime::NgramDrafter>(options);
+    }
+    case SpeculativeMode::kDraftModel: {
+      if (command.draft_model_path.empty()) {
+        return absl::InvalidArgumentError(
+            "--speculative=draft needs --draft_model PATH (a smaller model of the same family)");
+      }
+      ModelOptions options = generate.model;
+      options.model_path = command.draft_model_path;
+      absl::StatusOr<LoadedModel> loaded = LoadModel(options);
+      if (!loaded.ok()) {
+        return absl::Status(loaded.status().code(),
+                            absl::StrCat("draft model: ", loaded.status().message()));
+      }
+      draft = std::move(*loaded);
+      RETURN_IF_ERROR(runtime::CheckDraftVocabulary(*target.tokenizer, *draft->tokenizer));
+      err << "draft model: " << draft->stage->config().name << " (" << draft->load_seconds
+          << " s to load)\n";
+      runtime::DraftModelOptions draft_options;
+      draft_options.min_confidence = command.draft_min_confidence;
+      draft_options.one_hot_proposals = command.draft_one_hot;
+      ASSIGN_OR_RETURN(
+          std::unique_ptr<runtime::DraftModelDrafter> drafter,
+          runtime::DraftModelDrafter::Create(*draft->stage, 0, generate.sampling, draft_options));
+      return std::unique_ptr<runtime::Drafter>(std::move(drafter));
+    }
+  }
+  return nullptr;
+}
+
 absl::Status Generate(const GenerateCommand& command, std::ostream& out, std::ostream& err) {
   ASSIGN_OR_RETURN(LoadedModel model, LoadModel(command.model));
+  std::optional<LoadedModel> draft_model;
+  ASSIGN_OR_RETURN(std::unique_ptr<runtime::Drafter> drafter,
+                   MakeDrafter(command.speculative, command, model, draft_model, err));
   const runtime::Tokenizer& tokenizer = *model.tokenizer;
   std::vector<int32_t> tokens;
   if (command.chat_template) {
@@ -94,6 +157,10 @@ absl::Status Generate(const GenerateCommand& command, std::ostream& out, std::os
   options.is_stop_token = [&](int32_t id) { return tokenizer.IsEndOfGeneration(id); };
   std::vector<float> first_logits;
   if (!command.logits_out.empty()) options.first_logits = &first_logits;
+  options.drafter = drafter.get();
+  options.speculative.draft_max = command.speculative.draft_max;
+  options.speculative.draft_min = command.speculative.draft_min;
+  options.speculative.adaptive = command.speculative.draft_min < command.speculative.draft_max;
 
   runtime::StreamingDecoder decoder(tokenizer);
   std::string text;
@@ -123,6 +190,15 @@ absl::Status Generate(const GenerateCommand& command, std::ostream& out, std::os
                            Seconds(first_token_time - kProcessStart));
   }
   err << (stats.stopped_by_context ? " | stopped: context full" : "") << "\n";
+  const runtime::SpeculativeStats& spec = stats.speculative;
+  if (drafter != nullptr) {
+    err << absl::StrFormat(
+        "speculative (%s): %d passes, %.2f tokens/pass | drafted %d, accepted %d (%.1f%%) | "
+        "draft %.3f s, verify %.3f s\n",
+        command.speculative.mode == SpeculativeMode::kNgram ? "n-gram" : "draft model", spec.passes,
+        spec.TokensPerPass(), spec.drafted_tokens, spec.accepted_tokens,
+        100.0 * spec.AcceptanceRate(), spec.draft_seconds, spec.verify_seconds);
+  }
 
   if (!command.json_out.empty()) {
     nlohmann::json result = {
@@ -130,7 +206,15 @@ absl::Status Generate(const GenerateCommand& command, std::ostream& out, std::os
         {"tokens", std::vector<int32_t>(tokens.begin() + prompt_tokens.size(), tokens.end())},
         {"text", text},
         {"prompt_seconds", stats.prompt_seconds},
-        {"generate_seconds", stats.generate_seconds}};
+        {"generate_seconds", stats.generate_seconds},
+        {"speculative",
+         {{"passes", spec.passes},
+          {"drafted_tokens", spec.drafted_tokens},
+          {"accepted_tokens", spec.accepted_tokens},
+          {"acceptance_rate", spec.AcceptanceRate()},
+          {"tokens_per_pass", spec.TokensPerPass()},
+          {"draft_seconds", spec.draft_seconds},
+          {"verify_seconds", spec.verify_seconds}}}};
     const std::string json = result.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
     RETURN_IF_ERROR(WriteFile(command.json_out, json.data(), json.size()));
   }

@@ -19,6 +19,24 @@ struct ModelOptions {
   int32_t batch = 256;     // prompt tokens per forward pass
 };
 
+// Speculative decoding for `generate` (docs/speculative.md).
+enum class SpeculativeMode {
+  kOff,
+  kDraftModel,  // a smaller model with the same vocabulary drafts
+  kNgram,       // prompt lookup: drafts copied from earlier in the context
+};
+
+struct SpeculativeCommand {
+  SpeculativeMode mode = SpeculativeMode::kOff;
+  std::string draft_model_path;       // for kDraftModel
+  int32_t draft_max = 8;              // tokens drafted per pass at most (at most 15)
+  int32_t draft_min = 1;              // the adaptive length goes no lower; == draft_max: fixed
+  float draft_min_confidence = 0.5f;  // draft model stops when its top probability is lower
+  bool draft_one_hot = false;         // draft model proposes its argmax even when sampling
+  int32_t ngram_max = 4;
+  int32_t ngram_min = 2;
+};
+
 struct GenerateCommand {
   ModelOptions model;
   std::string prompt;
@@ -27,6 +45,7 @@ struct GenerateCommand {
   bool chat_template = false;  // wrap the prompt as one user turn of the model's chat template
   std::string json_out;        // write {"prompt_tokens", "tokens", "text"} here
   std::string logits_out;      // write the first step's logits (f32 little-endian) here
+  SpeculativeCommand speculative;
 };
 
 struct ChatCommand {

@@ -47,6 +47,22 @@ ABSL_FLAG(std::string, json_out, "",
           "generate: also write prompt and generated token ids and the text as JSON to this file.");
 ABSL_FLAG(std::string, logits_out, "",
           "generate: write the logits of the first generated step (float32) to this file.");
+ABSL_FLAG(std::string, speculative, "",
+          "generate: speculative decoding: off, draft (needs --draft_model) or ngram (prompt "
+          "lookup, no model needed). Default: draft when --draft_model is given, else off.");
+ABSL_FLAG(std::string, draft_model, "",
+          "generate: a smaller GGUF model with the target's vocabulary that drafts tokens.");
+ABSL_FLAG(int32_t, draft_max, 8, "generate: most tokens drafted per verification pass (1-15).");
+ABSL_FLAG(int32_t, draft_min, 0,
+          "generate: fewest tokens the adaptive draft length goes down to (0 lets it stop "
+          "drafting when drafts do not pay); = --draft_max fixes the length.");
+ABSL_FLAG(double, draft_p_min, 0.5,
+          "generate: the draft model stops drafting when its top probability is below this.");
+ABSL_FLAG(bool, draft_greedy, false,
+          "generate: the draft model proposes its most likely token even when sampling (the "
+          "output still follows the target's distribution).");
+ABSL_FLAG(int32_t, ngram_max, 4, "generate --speculative=ngram: longest context suffix matched.");
+ABSL_FLAG(int32_t, ngram_min, 2, "generate --speculative=ngram: shortest context suffix matched.");
 ABSL_FLAG(bool, all, false, "inspect: print metadata arrays in full.");
 ABSL_FLAG(int32_t, pp, 512, "bench: prompt tokens in the prompt-processing test.");
 ABSL_FLAG(int32_t, tg, 128, "bench: tokens in the decode test.");
@@ -89,6 +105,7 @@ constexpr char kUsage[] = R"(peer-to-peer cluster inference for GGUF models.
 Usage:
   exo-node generate [--model PATH] --prompt TEXT [-n N] [--temp T] [--seed S] ...
       Continue TEXT with the model, streaming tokens; prints speed figures at the end.
+      Speculative decoding: --draft_model PATH (same vocabulary) or --speculative=ngram.
   exo-node chat [--model PATH] [--system TEXT] ...
       Interactive chat using the model's own chat template.
   exo-node inspect FILE [--all]
@@ -246,6 +263,23 @@ int main(int argc, char** argv) {
     g.chat_template = absl::GetFlag(FLAGS_chat_template);
     g.json_out = absl::GetFlag(FLAGS_json_out);
     g.logits_out = absl::GetFlag(FLAGS_logits_out);
+    exo::node::SpeculativeCommand& spec = g.speculative;
+    spec.draft_model_path = absl::GetFlag(FLAGS_draft_model);
+    const std::string mode = absl::GetFlag(FLAGS_speculative);
+    if (mode == "draft" || (mode.empty() && !spec.draft_model_path.empty())) {
+      spec.mode = exo::node::SpeculativeMode::kDraftModel;
+    } else if (mode == "ngram") {
+      spec.mode = exo::node::SpeculativeMode::kNgram;
+    } else if (mode != "off" && !mode.empty()) {
+      return UsageError(
+          absl::StrCat("--speculative must be off, draft or ngram, got '", mode, "'"));
+    }
+    spec.draft_max = absl::GetFlag(FLAGS_draft_max);
+    spec.draft_min = absl::GetFlag(FLAGS_draft_min);
+    spec.draft_min_confidence = static_cast<float>(absl::GetFlag(FLAGS_draft_p_min));
+    spec.draft_one_hot = absl::GetFlag(FLAGS_draft_greedy);
+    spec.ngram_max = absl::GetFlag(FLAGS_ngram_max);
+    spec.ngram_min = absl::GetFlag(FLAGS_ngram_min);
     return exo::node::RunGenerate(g, std::cout, std::cerr);
   }
   if (command == "chat") {

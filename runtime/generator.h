@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "runtime/sampler.h"
+#include "runtime/speculative.h"
 #include "runtime/stage.h"
 
 namespace exo::runtime {
@@ -24,6 +25,11 @@ struct GenerateOptions {
   int32_t cached_prefix = 0;
   // When set, receives the logits that chose the first generated token.
   std::vector<float>* first_logits = nullptr;
+  // When set, decoding is speculative: the drafter proposes tokens and the stage verifies them
+  // in one Forward (LogitsMode::kAll) per pass. Not owned. Greedy output is identical to
+  // decoding without it; sampled output follows the same distribution.
+  Drafter* drafter = nullptr;
+  SpeculativeOptions speculative;
 };
 
 struct GenerateStats {
@@ -33,6 +39,10 @@ struct GenerateStats {
   double generate_seconds = 0;      // from the first to the last generated token
   bool stopped_by_token = false;    // an end-of-generation token ended it
   bool stopped_by_context = false;  // the context filled up
+  // Leading tokens of `history` whose keys and values the slot holds correctly afterwards; a
+  // later call's cached_prefix must not exceed it (speculation leaves rejected drafts past it).
+  int32_t reusable_prefix = 0;
+  SpeculativeStats speculative;  // all zero without a drafter
 };
 
 // Called with each generated token; return false to stop.

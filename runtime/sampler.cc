@@ -189,14 +189,7 @@ void Sampler::ComputeNormalizer() {
   log_normalizer_ = std::log(sum);
 }
 
-int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> history) {
-  const int32_t n = static_cast<int32_t>(std::min<size_t>(logits.size(), vocab_size_));
-  if (n == 0) {
-    sampled_logprob_ = 0.0f;
-    live_ = 0;
-    return 0;
-  }
-  logits = logits.subspan(0, n);
+void Sampler::LoadCandidates(absl::Span<float> logits, absl::Span<const int32_t> history) {
   // NaN means "impossible"; +inf becomes the largest finite value so that differences stay
   // defined (inf - inf would be NaN).
   for (float& logit : logits) {
@@ -206,21 +199,23 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> hist
     }
   }
   ApplyPenalties(logits, history);
+  const int32_t n = static_cast<int32_t>(logits.size());
   for (int32_t i = 0; i < n; ++i) candidates_[i] = {i, logits[i]};
   live_ = n;
   sorted_ = false;
+}
 
-  if (!(params_.temperature > 0.0f)) {
-    // Greedy: argmax, lowest id first among equals (the scan keeps the first maximum).
-    ComputeNormalizer();
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; ++i) {
-      if (candidates_[i].logit > candidates_[best].logit) best = i;
-    }
-    sampled_logprob_ = static_cast<float>(candidates_[best].logit - max_logit_ - log_normalizer_);
-    return candidates_[best].id;
+int32_t Sampler::GreedyIndex() {
+  // Argmax, lowest id first among equals (the scan keeps the first maximum).
+  ComputeNormalizer();
+  int32_t best = 0;
+  for (int32_t i = 1; i < live_; ++i) {
+    if (candidates_[i].logit > candidates_[best].logit) best = i;
   }
+  return best;
+}
 
+void Sampler::FilterAndScale() {
   ApplyTopK();
   ApplyTopP();
   ApplyMinP();
@@ -234,7 +229,24 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> hist
     candidates_[i].logit = (candidates_[i].logit - max_logit) * inverse_temperature;
   }
   ComputeNormalizer();
+}
 
+int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> history) {
+  const int32_t n = static_cast<int32_t>(std::min<size_t>(logits.size(), vocab_size_));
+  if (n == 0) {
+    sampled_logprob_ = 0.0f;
+    live_ = 0;
+    return 0;
+  }
+  LoadCandidates(logits.subspan(0, n), history);
+
+  if (!(params_.temperature > 0.0f)) {
+    const int32_t best = GreedyIndex();
+    sampled_logprob_ = static_cast<float>(candidates_[best].logit - max_logit_ - log_normalizer_);
+    return candidates_[best].id;
+  }
+
+  FilterAndScale();
   // Inverse-CDF draw over the live candidates in their (uniquely defined) order.
   const double target = NextUniform() * std::exp(log_normalizer_);
   int32_t chosen = live_ - 1;
@@ -250,6 +262,49 @@ int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> hist
   while (chosen > 0 && candidates_[chosen].logit == kNegativeInfinity) --chosen;
   sampled_logprob_ = static_cast<float>(candidates_[chosen].logit - max_logit_ - log_normalizer_);
   return candidates_[chosen].id;
+}
+
+void Sampler::Distribution(absl::Span<float> logits, absl::Span<const int32_t> history,
+                           absl::Span<float> probabilities) {
+  std::fill(probabilities.begin(), probabilities.end(), 0.0f);
+  const int32_t n = static_cast<int32_t>(
+      std::min({logits.size(), static_cast<size_t>(vocab_size_), probabilities.size()}));
+  if (n == 0) {
+    live_ = 0;
+    return;
+  }
+  LoadCandidates(logits.subspan(0, n), history);
+  if (!(params_.temperature > 0.0f)) {
+    probabilities[candidates_[GreedyIndex()].id] = 1.0f;
+    return;
+  }
+  FilterAndScale();
+  for (int32_t i = 0; i < live_; ++i) {
+    probabilities[candidates_[i].id] = static_cast<float>(
+        std::exp(static_cast<double>(candidates_[i].logit) - max_logit_ - log_normalizer_));
+  }
+}
+
+int32_t Sampler::SampleFromWeights(absl::Span<const float> weights) {
+  double total = 0.0;
+  int32_t last_positive = -1;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    if (weights[i] > 0.0f) {
+      total += weights[i];
+      last_positive = static_cast<int32_t>(i);
+    }
+  }
+  if (last_positive < 0) return -1;
+  const double target = NextUniform() * total;
+  double cumulative = 0.0;
+  for (int32_t i = 0; i < last_positive; ++i) {
+    if (weights[i] > 0.0f) {
+      cumulative += weights[i];
+      if (target < cumulative) return i;
+    }
+  }
+  // Rounding can leave `target` past the last partial sum: the last token with mass.
+  return last_positive;
 }
 
 int32_t Sampler::TopLogprobs(absl::Span<TokenLogprob> out) const {

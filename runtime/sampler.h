@@ -57,6 +57,21 @@ class Sampler {
   // vocabulary are ignored. Returns a token id in [0, vocab_size).
   int32_t Sample(absl::Span<float> logits, absl::Span<const int32_t> history);
 
+  // The final distribution Sample() would draw from, written densely: probabilities[id] for every
+  // id below min(logits.size(), vocab_size, probabilities.size()), zero for filtered tokens, and
+  // zero past that. With temperature 0 it is one-hot at the token Sample() would return. Same
+  // treatment of `logits` and `history` as Sample(); draws no random number. Used by speculative
+  // decoding, whose acceptance test needs p(x) of the target and q(x) of the draft.
+  void Distribution(absl::Span<float> logits, absl::Span<const int32_t> history,
+                    absl::Span<float> probabilities);
+
+  // Draws an id with probability weights[id] / sum(weights) by inverse CDF in id order (weights
+  // must be >= 0). Returns -1 when every weight is zero. Uses the same generator as Sample().
+  int32_t SampleFromWeights(absl::Span<const float> weights);
+
+  // A uniform number in [0, 1) from the same generator as Sample().
+  double Uniform() { return NextUniform(); }
+
   // Reseeds the generator; 0 picks a fresh random seed.
   void Reset(uint64_t seed);
 
@@ -79,6 +94,12 @@ class Sampler {
     float logit;
   };
 
+  // Sanitises and penalises `logits` (the first `n` entries) and loads them as candidates.
+  void LoadCandidates(absl::Span<float> logits, absl::Span<const int32_t> history);
+  // Greedy: index of the best candidate (lowest id among equals), after ComputeNormalizer().
+  int32_t GreedyIndex();
+  // Sampling: top-k, top-p, min-p and temperature over the candidates, then ComputeNormalizer().
+  void FilterAndScale();
   void ApplyPenalties(absl::Span<float> logits, absl::Span<const int32_t> history);
   void ApplyTopK();
   void ApplyTopP();
