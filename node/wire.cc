@@ -15,9 +15,10 @@ runtime::SamplingParams SamplingFromProto(const v1::SamplingParams& p) {
   runtime::SamplingParams s;
   s.temperature = p.temperature();
   s.top_k = p.top_k();
-  s.top_p = p.top_p();
+  // proto3 reads unset fields as 0; for these two 0 is not a valid value, so it means "off".
+  s.top_p = p.top_p() == 0 ? 1.0f : p.top_p();
   s.min_p = p.min_p();
-  s.repetition_penalty = p.repetition_penalty();
+  s.repetition_penalty = p.repetition_penalty() == 0 ? 1.0f : p.repetition_penalty();
   s.presence_penalty = p.presence_penalty();
   s.frequency_penalty = p.frequency_penalty();
   s.penalty_last_n = p.penalty_last_n();

@@ -19,6 +19,8 @@ StageFrame FrameFromProto(v1::ForwardFrame&& frame);
 // Moves the frame's bytes into the message.
 void FrameToProto(StageFrame&& frame, v1::ForwardFrame* out);
 
+// Unset (zero) top_p and repetition_penalty read as 1 (off), so an empty SamplingParams is
+// greedy sampling without penalties.
 runtime::SamplingParams SamplingFromProto(const v1::SamplingParams& p);
 void SamplingToProto(const runtime::SamplingParams& p, int32_t top_logprobs,
                      v1::SamplingParams* out);
