@@ -57,8 +57,9 @@ ABSL_FLAG(std::string, pipeline, "",
 ABSL_FLAG(std::string, layers, "",
           "generate --pipeline: layer range of each stage, e.g. 0:6,6:12,12:18; default: even.");
 ABSL_FLAG(std::string, wire_dtype, "f32",
-          "generate --pipeline: hidden states between stages as f32 (exact) or f16 (half the "
-          "bytes, not bit-exact).");
+          "generate --pipeline: hidden states between stages as f32 (exact), bf16 or f16 (half "
+          "the bytes, not bit-exact; f16 overflows on models with large activations, e.g. "
+          "Gemma).");
 
 namespace {
 

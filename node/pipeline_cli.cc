@@ -83,9 +83,11 @@ absl::Status PipelineGenerate(const PipelineGenerateCommand& command, std::ostre
   }
   if (command.wire_dtype == "f16") {
     options.dtype = WireDType::kF16;
+  } else if (command.wire_dtype == "bf16") {
+    options.dtype = WireDType::kBf16;
   } else if (command.wire_dtype != "f32") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--wire_dtype must be f32 or f16, got '", command.wire_dtype, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("--wire_dtype must be f32, bf16 or f16, got '",
+                                                   command.wire_dtype, "'"));
   }
   options.model = identity;
   options.n_layer = config.n_layer;

@@ -24,7 +24,7 @@ struct PipelineGenerateCommand {
   ModelOptions model;     // the coordinator's copy: tokenizer and model identity
   std::string pipeline;   // host:port,host:port,...
   std::string layers;     // "0:6,6:12,..."; empty: split evenly
-  std::string wire_dtype = "f32";  // or "f16"
+  std::string wire_dtype = "f32";  // or "bf16", "f16"
   std::string prompt;
   int32_t max_tokens = 128;
   runtime::SamplingParams sampling;

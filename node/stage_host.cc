@@ -16,6 +16,7 @@ int32_t WireDTypeSize(int32_t dtype) {
     case static_cast<int32_t>(WireDType::kF32):
       return 4;
     case static_cast<int32_t>(WireDType::kF16):
+    case static_cast<int32_t>(WireDType::kBf16):
       return 2;
     default:
       return 0;
@@ -96,7 +97,7 @@ absl::Status StageHost::Validate(const StageFrame& f, int32_t reserved_slots) co
   if (element_size == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("unsupported hidden dtype ", f.dtype,
-                     "; this stage accepts DTYPE_F32 (1) and DTYPE_F16 (2)"));
+                     "; this stage accepts DTYPE_F32 (1), DTYPE_F16 (2) and DTYPE_BF16 (3)"));
   }
   // Token ids: the embedding needs them; the last stage keeps them as sampling history.
   const bool tokens_required = options_.has_embedding || options_.has_head;
@@ -205,7 +206,8 @@ absl::Status StageHost::DecodeHidden(const StageFrame& f, float* out) const {
     } else {
       uint16_t h;
       std::memcpy(&h, bytes + 2 * i, 2);
-      v = kernels::Fp16ToFp32(h);
+      v = f.dtype == static_cast<int32_t>(WireDType::kF16) ? kernels::Fp16ToFp32(h)
+                                                           : kernels::Bf16ToFp32(h);
     }
     if (!(std::fabs(v) <= kMaxHiddenMagnitude)) {  // also catches NaN
       return absl::InvalidArgumentError(absl::StrCat(
@@ -217,19 +219,31 @@ absl::Status StageHost::DecodeHidden(const StageFrame& f, float* out) const {
   return absl::OkStatus();
 }
 
-void StageHost::EncodeHidden(const float* rows, int32_t n_rows, int32_t dtype,
-                             std::string* out) const {
+absl::Status StageHost::EncodeHidden(const float* rows, int32_t n_rows, int32_t dtype,
+                                     std::string* out) const {
   const size_t n = size_t(n_rows) * stage_->config().n_embd;
   if (dtype == static_cast<int32_t>(WireDType::kF16)) {
     out->resize(n * 2);
     for (size_t i = 0; i < n; ++i) {
+      if (!(std::fabs(rows[i]) <= 65504.0f)) {
+        return absl::OutOfRangeError(absl::StrCat(
+            "hidden state value ", rows[i], " does not fit in f16 (this model's activations "
+            "exceed 65504); use f32 or bf16 hidden states"));
+      }
       const uint16_t h = kernels::Fp32ToFp16(rows[i]);
+      std::memcpy(out->data() + 2 * i, &h, 2);
+    }
+  } else if (dtype == static_cast<int32_t>(WireDType::kBf16)) {
+    out->resize(n * 2);
+    for (size_t i = 0; i < n; ++i) {
+      const uint16_t h = kernels::Fp32ToBf16(rows[i]);
       std::memcpy(out->data() + 2 * i, &h, 2);
     }
   } else {
     out->resize(n * 4);
     std::memcpy(out->data(), rows, n * 4);
   }
+  return absl::OkStatus();
 }
 
 std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
@@ -357,14 +371,14 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
         next.token_count = f.token_count;
         next.dtype = f.dtype;
         next.shape = {f.token_count, c.n_embd};
-        EncodeHidden(result->data() + size_t(row) * c.n_embd, f.token_count, f.dtype,
-                     &next.hidden);
+        out.status = EncodeHidden(result->data() + size_t(row) * c.n_embd, f.token_count,
+                                  f.dtype, &next.hidden);
         next.tokens = std::move(f.tokens);
         next.kv_keep_length = f.kv_keep_length;
         next.end_of_sequence = f.end_of_sequence;
         next.no_sample = f.no_sample;
         next.sampling = f.sampling;
-        out.next = std::move(next);
+        if (out.status.ok()) out.next = std::move(next);
       }
       row += f.token_count;
       if (f.end_of_sequence) Release(f.sequence_id);

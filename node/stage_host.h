@@ -30,7 +30,8 @@ namespace exo::node {
 // Element types of a frame's hidden state. The numbers are exo.v1.DType's (wire.cc checks).
 enum class WireDType : int32_t {
   kF32 = 1,  // default: keeps split greedy output exact
-  kF16 = 2,  // opt-in: half the bytes per hop, not bit-exact
+  kF16 = 2,   // opt-in: half the bytes per hop, not bit-exact; range +-65504
+  kBf16 = 3,  // opt-in: half the bytes per hop, not bit-exact; the range of f32
 };
 // Bytes per element of a supported dtype; 0 for anything else.
 int32_t WireDTypeSize(int32_t dtype);
@@ -127,7 +128,9 @@ class StageHost {
   absl::Status Validate(const StageFrame& frame, int32_t reserved_slots) const;
   // Decodes the frame's hidden state into `out` (n_embd floats per row).
   absl::Status DecodeHidden(const StageFrame& frame, float* out) const;
-  void EncodeHidden(const float* rows, int32_t n_rows, int32_t dtype, std::string* out) const;
+  // Fails when a value does not fit the dtype (f16 overflows on large activations).
+  absl::Status EncodeHidden(const float* rows, int32_t n_rows, int32_t dtype,
+                            std::string* out) const;
   int32_t FreeSlots() const;
   void Release(uint64_t sequence_id);
 

@@ -10,6 +10,7 @@ namespace exo::node {
 
 static_assert(static_cast<int>(WireDType::kF32) == v1::DTYPE_F32);
 static_assert(static_cast<int>(WireDType::kF16) == v1::DTYPE_F16);
+static_assert(static_cast<int>(WireDType::kBf16) == v1::DTYPE_BF16);
 
 runtime::SamplingParams SamplingFromProto(const v1::SamplingParams& p) {
   runtime::SamplingParams s;

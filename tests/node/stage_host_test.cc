@@ -133,6 +133,7 @@ TEST_F(StageHostTest, SplitsMatchTheSingleNodeGenerator) {
   // f16 on the wire runs (not necessarily bit-exact).
   auto f = MakeHost(0, 3, true, false), g = MakeHost(3, kLayers, false, true);
   EXPECT_EQ(Greedy({f.get(), g.get()}, 3, prompt, 12, /*dtype=*/2).size(), 12u);
+  EXPECT_EQ(Greedy({f.get(), g.get()}, 4, prompt, 12, /*dtype=*/3).size(), 12u);
 }
 
 TEST_F(StageHostTest, RefusesBadFramesAndKeepsServing) {
@@ -153,8 +154,8 @@ TEST_F(StageHostTest, RefusesBadFramesAndKeepsServing) {
   const std::vector<Case> cases = {
       {"epoch", [](StageFrame& f) { f.plan_epoch = 6; }, absl::StatusCode::kFailedPrecondition,
        "plan epoch 6 but this stage serves epoch 7"},
-      {"dtype", [](StageFrame& f) { f.dtype = 3; }, absl::StatusCode::kInvalidArgument,
-       "unsupported hidden dtype 3"},
+      {"dtype", [](StageFrame& f) { f.dtype = 4; }, absl::StatusCode::kInvalidArgument,
+       "unsupported hidden dtype 4"},
       {"dtype0", [](StageFrame& f) { f.dtype = 0; }, absl::StatusCode::kInvalidArgument,
        "unsupported hidden dtype 0"},
       {"shape", [](StageFrame& f) { f.shape = {3, 65}; }, absl::StatusCode::kInvalidArgument,
