@@ -7,6 +7,7 @@
 //
 // Usage: pipeline_hop [--model PATH] [--stages 2] [--tokens 64] [--reps 3] [--hops 2000]
 //        [--threads 1] [--skip_decode]
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +38,19 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
+
+// CPU seconds (user + system) of every thread of this process so far.
+double CpuSeconds() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// One configuration's figures: wall-clock tokens/s and CPU milliseconds per token.
+struct Figure {
+  double tokens_per_second = 0;
+  double cpu_ms_per_token = 0;
+};
 
 // Answers every frame at once with an empty result.
 class EchoService final : public v1::NodeService::Service {
@@ -95,19 +109,26 @@ void BenchHop(int n_embd, int hops) {
       us[us.size() * 99 / 100], mean);
 }
 
-// Greedy decode of `tokens` tokens for each of `n_seq` sequences on one StageHost.
-double SingleNodeTokensPerSecond(const runtime::GgufFile& file, int n_layer, int n_seq,
-                                 int tokens, int threads) {
+// Greedy decode of `tokens` tokens for each of `n_seq` sequences on a chain of StageHosts in this
+// thread (`split` hosts over the layers; 1 is the single node), no networking.
+Figure LocalTokensPerSecond(const runtime::GgufFile& file, int n_layer, int split, int n_seq,
+                            int tokens, int threads) {
   kernels::ThreadPool pool(threads);
-  StageHostOptions o;
-  o.plan_epoch = 1;
-  o.layers = {0, n_layer};
-  o.context = 512;
-  o.max_sequences = n_seq;
-  o.pool = &pool;
-  auto host = StageHost::Create(file, o);
-  if (!host.ok()) return 0;
-  std::vector<StageFrame> frames;
+  auto ranges = SplitLayersEvenly(n_layer, split);
+  std::vector<std::unique_ptr<StageHost>> hosts;
+  for (int i = 0; i < split; ++i) {
+    StageHostOptions o;
+    o.plan_epoch = 1;
+    o.layers = (*ranges)[i];
+    o.has_embedding = i == 0;
+    o.has_head = i == split - 1;
+    o.context = 512;
+    o.max_sequences = n_seq;
+    o.pool = &pool;
+    auto host = StageHost::Create(file, o);
+    if (!host.ok()) return {};
+    hosts.push_back(std::move(*host));
+  }
   auto frame = [](uint64_t id, int32_t pos, std::vector<int32_t> t) {
     StageFrame f;
     f.sequence_id = id;
@@ -118,20 +139,35 @@ double SingleNodeTokensPerSecond(const runtime::GgufFile& file, int n_layer, int
     f.sampling.params.temperature = 0;
     return f;
   };
+  auto run = [&](std::vector<StageFrame> frames) {
+    std::vector<StageOutput> out;
+    for (auto& host : hosts) {
+      out = host->Step(std::move(frames));
+      frames.clear();
+      for (auto& o : out) {
+        if (o.next.has_value()) frames.push_back(std::move(*o.next));
+      }
+    }
+    return out;
+  };
+  std::vector<StageFrame> frames;
   for (int s = 0; s < n_seq; ++s) frames.push_back(frame(s, 0, {2, 100 + s, 200, 300}));
-  std::vector<StageOutput> out = (*host)->Step(std::move(frames));
+  std::vector<StageOutput> out = run(std::move(frames));
   const auto t0 = Clock::now();
+  const double c0 = CpuSeconds();
   for (int i = 0; i < tokens; ++i) {
     frames.clear();
     for (int s = 0; s < n_seq; ++s) frames.push_back(frame(s, 4 + i, {out[s].tokens[0].token}));
-    out = (*host)->Step(std::move(frames));
+    out = run(std::move(frames));
   }
-  return n_seq * tokens / Seconds(t0, Clock::now());
+  const double n = double(n_seq) * tokens;
+  return {n / Seconds(t0, Clock::now()), 1e3 * (CpuSeconds() - c0) / n};
 }
 
-double PipelineTokensPerSecond(Pipeline& pipeline, int n_seq, int tokens) {
+Figure PipelineTokensPerSecond(Pipeline& pipeline, int n_seq, int tokens) {
   std::vector<std::unique_ptr<absl::Notification>> done;
   const auto t0 = Clock::now();
+  const double c0 = CpuSeconds();
   for (int s = 0; s < n_seq; ++s) {
     done.push_back(std::make_unique<absl::Notification>());
     SequenceRequest r;
@@ -139,15 +175,20 @@ double PipelineTokensPerSecond(Pipeline& pipeline, int n_seq, int tokens) {
     r.max_tokens = tokens + 1;
     r.sampling.temperature = 0;
     absl::Notification* d = done.back().get();
-    r.on_done = [d](const absl::Status& status, const SequenceStats&) {
+    r.on_done = [d, tokens](const absl::Status& status, const SequenceStats& stats) {
       if (!status.ok()) std::fprintf(stderr, "sequence failed: %s\n", status.ToString().c_str());
+      if (stats.generated_tokens != tokens + 1) {
+        std::fprintf(stderr, "sequence generated %d tokens, not %d\n", stats.generated_tokens,
+                     tokens + 1);
+      }
       d->Notify();
     };
-    if (!pipeline.Start(std::move(r)).ok()) return 0;
+    if (!pipeline.Start(std::move(r)).ok()) return {};
   }
   for (auto& d : done) d->WaitForNotification();
   // Includes the short prompt; tokens + 1 generated per sequence.
-  return n_seq * (tokens + 1) / Seconds(t0, Clock::now());
+  const double n = double(n_seq) * (tokens + 1);
+  return {n / Seconds(t0, Clock::now()), 1e3 * (CpuSeconds() - c0) / n};
 }
 
 int Main(int argc, char** argv) {
@@ -210,30 +251,37 @@ int Main(int argc, char** argv) {
     return 1;
   }
   // Interleaved repetitions: each round measures every configuration once.
-  std::vector<double> single1, single4, pipe1, pipe4;
+  std::vector<Figure> single1, single4, pipe1, pipe4, local1;
   for (int r = 0; r < reps; ++r) {
-    single1.push_back(SingleNodeTokensPerSecond(**file, config->n_layer, 1, tokens, threads));
+    single1.push_back(LocalTokensPerSecond(**file, config->n_layer, 1, 1, tokens, threads));
+    local1.push_back(LocalTokensPerSecond(**file, config->n_layer, n_stages, 1, tokens, threads));
     pipe1.push_back(PipelineTokensPerSecond(**pipeline, 1, tokens));
-    single4.push_back(SingleNodeTokensPerSecond(**file, config->n_layer, 4, tokens, threads));
+    single4.push_back(LocalTokensPerSecond(**file, config->n_layer, 1, 4, tokens, threads));
     pipe4.push_back(PipelineTokensPerSecond(**pipeline, 4, tokens));
   }
-  auto best = [](std::vector<double> v) { return *std::max_element(v.begin(), v.end()); };
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
+  auto print = [](const std::string& name, std::vector<Figure> v) {
+    std::sort(v.begin(), v.end(), [](const Figure& a, const Figure& b) {
+      return a.tokens_per_second < b.tokens_per_second;
+    });
+    const Figure& m = v[v.size() / 2];
+    std::printf("  %-44s %8.1f tok/s (best %8.1f)  %6.2f cpu ms/token\n", name.c_str(),
+                m.tokens_per_second, v.back().tokens_per_second, m.cpu_ms_per_token);
   };
-  std::printf("decode tok/s (best / median of %d interleaved reps, %d tokens per sequence):\n",
+  std::printf("decode (median of %d interleaved reps, %d tokens per sequence; cpu ms/token counts "
+              "every thread of this process, stages and gRPC included):\n",
               reps, tokens);
-  std::printf("  single node, 1 sequence:              %7.1f / %7.1f\n", best(single1),
-              median(single1));
-  std::printf("  %d-stage pipeline, 1 sequence:         %7.1f / %7.1f\n", n_stages, best(pipe1),
-              median(pipe1));
-  std::printf("  single node, 4 sequences batched:     %7.1f / %7.1f\n", best(single4),
-              median(single4));
-  std::printf("  %d-stage pipeline, 4 sequences:        %7.1f / %7.1f\n", n_stages, best(pipe4),
-              median(pipe4));
+  print("single node, 1 sequence", single1);
+  print(absl::StrCat(n_stages, " StageHosts chained in one thread, 1 seq"), local1);
+  print(absl::StrCat(n_stages, "-stage pipeline over gRPC, 1 sequence"), pipe1);
+  print("single node, 4 sequences batched", single4);
+  print(absl::StrCat(n_stages, "-stage pipeline over gRPC, 4 sequences"), pipe4);
+  // Close the coordinator's stream, then each stage in pipeline order (a stage's Shard holds the
+  // stream into the next stage, which that stage's server waits for on shutdown).
   pipeline->reset();
-  for (auto& s : servers) s->Shutdown();
+  for (int i = 0; i < n_stages; ++i) {
+    servers[i]->Shutdown();
+    handlers[i].reset();
+  }
   return 0;
 }
 

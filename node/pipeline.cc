@@ -205,6 +205,7 @@ void Pipeline::ReadResults() {
     std::optional<Sequence> finished;
     absl::Status finish_status;
     std::function<bool(const SampledToken&)> on_token;
+    bool emitted = false;  // a token to hand out; the sequence may go on
     SampledToken token;
     {
       absl::MutexLock lock(&mu_);
@@ -234,17 +235,17 @@ void Pipeline::ReadResults() {
           s.history.push_back(token.token);
           ++s.stats.generated_tokens;
           on_token = s.request.on_token;
+          emitted = true;
         }
       }
-      if (!on_token) {
+      if (!emitted) {
         finished = std::move(s);
         sequences_.erase(it);
       }
     }
-    bool keep_going = true;
-    if (on_token) keep_going = on_token(token);
+    const bool keep_going = !on_token || on_token(token);
     std::optional<v1::ForwardFrame> next;
-    if (on_token) {
+    if (emitted) {
       absl::MutexLock lock(&mu_);
       auto it = sequences_.find(id);
       if (it == sequences_.end()) continue;  // cancelled from the callback

@@ -196,6 +196,27 @@ TEST_F(PipelineTest, ConcurrentSequencesMatchRunningAlone) {
   EXPECT_EQ(*again, alone[0]);
 }
 
+TEST_F(PipelineTest, RunsToMaxTokensWithoutATokenCallback) {
+  std::vector<std::unique_ptr<TestStage>> stages;
+  for (int i = 0; i < 2; ++i) stages.push_back(MakeStage());
+  auto pipeline = Pipeline::Connect(Options(stages));
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  absl::Notification done;
+  SequenceStats stats;
+  absl::Status status;
+  SequenceRequest r = Greedy(kPrompt, 9);
+  r.on_done = [&](const absl::Status& s, const SequenceStats& st) {
+    status = s;
+    stats = st;
+    done.Notify();
+  };
+  ASSERT_TRUE((*pipeline)->Start(std::move(r)).ok());
+  done.WaitForNotification();
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(stats.generated_tokens, 9);
+  EXPECT_EQ(stats.prompt_tokens, static_cast<int>(kPrompt.size()));
+}
+
 // Sends frames on a raw Forward stream to a loaded last stage.
 class RawStream {
  public:
