@@ -198,13 +198,20 @@ int Main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (a == "--model") model = next();
-    else if (a == "--stages") n_stages = std::stoi(next());
-    else if (a == "--tokens") tokens = std::stoi(next());
-    else if (a == "--reps") reps = std::stoi(next());
-    else if (a == "--hops") hops = std::stoi(next());
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--skip_decode") skip_decode = true;
+    if (a == "--model")
+      model = next();
+    else if (a == "--stages")
+      n_stages = std::stoi(next());
+    else if (a == "--tokens")
+      tokens = std::stoi(next());
+    else if (a == "--reps")
+      reps = std::stoi(next());
+    else if (a == "--hops")
+      hops = std::stoi(next());
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--skip_decode")
+      skip_decode = true;
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -267,9 +274,10 @@ int Main(int argc, char** argv) {
     std::printf("  %-44s %8.1f tok/s (best %8.1f)  %6.2f cpu ms/token\n", name.c_str(),
                 m.tokens_per_second, v.back().tokens_per_second, m.cpu_ms_per_token);
   };
-  std::printf("decode (median of %d interleaved reps, %d tokens per sequence; cpu ms/token counts "
-              "every thread of this process, stages and gRPC included):\n",
-              reps, tokens);
+  std::printf(
+      "decode (median of %d interleaved reps, %d tokens per sequence; cpu ms/token counts "
+      "every thread of this process, stages and gRPC included):\n",
+      reps, tokens);
   print("single node, 1 sequence", single1);
   print(absl::StrCat(n_stages, " StageHosts chained in one thread, 1 seq"), local1);
   print(absl::StrCat(n_stages, "-stage pipeline over gRPC, 1 sequence"), pipe1);

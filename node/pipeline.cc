@@ -50,17 +50,16 @@ absl::StatusOr<std::vector<runtime::LayerRange>> ParseLayerRanges(const std::str
           absl::StrCat("bad layer range '", std::string(part), "': write BEGIN:END, e.g. 0:9"));
     }
     if (r.begin != expected_begin || r.end <= r.begin || r.end > n_layer) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer ranges must be contiguous, non-empty and cover 0:", n_layer, "; '",
-          std::string(part), "' should start at ", expected_begin));
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ranges must be contiguous, non-empty and cover 0:", n_layer, "; '",
+                       std::string(part), "' should start at ", expected_begin));
     }
     expected_begin = r.end;
     ranges.push_back(r);
   }
   if (expected_begin != n_layer) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer ranges end at ", expected_begin, " but the model has ", n_layer,
-                     " layers"));
+    return absl::InvalidArgumentError(absl::StrCat("layer ranges end at ", expected_begin,
+                                                   " but the model has ", n_layer, " layers"));
   }
   return ranges;
 }
@@ -74,8 +73,8 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Connect(const PipelineOption
   } else {
     p->layers_ = options.layers;
     if (p->layers_.size() != options.stages.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(options.stages.size(), " stages but ",
-                                                     p->layers_.size(), " layer ranges"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.stages.size(), " stages but ", p->layers_.size(), " layer ranges"));
     }
   }
   const int32_t n = static_cast<int32_t>(options.stages.size());
@@ -97,10 +96,10 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Connect(const PipelineOption
     v1::LoadShardResponse response;
     const grpc::Status status = stub->LoadShard(&ctx, request, &response);
     if (!status.ok()) {
-      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                          absl::StrCat("stage ", i, " at ", options.stages[i],
-                                       " could not load layers ", p->layers_[i].begin, ":",
-                                       p->layers_[i].end, ": ", status.error_message()));
+      return absl::Status(
+          static_cast<absl::StatusCode>(status.error_code()),
+          absl::StrCat("stage ", i, " at ", options.stages[i], " could not load layers ",
+                       p->layers_[i].begin, ":", p->layers_[i].end, ": ", status.error_message()));
     }
   }
   p->channel_ = MakePeerChannel(options.stages[0]);
@@ -158,8 +157,8 @@ absl::StatusOr<uint64_t> Pipeline::Start(SequenceRequest request) {
     absl::MutexLock lock(&mu_);
     RETURN_IF_ERROR(broken_);
     if (static_cast<int32_t>(sequences_.size()) >= options_.max_sequences) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "all ", options_.max_sequences, " sequence slots of the pipeline are busy"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("all ", options_.max_sequences, " sequence slots of the pipeline are busy"));
     }
     id = next_id_++;
     Sequence& s = sequences_[id];
@@ -252,8 +251,8 @@ void Pipeline::ReadResults() {
       Sequence& s = it->second;
       const bool context_full = static_cast<int64_t>(s.history.size()) >= options_.context;
       if (!keep_going || s.stats.generated_tokens >= s.request.max_tokens || context_full) {
-        s.stats.stopped_by_context = context_full && keep_going &&
-                                     s.stats.generated_tokens < s.request.max_tokens;
+        s.stats.stopped_by_context =
+            context_full && keep_going && s.stats.generated_tokens < s.request.max_tokens;
         finished = std::move(s);
         sequences_.erase(it);
       } else {

@@ -34,8 +34,8 @@ absl::StatusOr<std::vector<runtime::LayerRange>> ParseLayerRanges(const std::str
                                                                   int32_t n_layer);
 
 struct PipelineOptions {
-  std::vector<std::string> stages;           // host:port of each stage, in pipeline order
-  std::vector<runtime::LayerRange> layers;   // one per stage; empty: split evenly
+  std::vector<std::string> stages;          // host:port of each stage, in pipeline order
+  std::vector<runtime::LayerRange> layers;  // one per stage; empty: split evenly
   ModelIdentity model;
   int32_t n_layer = 0;
   uint64_t plan_epoch = 1;

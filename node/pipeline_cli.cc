@@ -62,8 +62,8 @@ absl::Status Stage(const StageCommand& command, std::ostream& out, std::ostream&
 
 absl::Status PipelineGenerate(const PipelineGenerateCommand& command, std::ostream& out,
                               std::ostream& err) {
-  std::string path = command.model.model_path.empty() ? DefaultModelPath()
-                                                      : command.model.model_path;
+  std::string path =
+      command.model.model_path.empty() ? DefaultModelPath() : command.model.model_path;
   ASSIGN_OR_RETURN(std::unique_ptr<runtime::GgufFile> file, runtime::GgufFile::Open(path));
   ASSIGN_OR_RETURN(runtime::ModelConfig config, runtime::ReadModelConfig(*file));
   ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer,
@@ -86,8 +86,8 @@ absl::Status PipelineGenerate(const PipelineGenerateCommand& command, std::ostre
   } else if (command.wire_dtype == "bf16") {
     options.dtype = WireDType::kBf16;
   } else if (command.wire_dtype != "f32") {
-    return absl::InvalidArgumentError(absl::StrCat("--wire_dtype must be f32, bf16 or f16, got '",
-                                                   command.wire_dtype, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--wire_dtype must be f32, bf16 or f16, got '", command.wire_dtype, "'"));
   }
   options.model = identity;
   options.n_layer = config.n_layer;
@@ -126,12 +126,12 @@ absl::Status PipelineGenerate(const PipelineGenerateCommand& command, std::ostre
     absl::StrAppend(&ranges, ranges.empty() ? "" : ",", r.begin, ":", r.end);
   }
   err << absl::StrFormat(
-             "pipeline of %d stages (layers %s, %s hidden states) | prompt: %d tokens, first "
-             "token after %.3f s | generation: %d tokens in %.3f s (%s) | load %.3f s%s\n",
-             options.stages.size(), ranges, command.wire_dtype, stats.prompt_tokens,
-             stats.prompt_seconds, stats.generated_tokens, stats.generate_seconds,
-             RateText(stats.generated_tokens - 1, stats.generate_seconds), load_seconds,
-             stats.stopped_by_context ? " | stopped: context full" : "");
+      "pipeline of %d stages (layers %s, %s hidden states) | prompt: %d tokens, first "
+      "token after %.3f s | generation: %d tokens in %.3f s (%s) | load %.3f s%s\n",
+      options.stages.size(), ranges, command.wire_dtype, stats.prompt_tokens, stats.prompt_seconds,
+      stats.generated_tokens, stats.generate_seconds,
+      RateText(stats.generated_tokens - 1, stats.generate_seconds), load_seconds,
+      stats.stopped_by_context ? " | stopped: context full" : "");
   if (!command.json_out.empty()) {
     nlohmann::json result = {{"prompt_tokens", prompt_tokens},
                              {"tokens", tokens},

@@ -21,9 +21,9 @@ struct StageCommand {
 };
 
 struct PipelineGenerateCommand {
-  ModelOptions model;     // the coordinator's copy: tokenizer and model identity
-  std::string pipeline;   // host:port,host:port,...
-  std::string layers;     // "0:6,6:12,..."; empty: split evenly
+  ModelOptions model;              // the coordinator's copy: tokenizer and model identity
+  std::string pipeline;            // host:port,host:port,...
+  std::string layers;              // "0:6,6:12,..."; empty: split evenly
   std::string wire_dtype = "f32";  // or "bf16", "f16"
   std::string prompt;
   int32_t max_tokens = 128;

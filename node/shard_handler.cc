@@ -368,21 +368,19 @@ grpc::Status ShardHandler::LoadShard(grpc::ServerContext* context,
   ho.pool = pool.get();
   absl::StatusOr<std::unique_ptr<StageHost>> host = StageHost::Create(*file, ho);
   if (!host.ok()) return ToGrpcStatus(host.status());
-  auto shard = std::make_shared<internal::Shard>(file, std::move(pool), std::move(*host),
-                                                 request->next_stage(),
-                                                 options_.authorize_outgoing);
+  auto shard = std::make_shared<internal::Shard>(
+      file, std::move(pool), std::move(*host), request->next_stage(), options_.authorize_outgoing);
   response->set_plan_epoch(request->plan_epoch());
   response->set_resident_bytes(shard->resident_bytes());
   if (options_.log != nullptr) {
-    *options_.log << absl::StrFormat(
-                         "loaded layers %d to %d%s%s for plan epoch %d (%.1f MiB weights and KV)%s\n",
-                         ho.layers.begin, ho.layers.end, ho.has_embedding ? " + embedding" : "",
-                         ho.has_head ? " + head" : "", ho.plan_epoch,
-                         shard->resident_bytes() / 1048576.0,
-                         request->next_stage().empty()
-                             ? ""
-                             : absl::StrCat(", next stage ", request->next_stage()))
-                  << std::flush;
+    *options_.log
+        << absl::StrFormat(
+               "loaded layers %d to %d%s%s for plan epoch %d (%.1f MiB weights and KV)%s\n",
+               ho.layers.begin, ho.layers.end, ho.has_embedding ? " + embedding" : "",
+               ho.has_head ? " + head" : "", ho.plan_epoch, shard->resident_bytes() / 1048576.0,
+               request->next_stage().empty() ? ""
+                                             : absl::StrCat(", next stage ", request->next_stage()))
+        << std::flush;
   }
   absl::MutexLock lock(&mu_);
   shard_ = std::move(shard);
@@ -402,9 +400,9 @@ grpc::Status ShardHandler::Forward(
       v1::ForwardResult result;
       result.set_sequence_id(frame.sequence_id());
       result.set_plan_epoch(frame.plan_epoch());
-      StatusToResult(absl::FailedPreconditionError(
-                         "no shard is loaded on this node; send LoadShard first"),
-                     &result);
+      StatusToResult(
+          absl::FailedPreconditionError("no shard is loaded on this node; send LoadShard first"),
+          &result);
       upstream->Write(result);
       continue;
     }

@@ -92,7 +92,7 @@ class ShardHandler {
   const ShardHandlerOptions options_;
   PeerAuthenticator* const authenticator_;
   const std::unique_ptr<internal::ModelSource> source_;  // thread-safe
-  absl::Mutex load_mu_;  // one LoadShard at a time
+  absl::Mutex load_mu_;                                  // one LoadShard at a time
   absl::Mutex mu_;
   std::shared_ptr<internal::Shard> shard_ ABSL_GUARDED_BY(mu_);
 };

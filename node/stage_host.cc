@@ -75,10 +75,10 @@ void StageHost::CancelAll() {
 absl::Status StageHost::Validate(const StageFrame& f, int32_t reserved_slots) const {
   const runtime::ModelConfig& c = stage_->config();
   if (f.plan_epoch != options_.plan_epoch) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "frame of sequence ", f.sequence_id, " is for plan epoch ", f.plan_epoch,
-        " but this stage serves epoch ", options_.plan_epoch,
-        "; send LoadShard for the current plan or use its epoch"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("frame of sequence ", f.sequence_id, " is for plan epoch ", f.plan_epoch,
+                     " but this stage serves epoch ", options_.plan_epoch,
+                     "; send LoadShard for the current plan or use its epoch"));
   }
   if (f.has_draft_tokens) {
     return absl::UnimplementedError(
@@ -103,10 +103,9 @@ absl::Status StageHost::Validate(const StageFrame& f, int32_t reserved_slots) co
   const bool tokens_required = options_.has_embedding || options_.has_head;
   if (tokens_required || !f.tokens.empty()) {
     if (static_cast<int64_t>(f.tokens.size()) != f.token_count) {
-      return absl::InvalidArgumentError(absl::StrCat("frame has token_count ", f.token_count,
-                                                     " but ", f.tokens.size(), " token ids",
-                                                     tokens_required ? " (this stage needs them)"
-                                                                     : ""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("frame has token_count ", f.token_count, " but ", f.tokens.size(),
+                       " token ids", tokens_required ? " (this stage needs them)" : ""));
     }
     for (int32_t token : f.tokens) {
       if (token < 0 || token >= c.n_vocab) {
@@ -133,9 +132,9 @@ absl::Status StageHost::Validate(const StageFrame& f, int32_t reserved_slots) co
     }
     const uint64_t expected = uint64_t(f.token_count) * uint64_t(c.n_embd) * element_size;
     if (f.hidden.size() != expected) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("hidden state of shape [", f.token_count, ", ", c.n_embd, "] in dtype ",
-                       f.dtype, " needs ", expected, " bytes, got ", f.hidden.size()));
+      return absl::InvalidArgumentError(absl::StrCat("hidden state of shape [", f.token_count, ", ",
+                                                     c.n_embd, "] in dtype ", f.dtype, " needs ",
+                                                     expected, " bytes, got ", f.hidden.size()));
     }
   } else if (!f.hidden.empty()) {
     return absl::InvalidArgumentError("a cancel frame (token_count 0) carries no hidden state");
@@ -151,10 +150,9 @@ absl::Status StageHost::Validate(const StageFrame& f, int32_t reserved_slots) co
   }
   if (f.token_count == 0) return absl::OkStatus();  // a cancel: nothing else matters
   if (int64_t{f.first_position} + f.token_count > options_.context) {
-    return absl::OutOfRangeError(absl::StrCat("positions ", f.first_position, " to ",
-                                              int64_t{f.first_position} + f.token_count,
-                                              " exceed this stage's context of ", options_.context,
-                                              " tokens"));
+    return absl::OutOfRangeError(absl::StrCat(
+        "positions ", f.first_position, " to ", int64_t{f.first_position} + f.token_count,
+        " exceed this stage's context of ", options_.context, " tokens"));
   }
   auto it = sequences_.find(f.sequence_id);
   if (it == sequences_.end()) {
@@ -210,9 +208,9 @@ absl::Status StageHost::DecodeHidden(const StageFrame& f, float* out) const {
                                                            : kernels::Bf16ToFp32(h);
     }
     if (!(std::fabs(v) <= kMaxHiddenMagnitude)) {  // also catches NaN
-      return absl::InvalidArgumentError(absl::StrCat(
-          "hidden state value at row ", i / n_embd, ", column ", i % n_embd, " is ", v,
-          ": not finite or beyond ", kMaxHiddenMagnitude, " (corrupt frame?)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("hidden state value at row ", i / n_embd, ", column ", i % n_embd, " is ", v,
+                       ": not finite or beyond ", kMaxHiddenMagnitude, " (corrupt frame?)"));
     }
     out[i] = v;
   }
@@ -226,9 +224,9 @@ absl::Status StageHost::EncodeHidden(const float* rows, int32_t n_rows, int32_t 
     out->resize(n * 2);
     for (size_t i = 0; i < n; ++i) {
       if (!(std::fabs(rows[i]) <= 65504.0f)) {
-        return absl::OutOfRangeError(absl::StrCat(
-            "hidden state value ", rows[i], " does not fit in f16 (this model's activations "
-            "exceed 65504); use f32 or bf16 hidden states"));
+        return absl::OutOfRangeError(absl::StrCat("hidden state value ", rows[i],
+                                                  " does not fit in f16 (this model's activations "
+                                                  "exceed 65504); use f32 or bf16 hidden states"));
       }
       const uint16_t h = kernels::Fp32ToFp16(rows[i]);
       std::memcpy(out->data() + 2 * i, &h, 2);
@@ -307,8 +305,8 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
       auto it = sequences_.find(f.sequence_id);
       if (it == sequences_.end()) {
         Sequence s;
-        s.slot = static_cast<int32_t>(
-            std::find(slot_used_.begin(), slot_used_.end(), 0) - slot_used_.begin());
+        s.slot = static_cast<int32_t>(std::find(slot_used_.begin(), slot_used_.end(), 0) -
+                                      slot_used_.begin());
         slot_used_[s.slot] = 1;
         stage_->ResetSlot(s.slot);
         if (options_.has_head) {
@@ -371,8 +369,8 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
         next.token_count = f.token_count;
         next.dtype = f.dtype;
         next.shape = {f.token_count, c.n_embd};
-        out.status = EncodeHidden(result->data() + size_t(row) * c.n_embd, f.token_count,
-                                  f.dtype, &next.hidden);
+        out.status = EncodeHidden(result->data() + size_t(row) * c.n_embd, f.token_count, f.dtype,
+                                  &next.hidden);
         next.tokens = std::move(f.tokens);
         next.kv_keep_length = f.kv_keep_length;
         next.end_of_sequence = f.end_of_sequence;

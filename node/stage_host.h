@@ -29,7 +29,7 @@ namespace exo::node {
 
 // Element types of a frame's hidden state. The numbers are exo.v1.DType's (wire.cc checks).
 enum class WireDType : int32_t {
-  kF32 = 1,  // default: keeps split greedy output exact
+  kF32 = 1,   // default: keeps split greedy output exact
   kF16 = 2,   // opt-in: half the bytes per hop, not bit-exact; range +-65504
   kBf16 = 3,  // opt-in: half the bytes per hop, not bit-exact; the range of f32
 };
@@ -54,9 +54,9 @@ struct StageFrame {
   // Token ids of the frame's positions: the first stage embeds them; later stages pass them on
   // so the last stage keeps each sequence's history for the repetition penalties.
   std::vector<int32_t> tokens;
-  int32_t kv_keep_length = 0;  // when non-zero, must equal first_position (a rollback)
-  bool end_of_sequence = false;  // free the sequence's slot after this frame
-  bool no_sample = false;        // last stage: a prompt chunk that is not the last; sample nothing
+  int32_t kv_keep_length = 0;     // when non-zero, must equal first_position (a rollback)
+  bool end_of_sequence = false;   // free the sequence's slot after this frame
+  bool no_sample = false;         // last stage: a prompt chunk that is not the last; sample nothing
   bool has_draft_tokens = false;  // speculative verification: not supported over the pipeline yet
   FrameSampling sampling;         // read from the sequence's first frame
 };
@@ -82,9 +82,9 @@ struct StageHostOptions {
   runtime::LayerRange layers;
   bool has_embedding = true;
   bool has_head = true;
-  int32_t context = 4096;          // KV positions per sequence
-  int32_t max_sequences = 4;       // KV slots
-  int32_t max_batch_tokens = 256;  // rows per ForwardBatch pass (and per frame)
+  int32_t context = 4096;               // KV positions per sequence
+  int32_t max_sequences = 4;            // KV slots
+  int32_t max_batch_tokens = 256;       // rows per ForwardBatch pass (and per frame)
   kernels::ThreadPool* pool = nullptr;  // not owned
 };
 

@@ -5,8 +5,7 @@
 
 namespace exo::node {
 
-grpc::Status StageNodeService::Hello(grpc::ServerContext* context,
-                                     const v1::HelloRequest* request,
+grpc::Status StageNodeService::Hello(grpc::ServerContext* context, const v1::HelloRequest* request,
                                      v1::HelloResponse* response) {
   if (request->protocol_version() != v1::PROTOCOL_VERSION_1) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
@@ -25,17 +24,17 @@ absl::StatusOr<StartedServer> StartServer(grpc::Service* service, const std::str
   }
   StartedServer started;
   grpc::ServerBuilder builder;
-  const std::string address =
-      host.find(':') != std::string::npos ? absl::StrCat("[", host, "]:", port)
-                                          : absl::StrCat(host, ":", port);
+  const std::string address = host.find(':') != std::string::npos
+                                  ? absl::StrCat("[", host, "]:", port)
+                                  : absl::StrCat(host, ":", port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &started.port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   builder.RegisterService(service);
   started.server = builder.BuildAndStart();
   if (!started.server || started.port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", address,
-                                               " (port in use or address not local?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", address, " (port in use or address not local?)"));
   }
   return started;
 }

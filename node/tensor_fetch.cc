@@ -79,8 +79,7 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& path, const ModelIdenti
   return m;
 }
 
-absl::Status WriteManifest(const std::string& path, const ModelIdentity& model,
-                           const Manifest& m) {
+absl::Status WriteManifest(const std::string& path, const ModelIdentity& model, const Manifest& m) {
   nlohmann::json j;
   j["name"] = model.name;
   j["file_size"] = model.file_size;
@@ -176,9 +175,8 @@ ModelIdentity IdentityFromProto(const v1::ModelIdentity& identity) {
   return ModelIdentity{identity.name(), identity.sha256(), identity.file_size()};
 }
 
-std::vector<std::string> ShardTensorNames(const runtime::GgufFile& file,
-                                          runtime::LayerRange layers, bool has_embedding,
-                                          bool has_head) {
+std::vector<std::string> ShardTensorNames(const runtime::GgufFile& file, runtime::LayerRange layers,
+                                          bool has_embedding, bool has_head) {
   const bool separate_output = file.FindTensor("output.weight") != nullptr;
   std::vector<std::string> names;
   for (const runtime::GgufTensorInfo& t : file.tensors()) {
@@ -207,11 +205,11 @@ grpc::Status ServeTensors(const runtime::GgufFile& file, const std::string& path
   const v1::ModelIdentity& want = request.model();
   if ((want.file_size() != 0 && want.file_size() != identity.file_size) ||
       (!want.sha256().empty() && want.sha256() != identity.sha256)) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        absl::StrCat("this node serves model ", identity.name, " (",
-                                     identity.file_size, " bytes, sha256 ",
-                                     HexString(identity.sha256).substr(0, 16),
-                                     "...), not the one requested"));
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("this node serves model ", identity.name, " (", identity.file_size,
+                     " bytes, sha256 ", HexString(identity.sha256).substr(0, 16),
+                     "...), not the one requested"));
   }
   v1::TensorChunk chunk;
   if (request.tensor_names().empty()) {  // the header: magic, metadata and tensor table
@@ -326,8 +324,8 @@ absl::StatusOr<FetchResult> FetchShardTensors(v1::NodeService::StubInterface& pe
   ASSIGN_OR_RETURN(std::unique_ptr<runtime::GgufFile> file, runtime::GgufFile::Open(result.path));
   std::vector<std::string> missing;
   uint64_t missing_bytes = 0;
-  for (const std::string& name : ShardTensorNames(*file, options.layers, options.has_embedding,
-                                                  options.has_head)) {
+  for (const std::string& name :
+       ShardTensorNames(*file, options.layers, options.has_embedding, options.has_head)) {
     if (manifest->tensors.count(name)) continue;
     missing.push_back(name);
     missing_bytes += file->FindTensor(name)->nbytes;
@@ -391,8 +389,8 @@ absl::StatusOr<FetchResult> FetchShardTensors(v1::NodeService::StubInterface& pe
   RETURN_IF_ERROR(status);
   if (!rpc.ok()) return FromGrpcStatus(rpc);
   if (!wanted.empty()) {
-    return absl::DataLossError(absl::StrCat("the peer ended the stream before sending tensor '",
-                                            *wanted.begin(), "'"));
+    return absl::DataLossError(
+        absl::StrCat("the peer ended the stream before sending tensor '", *wanted.begin(), "'"));
   }
   if (options.progress) {
     const double s =

@@ -40,9 +40,8 @@ std::string Sha256(const void* data, size_t size);
 // Names of the tensors a stage with these layers needs: blk.L.* for L in the range, the token
 // embedding for the first stage and for a last stage whose head reuses it, output_norm and output
 // for the last stage, and every tensor that belongs to no layer (such as rope_freqs).
-std::vector<std::string> ShardTensorNames(const runtime::GgufFile& file,
-                                          runtime::LayerRange layers, bool has_embedding,
-                                          bool has_head);
+std::vector<std::string> ShardTensorNames(const runtime::GgufFile& file, runtime::LayerRange layers,
+                                          bool has_embedding, bool has_head);
 
 // Server side: streams the request's tensors (or, for an empty list, the header) from `file`,
 // whose bytes are also readable at `path` (for the header). Chunks of at most `chunk_bytes`.
@@ -52,18 +51,18 @@ grpc::Status ServeTensors(const runtime::GgufFile& file, const std::string& path
                           size_t chunk_bytes = 1 << 20);
 
 struct FetchOptions {
-  ModelIdentity model;           // what to fetch (name, digest and size must match the peer's)
+  ModelIdentity model;  // what to fetch (name, digest and size must match the peer's)
   runtime::LayerRange layers;
   bool has_embedding = false;
   bool has_head = false;
-  std::string models_dir;        // where the sparse copy and its manifest live
+  std::string models_dir;            // where the sparse copy and its manifest live
   std::ostream* progress = nullptr;  // one line per second or so while fetching
   // Adds the caller's credentials (session token metadata) to each call.
   std::function<void(grpc::ClientContext&)> authorize;
 };
 
 struct FetchResult {
-  std::string path;          // the sparse GGUF copy, ready for GgufFile::Open
+  std::string path;            // the sparse GGUF copy, ready for GgufFile::Open
   uint64_t fetched_bytes = 0;  // tensor bytes transferred by this call (0 when all were cached)
   int32_t fetched_tensors = 0;
 };

@@ -104,8 +104,8 @@ void OutputToResult(const StageOutput& output, uint64_t plan_epoch, v1::ForwardR
 absl::Status ResultStatus(const v1::ForwardResult& result) {
   if (result.error_code() == 0) return absl::OkStatus();
   const int code = result.error_code();
-  const absl::StatusCode c = (code > 0 && code <= 16) ? static_cast<absl::StatusCode>(code)
-                                                       : absl::StatusCode::kUnknown;
+  const absl::StatusCode c =
+      (code > 0 && code <= 16) ? static_cast<absl::StatusCode>(code) : absl::StatusCode::kUnknown;
   return absl::Status(c, result.error_message());
 }
 

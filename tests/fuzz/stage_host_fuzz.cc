@@ -67,12 +67,12 @@ StageFrame RandomFrame(FuzzedDataProvider& in, bool first_stage) {
   StageFrame f;
   f.sequence_id = in.ConsumeIntegralInRange<uint64_t>(0, 4);
   f.plan_epoch = in.ConsumeProbability<float>() < 0.9f ? 5 : in.ConsumeIntegral<uint64_t>();
-  f.first_position = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 40)
-                                      : in.ConsumeIntegral<int32_t>();
-  f.token_count = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 10)
-                                   : in.ConsumeIntegral<int32_t>();
-  f.dtype = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(1, 2)
-                             : in.ConsumeIntegral<int32_t>();
+  f.first_position =
+      in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 40) : in.ConsumeIntegral<int32_t>();
+  f.token_count =
+      in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 10) : in.ConsumeIntegral<int32_t>();
+  f.dtype =
+      in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(1, 2) : in.ConsumeIntegral<int32_t>();
   const int32_t rows = f.token_count >= 0 && f.token_count <= 10 ? f.token_count : 1;
   const int32_t element = f.dtype == 2 ? 2 : 4;
   if (!first_stage || in.ConsumeProbability<float>() < 0.05f) {
@@ -88,8 +88,8 @@ StageFrame RandomFrame(FuzzedDataProvider& in, bool first_stage) {
     f.hidden = in.ConsumeBytesAsString(bytes);
     f.hidden.resize(bytes, '\0');
   }
-  const int n_tokens = in.ConsumeProbability<float>() < 0.9f ? rows
-                                                             : in.ConsumeIntegralInRange(0, 12);
+  const int n_tokens =
+      in.ConsumeProbability<float>() < 0.9f ? rows : in.ConsumeIntegralInRange(0, 12);
   for (int i = 0; i < n_tokens; ++i) {
     f.tokens.push_back(in.ConsumeProbability<float>() < 0.95f
                            ? in.ConsumeIntegralInRange<int32_t>(0, kVocab - 1)
@@ -120,7 +120,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   while (in.remaining_bytes() > 0) {
     const int target = in.ConsumeIntegralInRange(0, 2);
-    StageHost* host = target == 0 ? chain.first.get()
+    StageHost* host = target == 0   ? chain.first.get()
                       : target == 1 ? chain.middle.get()
                                     : chain.last.get();
     std::vector<StageFrame> frames;

@@ -303,7 +303,8 @@ TEST_F(PipelineTest, BadFramesGetClearStatusesAndTheStageKeepsServing) {
   const std::vector<Case> cases = {
       {"epoch", [](v1::ForwardFrame& f) { f.set_plan_epoch(kEpoch + 1); }, "plan epoch 4"},
       {"shape", [](v1::ForwardFrame& f) { f.set_shape(1, 63); }, "shape must be [2, 64]"},
-      {"dtype", [](v1::ForwardFrame& f) { f.set_dtype(v1::DTYPE_Q8_0); }, "unsupported hidden dtype 4"},
+      {"dtype", [](v1::ForwardFrame& f) { f.set_dtype(v1::DTYPE_Q8_0); },
+       "unsupported hidden dtype 4"},
       {"bytes", [](v1::ForwardFrame& f) { f.mutable_hidden()->append("xyz"); }, "got 515"},
       {"positions", [](v1::ForwardFrame& f) { f.set_first_position(5); }, "start it at position 0"},
   };

@@ -158,8 +158,11 @@ TEST_F(StageHostTest, RefusesBadFramesAndKeepsServing) {
        "unsupported hidden dtype 4"},
       {"dtype0", [](StageFrame& f) { f.dtype = 0; }, absl::StatusCode::kInvalidArgument,
        "unsupported hidden dtype 0"},
-      {"shape", [](StageFrame& f) { f.shape = {3, 65}; }, absl::StatusCode::kInvalidArgument,
-       "shape must be [3, 64], got [3, 65]"},
+      {"shape",
+       [](StageFrame& f) {
+         f.shape = {3, 65};
+       },
+       absl::StatusCode::kInvalidArgument, "shape must be [3, 64], got [3, 65]"},
       {"rank", [](StageFrame& f) { f.shape = {192}; }, absl::StatusCode::kInvalidArgument,
        "shape must be [3, 64], got [192]"},
       {"bytes", [](StageFrame& f) { f.hidden.pop_back(); }, absl::StatusCode::kInvalidArgument,
@@ -184,8 +187,8 @@ TEST_F(StageHostTest, RefusesBadFramesAndKeepsServing) {
        "token id 96 is outside the vocabulary [0, 96)"},
       {"empty", [](StageFrame& f) { f.token_count = 0; }, absl::StatusCode::kInvalidArgument,
        "token_count must be positive"},
-      {"draft", [](StageFrame& f) { f.has_draft_tokens = true; },
-       absl::StatusCode::kUnimplemented, "speculative"},
+      {"draft", [](StageFrame& f) { f.has_draft_tokens = true; }, absl::StatusCode::kUnimplemented,
+       "speculative"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -210,11 +213,9 @@ TEST_F(StageHostTest, RefusesBadFramesAndKeepsServing) {
   StageFrame hidden = TokenFrame(9, 0, {1});
   hidden.shape = {1, 64};
   hidden.hidden.assign(256, '\0');
-  EXPECT_THAT(std::string(first->Step({hidden})[0].status.message()),
-              HasSubstr("takes token ids"));
+  EXPECT_THAT(std::string(first->Step({hidden})[0].status.message()), HasSubstr("takes token ids"));
   StageFrame past = TokenFrame(10, 0, std::vector<int32_t>(33, 1));
-  EXPECT_THAT(std::string(first->Step({past})[0].status.message()),
-              HasSubstr("at most 32 tokens"));
+  EXPECT_THAT(std::string(first->Step({past})[0].status.message()), HasSubstr("at most 32 tokens"));
 }
 
 TEST_F(StageHostTest, SlotsAreClaimedOnFirstFrameAndFreedAtTheEnd) {
