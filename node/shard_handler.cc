@@ -134,6 +134,7 @@ class Shard {
   struct Item {
     StageFrame frame;
     std::shared_ptr<Upstream> upstream;  // null for internal cancels
+    bool ends = false;                   // the frame ends its sequence
   };
 
   void WorkerLoop() {
@@ -158,6 +159,7 @@ class Shard {
           absl::MutexLock lock(&routes_mu_);
           routes_[item.frame.sequence_id] = item.upstream;
         }
+        item.ends = item.frame.end_of_sequence;
         frames.push_back(std::move(item.frame));
       }
       std::vector<StageOutput> outputs = host_->Step(std::move(frames));
@@ -168,20 +170,22 @@ class Shard {
 
   void Dispatch(StageOutput output, const Item& item) {
     const uint64_t id = output.sequence_id;
+    bool result_comes_back = false;  // from downstream, relayed by RelayResults
     if (output.status.ok() && output.next.has_value()) {
       const bool cancel = output.next->token_count == 0;
       absl::Status sent = SendDownstream(std::move(*output.next));
-      if (cancel) {
-        absl::MutexLock lock(&routes_mu_);
-        routes_.erase(id);
-        return;
+      if (!sent.ok()) {
+        output.status = std::move(sent);
+      } else {
+        result_comes_back = !cancel;
       }
-      if (sent.ok()) return;
-      output.status = sent;
     }
-    if (output.status.ok() && output.tokens.empty()) {  // no_sample chunk or cancel: no reply
-      return;
+    if (item.ends && !result_comes_back) {  // the sequence is over on this stage
+      absl::MutexLock lock(&routes_mu_);
+      routes_.erase(id);
     }
+    if (result_comes_back) return;
+    if (output.status.ok() && output.tokens.empty()) return;  // no_sample chunk or cancel
     if (item.upstream) {
       v1::ForwardResult result;
       OutputToResult(output, plan_epoch(), &result);
