@@ -118,6 +118,9 @@ Pipeline::~Pipeline() {
     absl::MutexLock lock(&write_mu_);
     stream_->WritesDone();
   }
+  // Sequences still running end here; cancelling the call also frees a reader blocked on a
+  // stage that stopped answering.
+  context_.TryCancel();
   reader_.join();
 }
 

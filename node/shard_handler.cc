@@ -244,6 +244,7 @@ class Shard {
   void CloseDownstream() {
     if (!downstream_) return;
     downstream_->stream->WritesDone();
+    downstream_->context.TryCancel();  // never wait on a next stage that stopped answering
     downstream_->reader.join();
     const grpc::Status status = downstream_->stream->Finish();
     (void)status;
