@@ -78,7 +78,8 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Connect(const PipelineOption
     }
   }
   const int32_t n = static_cast<int32_t>(options.stages.size());
-  for (int32_t i = 0; i < n; ++i) {
+  std::vector<absl::Status> loaded(n);
+  auto load = [&options, &p, &loaded, n](int32_t i) {
     auto stub = v1::NodeService::NewStub(MakePeerChannel(options.stages[i]));
     grpc::ClientContext ctx;
     if (options.authorize) options.authorize(ctx);
@@ -96,12 +97,17 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Connect(const PipelineOption
     v1::LoadShardResponse response;
     const grpc::Status status = stub->LoadShard(&ctx, request, &response);
     if (!status.ok()) {
-      return absl::Status(
+      loaded[i] = absl::Status(
           static_cast<absl::StatusCode>(status.error_code()),
           absl::StrCat("stage ", i, " at ", options.stages[i], " could not load layers ",
                        p->layers_[i].begin, ":", p->layers_[i].end, ": ", status.error_message()));
     }
-  }
+  };
+  // Stages load (and possibly fetch tensors) at the same time, one thread per LoadShard call.
+  std::vector<std::thread> loaders;
+  for (int32_t i = 0; i < n; ++i) loaders.emplace_back(load, i);
+  for (std::thread& t : loaders) t.join();
+  for (const absl::Status& status : loaded) RETURN_IF_ERROR(status);
   p->channel_ = MakePeerChannel(options.stages[0]);
   p->stub_ = v1::NodeService::NewStub(p->channel_);
   if (options.authorize) options.authorize(p->context_);
