@@ -71,6 +71,7 @@ def stages(exo_node_bin, tmp_path):
 
 
 def _generate(exo_node_bin, model, tmp_path, *extra):
+    """Greedy unless `extra` sets --temp (a later flag wins)."""
     out = tmp_path / f"out-{time.monotonic_ns()}.json"
     result = subprocess.run(
         [exo_node_bin, "generate", "--model", model, "--prompt", PROMPT, "-n", str(N_TOKENS),
@@ -173,3 +174,15 @@ def test_pipeline_errors_are_one_line(exo_node_bin, default_model, tmp_path):
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "should start at 5" in result.stderr
+
+
+def test_seeded_sampling_over_stages_matches_single_node(
+        exo_node_bin, default_model, tmp_path, stages):
+    sampling = ("--temp", "0.9", "--seed", "1234", "--repeat_penalty", "1.1")
+    single, _ = _generate(exo_node_bin, default_model, tmp_path, *sampling)
+    greedy, _ = _generate(exo_node_bin, default_model, tmp_path)
+    assert single["tokens"] != greedy["tokens"]  # really sampled
+    running = [stages("--model", default_model) for _ in range(2)]
+    split, _ = _generate(exo_node_bin, default_model, tmp_path, *sampling,
+                         "--pipeline", ",".join(s.address for s in running))
+    assert split["tokens"] == single["tokens"]

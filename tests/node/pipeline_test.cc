@@ -94,8 +94,9 @@ class PipelineTest : public ::testing::Test {
     return o;
   }
 
-  // Greedy tokens from the runtime's single-node generator.
-  static std::vector<int32_t> SingleNode(const std::vector<int32_t>& prompt, int n) {
+  // Tokens from the runtime's single-node generator (greedy unless `sampling` is given).
+  static std::vector<int32_t> SingleNode(const std::vector<int32_t>& prompt, int n,
+                                         const runtime::SamplingParams* sampling = nullptr) {
     auto file = runtime::GgufFile::Open(*path_);
     runtime::StageOptions so;
     so.layers = {0, kLayers};
@@ -106,6 +107,7 @@ class PipelineTest : public ::testing::Test {
     runtime::GenerateOptions go;
     go.max_tokens = n;
     go.sampling.temperature = 0;
+    if (sampling != nullptr) go.sampling = *sampling;
     EXPECT_TRUE(runtime::Generate(**stage, 0, history, go, [](int32_t) { return true; }).ok());
     return std::vector<int32_t>(history.begin() + prompt.size(), history.end());
   }
@@ -156,6 +158,28 @@ TEST_F(PipelineTest, TwoAndThreeStagesMatchTheSingleNode) {
   auto tokens = (*pipeline)->Generate(Greedy(kPrompt, 16));
   ASSERT_TRUE(tokens.ok()) << tokens.status();
   EXPECT_EQ(*tokens, expected);
+}
+
+TEST_F(PipelineTest, SeededSamplingMatchesTheSingleNode) {
+  runtime::SamplingParams sampling;
+  sampling.temperature = 30.0f;  // the synthetic model is very sure of itself
+  sampling.top_k = 0;
+  sampling.top_p = 1.0f;
+  sampling.min_p = 0.0f;
+  sampling.repetition_penalty = 1.3f;
+  sampling.seed = 77;
+  const std::vector<int32_t> expected = SingleNode(kPrompt, 24, &sampling);
+  std::vector<std::unique_ptr<TestStage>> stages;
+  for (int i = 0; i < 3; ++i) stages.push_back(MakeStage());
+  auto pipeline = Pipeline::Connect(Options(stages));  // prompt in 3 chunks of 4
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  SequenceRequest r = Greedy(kPrompt, 24);
+  r.sampling = sampling;
+  auto tokens = (*pipeline)->Generate(std::move(r));
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(*tokens, expected);
+  sampling.seed = 78;  // and the seed matters
+  EXPECT_NE(SingleNode(kPrompt, 24, &sampling), expected);
 }
 
 TEST_F(PipelineTest, ConcurrentSequencesMatchRunningAlone) {
