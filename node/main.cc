@@ -20,6 +20,7 @@
 #include "node/cluster_key.h"
 #include "node/cluster_node.h"
 #include "node/paths.h"
+#include "node/pipeline_cli.h"
 #include "node/plan_cmd.h"
 
 ABSL_FLAG(std::string, model, "",
@@ -85,7 +86,7 @@ ABSL_FLAG(std::string, cluster_key_file, "",
           "serve: read the cluster key from this file instead (trailing newline ignored).");
 ABSL_FLAG(std::string, bind, "0.0.0.0",
           "serve: address the gRPC and bus ports listen on (0.0.0.0 = all IPv4, :: = all).");
-ABSL_FLAG(int32_t, grpc_port, 52416, "serve: TCP port of the node's gRPC service; 0 = any free.");
+ABSL_FLAG(int32_t, grpc_port, 52416, "serve, stage: TCP port of the node's gRPC service; 0 = any free (printed).");
 ABSL_FLAG(int32_t, bus_port, 52417, "serve: TCP port of the node's event bus; 0 = any free.");
 ABSL_FLAG(std::string, peers, "",
           "serve: static peers, host:port of their gRPC port, comma-separated "
@@ -97,6 +98,21 @@ ABSL_FLAG(std::string, interface, "",
           "is up and multicast-capable, loopback excluded).");
 ABSL_FLAG(int32_t, heartbeat_timeout_ms, 3000,
           "serve: a peer whose heartbeats stop for this long counts as down.");
+// Pipeline stages (docs/pipeline.md).
+ABSL_FLAG(std::string, grpc_host, "127.0.0.1",
+          "stage: address to serve gRPC on (--grpc_port gives the port); 0.0.0.0 serves every "
+          "interface.");
+ABSL_FLAG(std::string, fetch_from, "",
+          "stage: HOST:PORT of a peer with the model file; this stage then fetches only the "
+          "tensors of its layers (cached in $EXO_HOME/models).");
+ABSL_FLAG(std::string, pipeline, "",
+          "generate: run through these stages, HOST:PORT[,HOST:PORT...] in pipeline order.");
+ABSL_FLAG(std::string, layers, "",
+          "generate --pipeline: layer range of each stage, e.g. 0:6,6:12,12:18; default: even.");
+ABSL_FLAG(std::string, wire_dtype, "f32",
+          "generate --pipeline: hidden states between stages as f32 (exact), bf16 or f16 (half "
+          "the bytes, not bit-exact; f16 overflows on models with large activations, e.g. "
+          "Gemma).");
 
 namespace {
 
@@ -108,6 +124,10 @@ Usage:
       Speculative decoding: --draft_model PATH (same vocabulary) or --speculative=ngram.
   exo-node chat [--model PATH] [--system TEXT] ...
       Interactive chat using the model's own chat template.
+  exo-node stage [--model PATH | --fetch_from HOST:PORT] [--grpc_port N]
+      Serve a pipeline stage over gRPC; `generate --pipeline` tells it which layers to load.
+  exo-node generate --pipeline HOST:PORT,HOST:PORT[,...] [--layers 0:9,9:18] --prompt TEXT
+      Generate through those stages (the local --model supplies the tokenizer).
   exo-node inspect FILE [--all]
       Print a GGUF file's metadata and tensor table.
   exo-node bench [--model PATH] [--pp 512] [--tg 128] [--reps 3] [--json]
@@ -252,6 +272,30 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string command = args[1];
+  if (command == "generate" && !absl::GetFlag(FLAGS_pipeline).empty()) {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    exo::node::PipelineGenerateCommand g;
+    g.model = ModelFromFlags();
+    g.pipeline = absl::GetFlag(FLAGS_pipeline);
+    g.layers = absl::GetFlag(FLAGS_layers);
+    g.wire_dtype = absl::GetFlag(FLAGS_wire_dtype);
+    g.prompt = absl::GetFlag(FLAGS_prompt);
+    if (g.prompt.empty()) return UsageError("generate needs --prompt TEXT");
+    g.max_tokens = absl::GetFlag(FLAGS_n);
+    g.sampling = SamplingFromFlags();
+    g.json_out = absl::GetFlag(FLAGS_json_out);
+    return exo::node::RunPipelineGenerate(g, std::cout, std::cerr);
+  }
+  if (command == "stage") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    exo::node::StageCommand s;
+    s.model_path = absl::GetFlag(FLAGS_model);
+    s.fetch_from = absl::GetFlag(FLAGS_fetch_from);
+    s.host = absl::GetFlag(FLAGS_grpc_host);
+    s.port = absl::GetFlag(FLAGS_grpc_port);
+    s.threads = absl::GetFlag(FLAGS_threads);
+    return exo::node::RunStage(s, std::cout, std::cerr);
+  }
   if (command == "generate") {
     if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
     exo::node::GenerateCommand g;

@@ -1,0 +1,317 @@
+// StageHost on a tiny synthetic gemma3 model: splits match one stage, bad frames are refused with
+// clear statuses and change nothing, sequences batched together match running alone.
+#include "node/stage_host.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/generator.h"
+#include "runtime/gguf.h"
+#include "synthetic_model_testlib.h"
+
+namespace exo::node {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kLayers = 6;
+
+class StageHostTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    runtime::synthetic::SyntheticModelOptions o;
+    o.arch = "gemma3";
+    o.n_layer = kLayers;
+    o.vocab_size = 96;
+    o.context_length = 128;
+    path_ = new std::string(absl::StrCat(::testing::TempDir(), "/stage_host_", getpid(), ".gguf"));
+    ASSERT_TRUE(runtime::synthetic::WriteSyntheticModel(o, *path_).ok());
+    file_ = runtime::GgufFile::Open(*path_)->release();
+  }
+  static void TearDownTestSuite() {
+    delete file_;
+    unlink(path_->c_str());
+    delete path_;
+  }
+
+  static std::unique_ptr<StageHost> MakeHost(int begin, int end, bool emb, bool head,
+                                             int max_sequences = 4, uint64_t epoch = 7) {
+    StageHostOptions o;
+    o.plan_epoch = epoch;
+    o.layers = {begin, end};
+    o.has_embedding = emb;
+    o.has_head = head;
+    o.context = 64;
+    o.max_sequences = max_sequences;
+    o.max_batch_tokens = 32;
+    auto host = StageHost::Create(*file_, o);
+    EXPECT_TRUE(host.ok()) << host.status();
+    return std::move(*host);
+  }
+
+  static StageFrame TokenFrame(uint64_t id, int32_t pos, std::vector<int32_t> tokens,
+                               uint64_t epoch = 7) {
+    StageFrame f;
+    f.sequence_id = id;
+    f.plan_epoch = epoch;
+    f.first_position = pos;
+    f.token_count = static_cast<int32_t>(tokens.size());
+    f.tokens = std::move(tokens);
+    f.sampling.params.temperature = 0;
+    return f;
+  }
+
+  // Runs one frame through a chain of hosts; returns the last host's output.
+  static StageOutput RunChain(const std::vector<StageHost*>& chain, StageFrame frame) {
+    StageOutput out;
+    for (StageHost* host : chain) {
+      std::vector<StageFrame> in;
+      in.push_back(std::move(frame));
+      out = std::move(host->Step(std::move(in))[0]);
+      if (!out.status.ok() || !out.next.has_value()) break;
+      frame = std::move(*out.next);
+    }
+    return out;
+  }
+
+  // Greedy generation of `n` tokens through the chain.
+  static std::vector<int32_t> Greedy(const std::vector<StageHost*>& chain, uint64_t id,
+                                     std::vector<int32_t> prompt, int n, int32_t dtype = 1) {
+    std::vector<int32_t> out;
+    StageFrame f = TokenFrame(id, 0, prompt);
+    f.dtype = dtype;
+    int32_t pos = static_cast<int32_t>(prompt.size());
+    for (int i = 0; i < n; ++i) {
+      StageOutput o = RunChain(chain, f);
+      EXPECT_TRUE(o.status.ok()) << o.status;
+      if (!o.status.ok() || o.tokens.size() != 1) return out;
+      out.push_back(o.tokens[0].token);
+      f = TokenFrame(id, pos++, {o.tokens[0].token});
+      f.dtype = dtype;
+    }
+    return out;
+  }
+
+  static std::string* path_;
+  static runtime::GgufFile* file_;
+};
+
+std::string* StageHostTest::path_ = nullptr;
+runtime::GgufFile* StageHostTest::file_ = nullptr;
+
+TEST_F(StageHostTest, SplitsMatchTheSingleNodeGenerator) {
+  const std::vector<int32_t> prompt = {1, 17, 42, 5, 9, 33};
+  // Single node: the runtime's own generator over a whole-model Stage.
+  runtime::StageOptions so;
+  so.layers = {0, kLayers};
+  so.context = 64;
+  auto stage = runtime::Stage::Create(*file_, so);
+  ASSERT_TRUE(stage.ok()) << stage.status();
+  std::vector<int32_t> history = prompt;
+  runtime::GenerateOptions go;
+  go.max_tokens = 12;
+  go.sampling.temperature = 0;
+  ASSERT_TRUE(runtime::Generate(**stage, 0, history, go, [](int32_t) { return true; }).ok());
+  const std::vector<int32_t> expected(history.begin() + prompt.size(), history.end());
+  ASSERT_EQ(expected.size(), 12u);
+
+  auto whole = MakeHost(0, kLayers, true, true);
+  EXPECT_EQ(Greedy({whole.get()}, 1, prompt, 12), expected);
+  auto a = MakeHost(0, 2, true, false), b = MakeHost(2, 5, false, false),
+       c = MakeHost(5, kLayers, false, true);
+  EXPECT_EQ(Greedy({a.get(), b.get(), c.get()}, 1, prompt, 12), expected);
+  auto d = MakeHost(0, 3, true, false), e = MakeHost(3, kLayers, false, true);
+  EXPECT_EQ(Greedy({d.get(), e.get()}, 2, prompt, 12), expected);
+  // f16 on the wire runs (not necessarily bit-exact).
+  auto f = MakeHost(0, 3, true, false), g = MakeHost(3, kLayers, false, true);
+  EXPECT_EQ(Greedy({f.get(), g.get()}, 3, prompt, 12, /*dtype=*/2).size(), 12u);
+  EXPECT_EQ(Greedy({f.get(), g.get()}, 4, prompt, 12, /*dtype=*/3).size(), 12u);
+}
+
+TEST_F(StageHostTest, RefusesBadFramesAndKeepsServing) {
+  auto first = MakeHost(0, 3, true, false);
+  auto last = MakeHost(3, kLayers, false, true);
+  // A good frame gives a good next frame to corrupt.
+  StageOutput o = first->Step({TokenFrame(1, 0, {1, 2, 3})})[0];
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  ASSERT_TRUE(o.next.has_value());
+  const StageFrame good = *o.next;
+
+  struct Case {
+    const char* name;
+    std::function<void(StageFrame&)> corrupt;
+    absl::StatusCode code;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"epoch", [](StageFrame& f) { f.plan_epoch = 6; }, absl::StatusCode::kFailedPrecondition,
+       "plan epoch 6 but this stage serves epoch 7"},
+      {"dtype", [](StageFrame& f) { f.dtype = 4; }, absl::StatusCode::kInvalidArgument,
+       "unsupported hidden dtype 4"},
+      {"dtype0", [](StageFrame& f) { f.dtype = 0; }, absl::StatusCode::kInvalidArgument,
+       "unsupported hidden dtype 0"},
+      {"shape",
+       [](StageFrame& f) {
+         f.shape = {3, 65};
+       },
+       absl::StatusCode::kInvalidArgument, "shape must be [3, 64], got [3, 65]"},
+      {"rank", [](StageFrame& f) { f.shape = {192}; }, absl::StatusCode::kInvalidArgument,
+       "shape must be [3, 64], got [192]"},
+      {"bytes", [](StageFrame& f) { f.hidden.pop_back(); }, absl::StatusCode::kInvalidArgument,
+       "needs 768 bytes, got 767"},
+      {"count", [](StageFrame& f) { f.token_count = 2; }, absl::StatusCode::kInvalidArgument,
+       "token_count 2 but 3 token ids"},
+      {"gap", [](StageFrame& f) { f.first_position = 2; }, absl::StatusCode::kFailedPrecondition,
+       "not running on this stage"},
+      {"keep", [](StageFrame& f) { f.kv_keep_length = 1; }, absl::StatusCode::kInvalidArgument,
+       "kv_keep_length 1 must equal first_position 0"},
+      {"nan",
+       [](StageFrame& f) {
+         const float nan = std::nanf("");
+         std::memcpy(f.hidden.data() + 8, &nan, 4);
+       },
+       absl::StatusCode::kInvalidArgument, "row 0, column 2 is nan"},
+      {"sampling", [](StageFrame& f) { f.sampling.params.temperature = -1; },
+       absl::StatusCode::kInvalidArgument, "temperature"},
+      {"logprobs", [](StageFrame& f) { f.sampling.top_logprobs = 99; },
+       absl::StatusCode::kInvalidArgument, "top_logprobs must be 0 to 20"},
+      {"token", [](StageFrame& f) { f.tokens[1] = 96; }, absl::StatusCode::kInvalidArgument,
+       "token id 96 is outside the vocabulary [0, 96)"},
+      {"empty", [](StageFrame& f) { f.token_count = 0; }, absl::StatusCode::kInvalidArgument,
+       "token_count must be positive"},
+      {"draft", [](StageFrame& f) { f.has_draft_tokens = true; }, absl::StatusCode::kUnimplemented,
+       "speculative"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    StageFrame bad = good;
+    c.corrupt(bad);
+    StageOutput r = last->Step({bad})[0];
+    EXPECT_EQ(r.status.code(), c.code) << r.status;
+    EXPECT_THAT(std::string(r.status.message()), HasSubstr(c.message));
+    EXPECT_EQ(last->active_sequences(), 0);  // nothing changed
+  }
+  // The stage still serves: the good frame gives a token, and the sequence continues.
+  StageOutput r = last->Step({good})[0];
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  ASSERT_EQ(r.tokens.size(), 1u);
+  // A frame that skips positions of a running sequence is refused.
+  StageFrame skip = good;
+  skip.first_position = 5;
+  skip.token_count = 3;
+  EXPECT_THAT(std::string(last->Step({skip})[0].status.message()),
+              HasSubstr("starts at position 5 but this stage holds 3 positions"));
+  // The first stage refuses hidden states and a frame past the context.
+  StageFrame hidden = TokenFrame(9, 0, {1});
+  hidden.shape = {1, 64};
+  hidden.hidden.assign(256, '\0');
+  EXPECT_THAT(std::string(first->Step({hidden})[0].status.message()), HasSubstr("takes token ids"));
+  StageFrame past = TokenFrame(10, 0, std::vector<int32_t>(33, 1));
+  EXPECT_THAT(std::string(first->Step({past})[0].status.message()), HasSubstr("at most 32 tokens"));
+}
+
+TEST_F(StageHostTest, SlotsAreClaimedOnFirstFrameAndFreedAtTheEnd) {
+  auto host = MakeHost(0, kLayers, true, true, /*max_sequences=*/2);
+  EXPECT_TRUE(host->Step({TokenFrame(1, 0, {1, 2})})[0].status.ok());
+  EXPECT_TRUE(host->Step({TokenFrame(2, 0, {3})})[0].status.ok());
+  StageOutput full = host->Step({TokenFrame(3, 0, {4})})[0];
+  EXPECT_EQ(full.status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(full.status.message()), HasSubstr("all 2 sequence slots"));
+  // A cancel (end_of_sequence, no tokens) frees the slot; so does a last frame.
+  StageFrame cancel;
+  cancel.sequence_id = 1;
+  cancel.plan_epoch = 7;
+  cancel.end_of_sequence = true;
+  EXPECT_TRUE(host->Step({cancel})[0].status.ok());
+  EXPECT_EQ(host->active_sequences(), 1);
+  StageFrame last = TokenFrame(3, 0, {4});
+  last.end_of_sequence = true;
+  StageOutput r = host->Step({last})[0];
+  EXPECT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.tokens.size(), 1u);
+  EXPECT_EQ(host->active_sequences(), 1);
+  // A cancelled sequence is unknown afterwards.
+  EXPECT_EQ(host->Step({TokenFrame(1, 2, {5})})[0].status.code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(StageHostTest, BatchedSequencesMatchRunningAlone) {
+  const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9}, {2, 7, 11, 13, 17}, {3}};
+  std::vector<std::vector<int32_t>> alone;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto a = MakeHost(0, 3, true, false), b = MakeHost(3, kLayers, false, true);
+    alone.push_back(Greedy({a.get(), b.get()}, 1, prompts[i], 8));
+  }
+  auto a = MakeHost(0, 3, true, false), b = MakeHost(3, kLayers, false, true);
+  std::vector<std::vector<int32_t>> together(prompts.size());
+  std::vector<StageFrame> frames;
+  for (size_t i = 0; i < prompts.size(); ++i) frames.push_back(TokenFrame(100 + i, 0, prompts[i]));
+  for (int step = 0; step < 8; ++step) {
+    std::vector<StageOutput> mid = a->Step(std::move(frames));
+    std::vector<StageFrame> next;
+    for (auto& o : mid) {
+      ASSERT_TRUE(o.status.ok()) << o.status;
+      next.push_back(std::move(*o.next));
+    }
+    std::vector<StageOutput> out = b->Step(std::move(next));
+    frames.clear();
+    for (size_t i = 0; i < out.size(); ++i) {
+      ASSERT_TRUE(out[i].status.ok()) << out[i].status;
+      const int32_t t = out[i].tokens[0].token;
+      together[i].push_back(t);
+      frames.push_back(TokenFrame(
+          100 + i, static_cast<int32_t>(prompts[i].size() + together[i].size() - 1), {t}));
+    }
+  }
+  EXPECT_EQ(together, alone);
+}
+
+TEST_F(StageHostTest, TwoFramesOfOneSequenceInOneStepRunInOrder) {
+  auto host = MakeHost(0, kLayers, true, true);
+  StageFrame chunk1 = TokenFrame(1, 0, {1, 2, 3});
+  chunk1.no_sample = true;
+  std::vector<StageOutput> out = host->Step({chunk1, TokenFrame(1, 3, {4, 5})});
+  ASSERT_TRUE(out[0].status.ok()) << out[0].status;
+  EXPECT_TRUE(out[0].tokens.empty());  // no_sample
+  ASSERT_TRUE(out[1].status.ok()) << out[1].status;
+  auto whole = MakeHost(0, kLayers, true, true);
+  StageOutput alone = whole->Step({TokenFrame(1, 0, {1, 2, 3, 4, 5})})[0];
+  EXPECT_EQ(out[1].tokens[0].token, alone.tokens[0].token);
+}
+
+TEST_F(StageHostTest, RollbackReplaysFromTheKeptLength) {
+  auto host = MakeHost(0, kLayers, true, true);
+  const std::vector<int32_t> first = Greedy({host.get()}, 1, {1, 2, 3, 4}, 3);
+  // Roll sequence 1 back to 2 positions and continue with other tokens; a fresh sequence with
+  // the same tokens must give the same next token.
+  StageFrame back = TokenFrame(1, 2, {9, 8});
+  back.kv_keep_length = 2;
+  StageOutput r = host->Step({back})[0];
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  auto fresh = MakeHost(0, kLayers, true, true);
+  StageOutput f = fresh->Step({TokenFrame(5, 0, {1, 2, 9, 8})})[0];
+  EXPECT_EQ(r.tokens[0].token, f.tokens[0].token);
+  EXPECT_EQ(first.size(), 3u);
+}
+
+TEST_F(StageHostTest, ReportsLogprobsWhenAsked) {
+  auto host = MakeHost(0, kLayers, true, true);
+  StageFrame f = TokenFrame(1, 0, {1, 2, 3});
+  f.sampling.top_logprobs = 3;
+  StageOutput r = host->Step({f})[0];
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  ASSERT_EQ(r.tokens[0].top_logprobs.size(), 3u);
+  EXPECT_EQ(r.tokens[0].top_logprobs[0].id, r.tokens[0].token);  // greedy picks the top one
+  EXPECT_LE(r.tokens[0].logprob, 0.0f);
+}
+
+}  // namespace
+}  // namespace exo::node
