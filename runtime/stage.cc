@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "common/status_macros.h"
 #include "kernels/ops.h"
 #include "runtime/arch/layers.h"
@@ -34,7 +35,10 @@ Stage::Stage(const ModelConfig& config, const StageOptions& options, StageWeight
       options_(options),
       weights_(std::move(weights)),
       kv_(config, options.layers, options.context, options.max_batch_tokens, options.num_slots),
-      cached_length_(options.num_slots, 0) {
+      cached_length_(options.num_slots, 0),
+      sequences_(std::min(options.num_slots, options.max_batch_tokens)),
+      single_row_sequences_(sequences_.size()),
+      slot_in_batch_(options.num_slots, 0) {
   const size_t b = options.max_batch_tokens;
   const ModelConfig& c = config_;
   x_.resize(b * c.n_embd);
@@ -59,93 +63,160 @@ Stage::Stage(const ModelConfig& config, const StageOptions& options, StageWeight
 }
 
 absl::StatusOr<absl::Span<const float>> Stage::Forward(const StageInput& in, LogitsMode mode) {
-  const ModelConfig& c = config_;
-  // ---- Validate the request: nothing below may fail part-way. -------------------------------
-  if (in.slot < 0 || in.slot >= options_.num_slots) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("KV slot ", in.slot, " is out of range [0, ", options_.num_slots, ")"));
+  BatchSegment segment;
+  segment.slot = in.slot;
+  segment.first_position = in.first_position;
+  segment.n_tokens = static_cast<int32_t>(
+      options_.has_embedding ? in.tokens.size() : in.hidden.size() / std::max(1, config_.n_embd));
+  segment.logits = mode;
+  if (!options_.has_embedding && in.hidden.size() % config_.n_embd != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("hidden state of ", in.hidden.size(),
+                                                   " floats is not a whole number of rows of ",
+                                                   config_.n_embd));
   }
-  int64_t n = 0;
+  return ForwardBatch(absl::MakeConstSpan(&segment, 1), in.tokens, in.hidden);
+}
+
+int32_t Stage::max_logit_rows() const {
+  return options_.has_head ? static_cast<int32_t>(logits_.size() / config_.n_vocab) : 0;
+}
+
+absl::Status Stage::ValidateBatch(absl::Span<const BatchSegment> segments,
+                                  absl::Span<const int32_t> tokens,
+                                  absl::Span<const float> hidden) {
+  const ModelConfig& c = config_;
+  if (segments.empty()) return absl::InvalidArgumentError("a batch needs at least one sequence");
+  int64_t total = 0;
+  int64_t logit_rows = 0;
+  std::fill(slot_in_batch_.begin(), slot_in_batch_.end(), 0);
+  for (const BatchSegment& seg : segments) {
+    if (seg.slot < 0 || seg.slot >= options_.num_slots) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV slot ", seg.slot, " is out of range [0, ", options_.num_slots, ")"));
+    }
+    if (slot_in_batch_[seg.slot]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV slot ", seg.slot, " appears twice in one batch"));
+    }
+    slot_in_batch_[seg.slot] = 1;
+    if (seg.n_tokens <= 0 || seg.n_tokens > options_.max_batch_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a batch must have 1 to ", options_.max_batch_tokens, " tokens, got ", seg.n_tokens));
+    }
+    const int32_t cached = cached_length_[seg.slot];
+    if (seg.first_position < 0 || seg.first_position > cached) {
+      return absl::FailedPreconditionError(absl::StrCat("batch starts at position ",
+                                                        seg.first_position, " but slot ", seg.slot,
+                                                        " holds ", cached, " positions"));
+    }
+    if (int64_t{seg.first_position} + seg.n_tokens > options_.context) {
+      return absl::OutOfRangeError(
+          absl::StrCat("sequence of ", int64_t{seg.first_position} + seg.n_tokens,
+                       " tokens exceeds the context of ", options_.context, " tokens"));
+    }
+    if (!CanRollBack(seg.slot, seg.first_position)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot roll slot ", seg.slot, " back from ", cached, " to ", seg.first_position,
+          " positions: the sliding-window cache no longer holds them; replay the sequence"));
+    }
+    total += seg.n_tokens;
+    logit_rows += seg.logits == LogitsMode::kAll ? seg.n_tokens : 1;
+  }
+  if (total > options_.max_batch_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a batch must have 1 to ", options_.max_batch_tokens, " tokens, got ", total));
+  }
+  if (options_.has_head && logit_rows > max_logit_rows()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logits for ", logit_rows, " rows requested, at most ", max_logit_rows(), " allowed"));
+  }
   if (options_.has_embedding) {
-    n = static_cast<int64_t>(in.tokens.size());
-    for (int32_t token : in.tokens) {
+    if (static_cast<int64_t>(tokens.size()) != total) {
+      return absl::InvalidArgumentError(absl::StrCat("the batch's sequences have ", total,
+                                                     " tokens but ", tokens.size(),
+                                                     " token ids were given"));
+    }
+    for (int32_t token : tokens) {
       if (token < 0 || token >= c.n_vocab) {
         return absl::InvalidArgumentError(
             absl::StrCat("token id ", token, " is outside the vocabulary [0, ", c.n_vocab, ")"));
       }
     }
-  } else {
-    if (in.hidden.size() % c.n_embd != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("hidden state of ", in.hidden.size(),
-                                                     " floats is not a whole number of rows of ",
-                                                     c.n_embd));
-    }
-    n = static_cast<int64_t>(in.hidden.size() / c.n_embd);
-  }
-  if (n <= 0 || n > options_.max_batch_tokens) {
+  } else if (static_cast<int64_t>(hidden.size()) != total * c.n_embd) {
     return absl::InvalidArgumentError(
-        absl::StrCat("a batch must have 1 to ", options_.max_batch_tokens, " tokens, got ", n));
+        absl::StrCat("the batch's sequences have ", total, " tokens, so the hidden state needs ",
+                     total * c.n_embd, " floats (", c.n_embd, " per token), got ", hidden.size()));
   }
-  const int32_t cached = cached_length_[in.slot];
-  if (in.first_position < 0 || in.first_position > cached) {
-    return absl::FailedPreconditionError(absl::StrCat("batch starts at position ",
-                                                      in.first_position, " but slot ", in.slot,
-                                                      " holds ", cached, " positions"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Span<const float>> Stage::ForwardBatch(absl::Span<const BatchSegment> segments,
+                                                            absl::Span<const int32_t> tokens,
+                                                            absl::Span<const float> hidden) {
+  const ModelConfig& c = config_;
+  // ---- Validate the request: nothing below may fail part-way. -------------------------------
+  RETURN_IF_ERROR(ValidateBatch(segments, tokens, hidden));
+
+  // ---- Where each sequence's rows sit, and which sequences have a single row. ----------------
+  const int32_t n_sequences = static_cast<int32_t>(segments.size());
+  int32_t rows = 0;
+  int32_t n_single = 0;
+  for (int32_t i = 0; i < n_sequences; ++i) {
+    const BatchSegment& seg = segments[i];
+    sequences_[i] = SequenceRows{seg.slot, seg.first_position, rows, seg.n_tokens};
+    if (seg.n_tokens == 1) single_row_sequences_[n_single++] = i;
+    rows += seg.n_tokens;
   }
-  if (in.first_position + n > options_.context) {
-    return absl::OutOfRangeError(absl::StrCat("sequence of ", in.first_position + n,
-                                              " tokens exceeds the context of ", options_.context,
-                                              " tokens"));
-  }
-  if (!CanRollBack(in.slot, in.first_position)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot roll slot ", in.slot, " back from ", cached, " to ", in.first_position,
-        " positions: the sliding-window cache no longer holds them; replay the sequence"));
-  }
-  if (mode == LogitsMode::kAll && options_.has_head &&
-      n > static_cast<int64_t>(logits_.size() / c.n_vocab)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "logits for all ", n, " rows requested, at most ", logits_.size() / c.n_vocab, " allowed"));
-  }
+  n_sequences_ = n_sequences;
+  n_single_row_sequences_ = n_single;
 
   // ---- Input: token embeddings or the previous stage's hidden states. ------------------------
-  const int32_t rows = static_cast<int32_t>(n);
   if (options_.has_embedding) {
     const TensorView& e = weights_.token_embd;
     for (int32_t r = 0; r < rows; ++r) {
       float* row = x_.data() + int64_t{r} * c.n_embd;
-      kernels::GetRow(e.type, e.data, e.cols, in.tokens[r], row);
+      kernels::GetRow(e.type, e.data, e.cols, tokens[r], row);
       if (c.embedding_scale != 1.0f) {
         for (int32_t i = 0; i < c.n_embd; ++i) row[i] *= c.embedding_scale;
       }
     }
   } else {
-    std::copy(in.hidden.begin(), in.hidden.end(), x_.begin());
+    std::copy(hidden.begin(), hidden.end(), x_.begin());
   }
 
   // ---- Layers. --------------------------------------------------------------------------------
-  internal::RopeTables(
-      c, c.rope_base, c.rope_freq_scale,
-      weights_.rope_freq_factors.empty() ? nullptr : weights_.rope_freq_factors.data(),
-      in.first_position, rows, rope_cos_.data(), rope_sin_.data());
-  if (c.sliding_window > 0) {
-    internal::RopeTables(c, c.rope_base_swa, c.rope_freq_scale_swa, nullptr, in.first_position,
-                         rows, rope_cos_swa_.data(), rope_sin_swa_.data());
+  const int32_t pairs = c.rope_dim / 2;
+  for (int32_t i = 0; i < n_sequences; ++i) {
+    const SequenceRows& seq = sequences_[i];
+    const size_t offset = size_t(seq.row_begin) * pairs;
+    internal::RopeTables(
+        c, c.rope_base, c.rope_freq_scale,
+        weights_.rope_freq_factors.empty() ? nullptr : weights_.rope_freq_factors.data(),
+        seq.first_position, seq.n, rope_cos_.data() + offset, rope_sin_.data() + offset);
+    if (c.sliding_window > 0) {
+      internal::RopeTables(c, c.rope_base_swa, c.rope_freq_scale_swa, nullptr, seq.first_position,
+                           seq.n, rope_cos_swa_.data() + offset, rope_sin_swa_.data() + offset);
+    }
   }
-  for (int32_t l = 0; l < options_.layers.end - options_.layers.begin; ++l) {
-    RunLayer(l, in.slot, in.first_position, rows);
+  for (int32_t l = 0; l < options_.layers.end - options_.layers.begin; ++l) RunLayer(l, rows);
+  for (const BatchSegment& seg : segments) {
+    cached_length_[seg.slot] = seg.first_position + seg.n_tokens;
   }
-  cached_length_[in.slot] = in.first_position + rows;
 
   if (!options_.has_head) {
     return absl::Span<const float>(x_.data(), size_t(rows) * c.n_embd);
   }
 
-  // ---- Head: final norm and logits for the last row (or every row). --------------------------
-  const int32_t first_row = mode == LogitsMode::kAll ? 0 : rows - 1;
-  const int32_t out_rows = rows - first_row;
-  const float* last = x_.data() + int64_t{first_row} * c.n_embd;
-  internal::NormRows(last, weights_.output_norm, out_rows, c.rms_eps, norm_.data());
+  // ---- Head: final norm and logits for each sequence's last row (or every row). --------------
+  int32_t out_rows = 0;
+  for (int32_t i = 0; i < n_sequences; ++i) {
+    const SequenceRows& seq = sequences_[i];
+    const int32_t first = segments[i].logits == LogitsMode::kAll ? 0 : seq.n - 1;
+    const int32_t count = seq.n - first;
+    internal::NormRows(x_.data() + int64_t{seq.row_begin + first} * c.n_embd, weights_.output_norm,
+                       count, c.rms_eps, norm_.data() + int64_t{out_rows} * c.n_embd);
+    out_rows += count;
+  }
   internal::Linear(weights_.output, norm_.data(), out_rows, logits_.data(), options_.pool);
   const size_t count = size_t(out_rows) * c.n_vocab;
   if (c.final_logit_softcap > 0) {
@@ -179,14 +250,16 @@ bool Stage::CanRollBack(int32_t slot, int32_t position) const {
   return true;
 }
 
-void Stage::RunLayer(int32_t local_layer, int32_t slot, int32_t first_position, int32_t n) {
+void Stage::RunLayer(int32_t local_layer, int32_t n) {
   const int32_t layer = options_.layers.begin + local_layer;
   const bool swa = config_.sliding_window > 0 && config_.layer_is_swa[layer];
   internal::LayerContext ctx{&config_,
                              layer,
                              local_layer,
-                             slot,
-                             first_position,
+                             sequences_.data(),
+                             n_sequences_,
+                             single_row_sequences_.data(),
+                             n_single_row_sequences_,
                              n,
                              &kv_,
                              options_.pool,

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/thread_pool.h"
+#include "runtime/batch.h"
 #include "runtime/gguf.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model_config.h"
@@ -28,8 +29,6 @@ struct StageOptions {
   int32_t num_slots = 1;                // sequences with their own KV cache
   kernels::ThreadPool* pool = nullptr;  // not owned; null runs single-threaded
 };
-
-enum class LogitsMode { kLast, kAll };
 
 struct StageInput {
   int32_t slot = 0;
@@ -58,6 +57,21 @@ class Stage {
   // The returned span stays valid until the next call. Never allocates.
   absl::StatusOr<absl::Span<const float>> Forward(const StageInput& input, LogitsMode mode);
 
+  // Runs several sequences (distinct slots) in one pass, so they share every weight read: the
+  // rows of all segments go through the matrices together and each segment attends only to its
+  // own slot's cache. `tokens` (stage with the embedding) or `hidden` (n_embd floats per token)
+  // hold the segments' rows concatenated in segment order. Returns, for a stage with the head,
+  // logits rows concatenated in segment order (1 row for kLast, n_tokens rows for kAll); otherwise
+  // hidden states for every token. Each segment follows Forward's rules; the total of tokens is at
+  // most max_batch_tokens and of logits rows at most max_logit_rows (or max_batch_tokens if that
+  // is smaller). A segment's result is bit-identical to running it alone. Validation happens
+  // before any work: a refused batch changes nothing. Never allocates.
+  absl::StatusOr<absl::Span<const float>> ForwardBatch(absl::Span<const BatchSegment> segments,
+                                                       absl::Span<const int32_t> tokens,
+                                                       absl::Span<const float> hidden);
+  // Rows of logits one call may return.
+  int32_t max_logit_rows() const;
+
   // Number of positions cached for `slot`.
   int32_t cached_length(int32_t slot) const { return cached_length_[slot]; }
   // Whether a batch may start at `position` < cached_length(slot): sliding-window layers must
@@ -68,7 +82,9 @@ class Stage {
 
  private:
   Stage(const ModelConfig& config, const StageOptions& options, StageWeights weights);
-  void RunLayer(int32_t local_layer, int32_t slot, int32_t first_position, int32_t n_tokens);
+  absl::Status ValidateBatch(absl::Span<const BatchSegment> segments,
+                             absl::Span<const int32_t> tokens, absl::Span<const float> hidden);
+  void RunLayer(int32_t local_layer, int32_t n_rows);
 
   ModelConfig config_;
   StageOptions options_;
@@ -79,6 +95,12 @@ class Stage {
   // layers and for sliding-window layers (which may use another base).
   std::vector<float> rope_cos_, rope_sin_, rope_cos_swa_, rope_sin_swa_;
 
+  // The current batch's sequences, and which of them have a single row (sized once).
+  std::vector<SequenceRows> sequences_;
+  std::vector<int32_t> single_row_sequences_;
+  int32_t n_sequences_ = 0;
+  int32_t n_single_row_sequences_ = 0;
+  std::vector<uint8_t> slot_in_batch_;  // validation: which slots the batch names
   // Scratch, sized once for max_batch_tokens rows.
   std::vector<float> x_, norm_, q_, k_, v_, attn_, proj_, gate_, up_, logits_;
   std::vector<float> attn_keys_, attn_values_;  // f32 copies of the cache rows a batch sees

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "kernels/ops.h"
 #include "kernels/quants.h"
 
@@ -71,85 +73,165 @@ void ApplyRope(const LayerContext& ctx, float* rows, int32_t n_heads) {
   }
 }
 
-void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, const float* k,
-               const float* v, float scale, float* out) {
+namespace {
+
+// Adds one key/value position to an online softmax: `score` is q·k already scaled; `acc` holds the
+// running weighted sum of values, rescaled whenever a new maximum appears.
+inline void OnlineSoftmaxStep(float score, const float* value, int32_t hdv, float* acc,
+                              float& running_max, float& running_sum) {
+  if (score > running_max) {
+    const float rescale = std::exp(running_max - score);
+    running_sum *= rescale;
+    for (int32_t i = 0; i < hdv; ++i) acc[i] *= rescale;
+    running_max = score;
+  }
+  const float weight = std::exp(score - running_max);
+  running_sum += weight;
+  for (int32_t i = 0; i < hdv; ++i) acc[i] += weight * value[i];
+}
+
+inline float Dot(const float* a, const float* b, int32_t n) {
+  float sum = 0.0f;
+  for (int32_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+void ParallelOrInline(kernels::ThreadPool* pool, int64_t count, int64_t grain,
+                      const std::function<void(int64_t, int64_t)>& fn) {
+  if (pool != nullptr) {
+    pool->ParallelFor(count, grain, fn);
+  } else {
+    fn(0, count);
+  }
+}
+
+// A sequence with several rows (prefill, speculative verification): convert every position some
+// row can see to f32 once, then one job per (row, head).
+void AttendRows(const LayerContext& ctx, const LayerScratch& s, const SequenceRows& seq,
+                const float* q, float scale, float* out) {
   const ModelConfig& c = *ctx.config;
   const int32_t k_width = c.n_embd_k_gqa();
   const int32_t v_width = c.n_embd_v_gqa();
-  // 1. Append this batch's keys and values to the cache (f16, as llama.cpp stores them).
-  for (int32_t r = 0; r < ctx.n; ++r) {
-    const int32_t pos = ctx.first_position + r;
-    kernels::QuantizeRow(kernels::TensorType::kF16, k + int64_t{r} * k_width,
-                         ctx.kv->Key(ctx.slot, ctx.local_layer, pos), k_width);
-    kernels::QuantizeRow(kernels::TensorType::kF16, v + int64_t{r} * v_width,
-                         ctx.kv->Value(ctx.slot, ctx.local_layer, pos), v_width);
-  }
   const bool sliding = c.sliding_window > 0 && c.layer_is_swa[ctx.layer];
   const int32_t group = c.n_head / c.n_head_kv;
   const int32_t hd = c.head_dim;
   const int32_t hdv = c.head_dim_v;
-
-  // 2. Convert every position some row of the batch can see to f32, once. Row r at position p
-  // sees keys [lo(p), p], lo(p) = p - window + 1 on sliding-window layers, else 0.
-  const int32_t last = ctx.first_position + ctx.n - 1;
+  // Row r at position p sees keys [lo(p), p], lo(p) = p - window + 1 on sliding-window layers.
+  const int32_t last = seq.first_position + seq.n - 1;
   const int32_t first_visible =
-      sliding ? std::max(0, ctx.first_position - c.sliding_window + 1) : 0;
+      sliding ? std::max(0, seq.first_position - c.sliding_window + 1) : 0;
   const int32_t visible = last - first_visible + 1;
-  auto convert = [&](int64_t begin, int64_t end) {
+  ParallelOrInline(ctx.pool, visible, 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int32_t p = first_visible + static_cast<int32_t>(i);
-      kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Key(ctx.slot, ctx.local_layer, p),
+      kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Key(seq.slot, ctx.local_layer, p),
                              s.keys + i * k_width, k_width);
-      kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Value(ctx.slot, ctx.local_layer, p),
+      kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Value(seq.slot, ctx.local_layer, p),
                              s.values + i * v_width, v_width);
     }
-  };
-  if (ctx.pool != nullptr) {
-    ctx.pool->ParallelFor(visible, 64, convert);
-  } else {
-    convert(0, visible);
-  }
-
-  // 3. For every (row, head): online-softmax attention over the visible keys.
-  auto work = [&](int64_t begin, int64_t end) {
+  });
+  ParallelOrInline(ctx.pool, int64_t{seq.n} * c.n_head, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> acc;
     acc.resize(hdv);
     for (int64_t job = begin; job < end; ++job) {
       const int32_t r = static_cast<int32_t>(job / c.n_head);
       const int32_t h = static_cast<int32_t>(job % c.n_head);
       const int32_t kv_head = h / group;
-      const int32_t pos = ctx.first_position + r;
+      const int32_t pos = seq.first_position + r;
       const int32_t lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
-      const float* qh = q + (int64_t{r} * c.n_head + h) * hd;
+      const float* qh = q + (int64_t{seq.row_begin + r} * c.n_head + h) * hd;
       std::fill(acc.begin(), acc.end(), 0.0f);
       float running_max = -std::numeric_limits<float>::infinity();
       float running_sum = 0.0f;
       for (int32_t p = lo; p <= pos; ++p) {
         const float* key = s.keys + int64_t{p - first_visible} * k_width + kv_head * hd;
         const float* value = s.values + int64_t{p - first_visible} * v_width + kv_head * hdv;
-        float score = 0.0f;
-        for (int32_t i = 0; i < hd; ++i) score += qh[i] * key[i];
-        score *= scale;
-        if (score > running_max) {
-          const float rescale = std::exp(running_max - score);
-          running_sum *= rescale;
-          for (int32_t i = 0; i < hdv; ++i) acc[i] *= rescale;
-          running_max = score;
-        }
-        const float weight = std::exp(score - running_max);
-        running_sum += weight;
-        for (int32_t i = 0; i < hdv; ++i) acc[i] += weight * value[i];
+        OnlineSoftmaxStep(Dot(qh, key, hd) * scale, value, hdv, acc.data(), running_max,
+                          running_sum);
       }
-      float* o = out + (int64_t{r} * c.n_head + h) * hdv;
+      float* o = out + (int64_t{seq.row_begin + r} * c.n_head + h) * hdv;
       const float inv = 1.0f / running_sum;
       for (int32_t i = 0; i < hdv; ++i) o[i] = acc[i] * inv;
     }
-  };
-  const int64_t jobs = int64_t{ctx.n} * c.n_head;
-  if (ctx.pool != nullptr) {
-    ctx.pool->ParallelFor(jobs, 1, work);
-  } else {
-    work(0, jobs);
+  });
+}
+
+// Every single-row sequence of the batch (decode): one job per (sequence, kv head) that converts
+// each visible cached row once and serves all the query heads sharing that kv head.
+void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles, const float* q,
+                      float scale, float* out) {
+  const ModelConfig& c = *ctx.config;
+  const bool sliding = c.sliding_window > 0 && c.layer_is_swa[ctx.layer];
+  const int32_t group = c.n_head / c.n_head_kv;
+  const int32_t hd = c.head_dim;
+  const int32_t hdv = c.head_dim_v;
+  const int64_t jobs = static_cast<int64_t>(singles.size()) * c.n_head_kv;
+  ParallelOrInline(ctx.pool, jobs, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> key, value, acc, running_max, running_sum;
+    key.resize(hd);
+    value.resize(hdv);
+    acc.resize(size_t(group) * hdv);
+    running_max.resize(group);
+    running_sum.resize(group);
+    for (int64_t job = begin; job < end; ++job) {
+      const SequenceRows& seq = ctx.sequences[singles[job / c.n_head_kv]];
+      const int32_t kv_head = static_cast<int32_t>(job % c.n_head_kv);
+      const int32_t pos = seq.first_position;
+      const int32_t lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
+      const float* q_row = q + int64_t{seq.row_begin} * c.n_head * hd;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::fill(running_max.begin(), running_max.end(), -std::numeric_limits<float>::infinity());
+      std::fill(running_sum.begin(), running_sum.end(), 0.0f);
+      for (int32_t p = lo; p <= pos; ++p) {
+        kernels::DequantizeRow(kernels::TensorType::kF16,
+                               ctx.kv->Key(seq.slot, ctx.local_layer, p) + int64_t{kv_head} * hd,
+                               key.data(), hd);
+        kernels::DequantizeRow(kernels::TensorType::kF16,
+                               ctx.kv->Value(seq.slot, ctx.local_layer, p) + int64_t{kv_head} * hdv,
+                               value.data(), hdv);
+        for (int32_t g = 0; g < group; ++g) {
+          const float* qh = q_row + int64_t{kv_head * group + g} * hd;
+          OnlineSoftmaxStep(Dot(qh, key.data(), hd) * scale, value.data(), hdv,
+                            acc.data() + int64_t{g} * hdv, running_max[g], running_sum[g]);
+        }
+      }
+      for (int32_t g = 0; g < group; ++g) {
+        float* o = out + (int64_t{seq.row_begin} * c.n_head + kv_head * group + g) * hdv;
+        const float inv = 1.0f / running_sum[g];
+        for (int32_t i = 0; i < hdv; ++i) o[i] = acc[int64_t{g} * hdv + i] * inv;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, const float* k,
+               const float* v, float scale, float* out) {
+  const ModelConfig& c = *ctx.config;
+  const int32_t k_width = c.n_embd_k_gqa();
+  const int32_t v_width = c.n_embd_v_gqa();
+  // 1. Append this batch's keys and values to each sequence's cache (f16, as llama.cpp stores
+  // them).
+  for (int32_t i = 0; i < ctx.n_sequences; ++i) {
+    const SequenceRows& seq = ctx.sequences[i];
+    for (int32_t r = 0; r < seq.n; ++r) {
+      const int64_t row = seq.row_begin + r;
+      const int32_t pos = seq.first_position + r;
+      kernels::QuantizeRow(kernels::TensorType::kF16, k + row * k_width,
+                           ctx.kv->Key(seq.slot, ctx.local_layer, pos), k_width);
+      kernels::QuantizeRow(kernels::TensorType::kF16, v + row * v_width,
+                           ctx.kv->Value(seq.slot, ctx.local_layer, pos), v_width);
+    }
+  }
+  // 2. Sequences with several rows one at a time; single-row sequences all together.
+  for (int32_t i = 0; i < ctx.n_sequences; ++i) {
+    if (ctx.sequences[i].n > 1) AttendRows(ctx, s, ctx.sequences[i], q, scale, out);
+  }
+  if (ctx.n_single_row_sequences > 0) {
+    AttendSingleRows(
+        ctx, absl::Span<const int32_t>(ctx.single_row_sequences, ctx.n_single_row_sequences), q,
+        scale, out);
   }
 }
 

@@ -6,23 +6,28 @@
 #include <cstdint>
 
 #include "kernels/thread_pool.h"
+#include "runtime/batch.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model_config.h"
 #include "runtime/weights.h"
 
 namespace exo::runtime::internal {
 
-// Everything one layer needs to know about the batch it runs on.
+// Everything one layer needs to know about the batch it runs on. A batch holds rows of one or
+// more sequences (distinct slots); matrices, norms and RoPE treat rows alike, attention keeps each
+// sequence to its own cache.
 struct LayerContext {
   const ModelConfig* config;
-  int32_t layer;           // global layer index
-  int32_t local_layer;     // index inside the stage (KV cache layer)
-  int32_t slot;            // KV cache slot of the sequence
-  int32_t first_position;  // position of row 0
-  int32_t n;               // rows in the batch
+  int32_t layer;        // global layer index
+  int32_t local_layer;  // index inside the stage (KV cache layer)
+  const SequenceRows* sequences;
+  int32_t n_sequences;
+  const int32_t* single_row_sequences;  // indices into `sequences` of those with one row
+  int32_t n_single_row_sequences;
+  int32_t n;  // rows in the batch (sum of the sequences' rows)
   KvCache* kv;
   kernels::ThreadPool* pool;
-  const float* rope_cos;  // n x rope_dim/2, for this layer's RoPE base
+  const float* rope_cos;  // n x rope_dim/2, for this layer's RoPE base, at each row's position
   const float* rope_sin;
 };
 
@@ -58,10 +63,13 @@ void RopeTables(const ModelConfig& c, float base, float freq_scale, const float*
 // Rotates the first rope_dim dims of each head (n rows of n_heads heads of head_dim).
 void ApplyRope(const LayerContext& ctx, float* rows, int32_t n_heads);
 
-// Writes this batch's keys and values (already roped) into the cache, then computes causal
-// (optionally sliding-window) attention of q against the cache into `out`
-// (n x n_head * head_dim_v). `scale` multiplies q·k. The keys and values the batch can see are
-// converted from f16 once into s.keys / s.values and shared by every query row and head.
+// Writes this batch's keys and values (already roped) into each sequence's cache, then computes
+// causal (optionally sliding-window) attention of q against that cache into `out`
+// (n x n_head * head_dim_v), with an online softmax. `scale` multiplies q·k. For a sequence with
+// several rows the keys and values it can see are converted from f16 once into s.keys / s.values
+// and shared by every row and head; single-row sequences (decode) are computed together, one job
+// per (sequence, kv head), converting each cached row once for the heads that share it. Both ways
+// do the same arithmetic in the same order, so a row's result does not depend on its batch.
 void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, const float* k,
                const float* v, float scale, float* out);
 

@@ -191,6 +191,110 @@ TEST_P(StageMatchesReference, RollBackAndContinueDifferently) {
   EXPECT_TRUE(LogitsNear({expected[6], expected[7]}, tail, GetParam().tolerance));
 }
 
+// Several sequences in one ForwardBatch: each sequence's rows must come out bit-identical to
+// running that sequence alone, whatever else shares the batch (decode rows, a prefill chunk and a
+// verification chunk with logits for every row).
+TEST_P(StageMatchesReference, BatchedSequencesMatchRunningAlone) {
+  Model m = Write(Options(), "batched");
+  StageOptions options = WholeModel(*m.file, /*max_batch=*/16);
+  options.num_slots = 4;
+  auto batched = Stage::Create(*m.file, options);
+  auto alone = Stage::Create(*m.file, options);
+  ASSERT_TRUE(batched.ok()) << batched.status();
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  const int32_t vocab = (*batched)->config().n_vocab;
+  // Prefixes already in the cache: slot 0 has 6 tokens (longer than the sliding window), slot 1
+  // has 3, slot 2 and slot 3 are empty.
+  const std::vector<std::vector<int32_t>> prefixes = {{1, 17, 42, 5, 9, 33}, {60, 2, 11}, {}, {}};
+  for (int32_t slot = 0; slot < 4; ++slot) {
+    if (prefixes[slot].empty()) continue;
+    for (Stage* stage : {batched->get(), alone->get()}) {
+      StageInput in;
+      in.slot = slot;
+      in.tokens = prefixes[slot];
+      ASSERT_TRUE(stage->Forward(in, LogitsMode::kLast).ok());
+    }
+  }
+  // One batch: decode on slot 0, a verification chunk on slot 1, a prefill on slot 3 (kLast) and
+  // a single-token prefill on slot 2.
+  const std::vector<BatchSegment> segments = {
+      {0, 6, 1, LogitsMode::kLast},
+      {1, 3, 3, LogitsMode::kAll},
+      {3, 0, 5, LogitsMode::kLast},
+      {2, 0, 1, LogitsMode::kLast},
+  };
+  const std::vector<std::vector<int32_t>> rows = {{70}, {3, 44, 7}, {5, 6, 7, 8, 9}, {12}};
+  std::vector<int32_t> tokens;
+  for (const auto& r : rows) tokens.insert(tokens.end(), r.begin(), r.end());
+  auto out = (*batched)->ForwardBatch(segments, tokens, {});
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), size_t(1 + 3 + 1 + 1) * vocab);
+  std::vector<float> expected;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    StageInput in;
+    in.slot = segments[i].slot;
+    in.first_position = segments[i].first_position;
+    in.tokens = rows[i];
+    auto one = (*alone)->Forward(in, segments[i].logits);
+    ASSERT_TRUE(one.ok()) << one.status();
+    expected.insert(expected.end(), one->begin(), one->end());
+  }
+  EXPECT_EQ(std::vector<float>(out->begin(), out->end()), expected);
+  for (const BatchSegment& seg : segments) {
+    EXPECT_EQ((*batched)->cached_length(seg.slot), seg.first_position + seg.n_tokens);
+  }
+  // And the caches they left behind are the same: one more decode step on every slot agrees.
+  const std::vector<BatchSegment> next = {{0, 7, 1, LogitsMode::kLast},
+                                          {1, 6, 1, LogitsMode::kLast},
+                                          {2, 1, 1, LogitsMode::kLast},
+                                          {3, 5, 1, LogitsMode::kLast}};
+  const std::vector<int32_t> next_tokens = {4, 8, 15, 16};
+  auto step = (*batched)->ForwardBatch(next, next_tokens, {});
+  ASSERT_TRUE(step.ok()) << step.status();
+  expected.clear();
+  for (size_t i = 0; i < next.size(); ++i) {
+    StageInput in;
+    in.slot = next[i].slot;
+    in.first_position = next[i].first_position;
+    in.tokens = absl::MakeConstSpan(&next_tokens[i], 1);
+    auto one = (*alone)->Forward(in, LogitsMode::kLast);
+    ASSERT_TRUE(one.ok()) << one.status();
+    expected.insert(expected.end(), one->begin(), one->end());
+  }
+  EXPECT_EQ(std::vector<float>(step->begin(), step->end()), expected);
+}
+
+// A stage without the embedding takes the hidden rows of several sequences at once.
+TEST_P(StageMatchesReference, BatchedHiddenStatesThroughTwoStages) {
+  Model m = Write(Options(), "batched_split");
+  StageOptions first = WholeModel(*m.file, 16);
+  first.layers.end = 2;
+  first.has_head = false;
+  first.num_slots = 2;
+  StageOptions second = WholeModel(*m.file, 16);
+  second.layers.begin = 2;
+  second.has_embedding = false;
+  second.num_slots = 2;
+  StageOptions whole_options = WholeModel(*m.file, 16);
+  whole_options.num_slots = 2;
+  auto a = Stage::Create(*m.file, first);
+  auto b = Stage::Create(*m.file, second);
+  auto whole = Stage::Create(*m.file, whole_options);
+  ASSERT_TRUE(a.ok() && b.ok() && whole.ok());
+  const std::vector<BatchSegment> segments = {{1, 0, 4, LogitsMode::kLast},
+                                              {0, 0, 2, LogitsMode::kAll}};
+  const std::vector<int32_t> tokens = {1, 17, 42, 5, 9, 33};
+  auto hidden = (*a)->ForwardBatch(segments, tokens, {});
+  ASSERT_TRUE(hidden.ok()) << hidden.status();
+  ASSERT_EQ(hidden->size(), tokens.size() * (*a)->config().n_embd);
+  auto logits = (*b)->ForwardBatch(segments, {}, *hidden);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  auto expected = (*whole)->ForwardBatch(segments, tokens, {});
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  EXPECT_EQ(std::vector<float>(logits->begin(), logits->end()),
+            std::vector<float>(expected->begin(), expected->end()));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     AllArchitectures, StageMatchesReference,
     ::testing::Values(
@@ -280,6 +384,52 @@ TEST_F(StageErrors, SlotsAreIndependent) {
   auto again = stage_->Forward(in, LogitsMode::kLast);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(std::vector<float>(again->begin(), again->end()), expected);
+}
+
+TEST_F(StageErrors, RefusesBadBatchesWithoutTouchingAnySlot) {
+  std::vector<int32_t> prefix = {1, 2};
+  StageInput in;
+  in.tokens = prefix;
+  ASSERT_TRUE(stage_->Forward(in, LogitsMode::kLast).ok());
+  auto refused = [&](const std::vector<BatchSegment>& segments, const std::vector<int32_t>& tokens,
+                     absl::StatusCode code, const std::string& words) {
+    auto out = stage_->ForwardBatch(segments, tokens, {});
+    EXPECT_EQ(out.status().code(), code) << out.status();
+    EXPECT_NE(out.status().message().find(words), std::string::npos) << out.status();
+    EXPECT_EQ(stage_->cached_length(0), 2);
+    EXPECT_EQ(stage_->cached_length(1), 0);
+  };
+  refused({}, {}, absl::StatusCode::kInvalidArgument, "at least one");
+  refused({{0, 2, 1, LogitsMode::kLast}, {0, 2, 1, LogitsMode::kLast}}, {3, 4},
+          absl::StatusCode::kInvalidArgument, "twice");
+  refused({{0, 2, 1, LogitsMode::kLast}, {1, 0, 2, LogitsMode::kLast}}, {3, 4},
+          absl::StatusCode::kInvalidArgument, "3 tokens but 2");
+  refused({{0, 2, 2, LogitsMode::kLast}, {1, 0, 3, LogitsMode::kLast}}, {3, 4, 5, 6, 7},
+          absl::StatusCode::kInvalidArgument, "1 to 4 tokens");
+  refused({{0, 2, 1, LogitsMode::kLast}, {1, 1, 1, LogitsMode::kLast}}, {3, 4},
+          absl::StatusCode::kFailedPrecondition, "holds 0");
+  refused({{0, 2, 1, LogitsMode::kLast}, {1, 0, 1, LogitsMode::kLast}}, {3, 99},
+          absl::StatusCode::kInvalidArgument, "vocabulary");
+  refused({{0, 2, 1, LogitsMode::kLast}}, {}, absl::StatusCode::kInvalidArgument, "token ids");
+  // A stage with the embedding ignores `hidden`; hidden-state stages are checked the other way.
+}
+
+TEST(StageCreate, BatchedLogitRowsAreCapped) {
+  Model m = Write(SyntheticModelOptions{}, "logit_cap");
+  StageOptions o = WholeModel(*m.file, 8);
+  o.max_logit_rows = 2;
+  o.num_slots = 3;
+  auto stage = Stage::Create(*m.file, o);
+  ASSERT_TRUE(stage.ok()) << stage.status();
+  EXPECT_EQ((*stage)->max_logit_rows(), 2);
+  const std::vector<BatchSegment> three = {
+      {0, 0, 1, LogitsMode::kLast}, {1, 0, 1, LogitsMode::kLast}, {2, 0, 1, LogitsMode::kLast}};
+  const std::vector<int32_t> tokens = {1, 2, 3};
+  auto out = (*stage)->ForwardBatch(three, tokens, {});
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(out.status().message().find("at most 2"), std::string::npos) << out.status();
+  auto two = (*stage)->ForwardBatch(absl::MakeConstSpan(three).subspan(0, 2), {1, 2}, {});
+  EXPECT_TRUE(two.ok()) << two.status();
 }
 
 TEST(StageCreate, RejectsLayerRangeOutsideModel) {
