@@ -10,45 +10,34 @@
 namespace exo::node {
 namespace {
 
-// Runs each segment with Stage::Forward in turn. Same results as one batched pass; used until the
-// stage has a multi-sequence forward.
+// One Stage::ForwardBatch per step: every segment shares the weight reads.
 class StageModel : public BatchModel {
  public:
-  explicit StageModel(runtime::Stage& stage)
-      : stage_(stage),
-        rows_(static_cast<size_t>(stage.options().num_slots) * stage.config().n_vocab) {}
+  explicit StageModel(runtime::Stage& stage) : stage_(stage) {
+    segments_.reserve(stage.max_logit_rows());
+  }
 
   absl::StatusOr<absl::Span<const float>> Forward(absl::Span<const Segment> segments,
                                                   absl::Span<const int32_t> tokens) override {
-    const size_t vocab = stage_.config().n_vocab;
-    if (segments.size() * vocab > rows_.size()) {
-      return absl::InvalidArgumentError("more segments than the stage has slots");
+    segments_.clear();
+    for (const Segment& s : segments) {
+      segments_.push_back(
+          {s.slot, s.first_position, s.n_tokens, runtime::LogitsMode::kLast});
     }
-    size_t offset = 0;
-    for (size_t i = 0; i < segments.size(); ++i) {
-      const Segment& s = segments[i];
-      runtime::StageInput input;
-      input.slot = s.slot;
-      input.first_position = s.first_position;
-      input.tokens = tokens.subspan(offset, s.n_tokens);
-      offset += s.n_tokens;
-      absl::StatusOr<absl::Span<const float>> logits =
-          stage_.Forward(input, runtime::LogitsMode::kLast);
-      if (!logits.ok()) return logits.status();
-      std::memcpy(rows_.data() + i * vocab, logits->data(), vocab * sizeof(float));
-    }
-    return absl::Span<const float>(rows_.data(), segments.size() * vocab);
+    return stage_.ForwardBatch(segments_, tokens, {});
   }
   void ResetSlot(int32_t slot) override { stage_.ResetSlot(slot); }
   int32_t num_slots() const override { return stage_.options().num_slots; }
   int32_t context() const override { return stage_.options().context; }
   int32_t max_batch_tokens() const override { return stage_.options().max_batch_tokens; }
-  int32_t max_segments() const override { return stage_.options().num_slots; }
+  int32_t max_segments() const override {
+    return std::min(stage_.max_logit_rows(), stage_.options().num_slots);
+  }
   int32_t vocab_size() const override { return stage_.config().n_vocab; }
 
  private:
   runtime::Stage& stage_;
-  std::vector<float> rows_;
+  std::vector<runtime::BatchSegment> segments_;
 };
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "node/api_serve.h"
 #include "node/cli.h"
 #include "node/paths.h"
 
@@ -44,6 +45,14 @@ ABSL_FLAG(int32_t, pp, 512, "bench: prompt tokens in the prompt-processing test.
 ABSL_FLAG(int32_t, tg, 128, "bench: tokens in the decode test.");
 ABSL_FLAG(int32_t, reps, 3, "bench: repetitions of each test.");
 ABSL_FLAG(bool, json, false, "bench: print the figures as JSON.");
+ABSL_FLAG(int32_t, http_port, 52415, "serve: HTTP API port (0 picks a free one).");
+ABSL_FLAG(std::string, http_bind, "0.0.0.0", "serve: address the HTTP API listens on.");
+ABSL_FLAG(std::string, api_key, "",
+          "serve: require 'Authorization: Bearer KEY' on the HTTP API (empty: no key).");
+ABSL_FLAG(int32_t, max_queue, 64, "serve: requests that may wait for a free sequence slot.");
+ABSL_FLAG(int32_t, max_sequences, 16,
+          "serve: sequences generated together (continuous batching); each has a KV cache of "
+          "--ctx positions.");
 
 namespace {
 
@@ -54,6 +63,8 @@ Usage:
       Continue TEXT with the model, streaming tokens; prints speed figures at the end.
   exo-node chat [--model PATH] [--system TEXT] ...
       Interactive chat using the model's own chat template.
+  exo-node serve [--model PATH] [--http_port 52415] [--http_bind 0.0.0.0] [--api_key KEY]
+      Serve the OpenAI- and Ollama-compatible HTTP API and the web UI at http://HOST:PORT/.
   exo-node inspect FILE [--all]
       Print a GGUF file's metadata and tensor table.
   exo-node bench [--model PATH] [--pp 512] [--tg 128] [--reps 3] [--json]
@@ -164,6 +175,22 @@ int main(int argc, char** argv) {
     b.repetitions = absl::GetFlag(FLAGS_reps);
     b.json = absl::GetFlag(FLAGS_json);
     return exo::node::RunBench(b, std::cout, std::cerr);
+  }
+  if (command == "serve") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    exo::node::HttpServiceOptions s;
+    s.http.port = absl::GetFlag(FLAGS_http_port);
+    s.http.host = absl::GetFlag(FLAGS_http_bind);
+    s.http.api_key = absl::GetFlag(FLAGS_api_key);
+    s.http.threads = absl::GetFlag(FLAGS_max_sequences) + absl::GetFlag(FLAGS_max_queue) + 16;
+    s.model.path = absl::GetFlag(FLAGS_model);
+    if (s.model.path.empty()) s.model.path = exo::node::InstalledDefaultModel();
+    s.model.context = absl::GetFlag(FLAGS_ctx);
+    s.model.threads = absl::GetFlag(FLAGS_threads);
+    s.model.batch = absl::GetFlag(FLAGS_batch);
+    s.model.num_slots = absl::GetFlag(FLAGS_max_sequences);
+    s.model.max_queue = absl::GetFlag(FLAGS_max_queue);
+    return exo::node::RunHttpServe(s, std::cout, std::cerr);
   }
   if (command == "inspect") {
     if (args.size() != 3) return UsageError("inspect needs exactly one FILE");
