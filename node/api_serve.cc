@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -73,8 +74,9 @@ absl::StatusOr<std::unique_ptr<HttpService>> HttpService::Start(const HttpServic
   // Filled in below once the model is known; read per request.
   auto model_info = std::make_shared<nlohmann::json>();
   auto model_mu = std::make_shared<absl::Mutex>();
-  http.cluster_view = [model_info, model_mu, options]() {
-    nlohmann::json view = SingleNodeView(options.http.host, options.http.port, options.model);
+  auto port = std::make_shared<std::atomic<int>>(options.http.port);
+  http.cluster_view = [model_info, model_mu, options, port]() {
+    nlohmann::json view = SingleNodeView(options.http.host, port->load(), options.model);
     absl::MutexLock lock(model_mu.get());
     if (!model_info->is_null()) {
       const int64_t layers = (*model_info)["layers"].get<int64_t>();
@@ -92,6 +94,7 @@ absl::StatusOr<std::unique_ptr<HttpService>> HttpService::Start(const HttpServic
   absl::StatusOr<std::unique_ptr<ApiServer>> server = ApiServer::Start(http);
   if (!server.ok()) return server.status();
   service->server_ = std::move(*server);
+  port->store(service->server_->port());
   const std::string host = http.host == "0.0.0.0" ? "127.0.0.1" : http.host;
   out << "exo-node: http listening on http://" << host << ":" << service->server_->port()
       << std::endl;
