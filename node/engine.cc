@@ -165,7 +165,9 @@ absl::StatusOr<std::shared_ptr<Sequence>> Engine::Submit(SequenceRequest request
   if (!sampling.ok()) return sampling;
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the engine is shutting down");
-  if (static_cast<int32_t>(queue_.size()) >= options_.max_queue) {
+  // Requests beyond the free slots wait; at most max_queue of them.
+  const int32_t free_slots = stats_.slots - stats_.running;
+  if (static_cast<int32_t>(queue_.size()) >= options_.max_queue + std::max(0, free_slots)) {
     ++stats_.rejected_sequences;
     return absl::ResourceExhaustedError(
         absl::StrCat("the server is busy: ", queue_.size(), " requests are waiting; retry later"));
@@ -324,13 +326,15 @@ void Engine::Step(std::vector<Active*>& running) {
 void Engine::Retire(Active& active, FinishReason reason, absl::Status error) {
   const int32_t slot = active.slot;
   model_.ResetSlot(slot);
-  active.sequence->Finish(reason, std::move(error));
   {
+    // Counted before the sequence says it is finished, so a client that saw the end also sees
+    // the slot free in the stats.
     absl::MutexLock lock(&mu_);
     --stats_.running;
     ++stats_.finished_sequences;
     if (reason == FinishReason::kCancelled) ++stats_.cancelled_sequences;
   }
+  active.sequence->Finish(reason, std::move(error));
   slots_[slot].reset();  // destroys `active`
 }
 
