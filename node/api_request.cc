@@ -102,7 +102,7 @@ absl::Status ReadInt(const json& obj, const char* key, const std::string& path, 
     return absl::InvalidArgumentError(
         absl::StrCat("'", path, key, "' must be between ", lo, " and ", hi));
   }
-  *out = it->is_number_unsigned() ? static_cast<int64_t>(it->get<uint64_t>())
+  *out = it->is_number_unsigned()  ? static_cast<int64_t>(it->get<uint64_t>())
          : it->is_number_integer() ? it->get<int64_t>()
                                    : static_cast<int64_t>(v);
   return absl::OkStatus();
@@ -322,13 +322,14 @@ absl::Status ParseOllama(const json& body, const RequestLimits& limits, Generati
   if (options != body.end() && !options->is_null()) {
     if (!options->is_object()) return WrongType("options", "an object", *options);
     EXO_API_RETURN_IF_ERROR(ReadSampling(*options, "options.", &r->sampling));
-    EXO_API_RETURN_IF_ERROR(ReadNumber(*options, "repeat_penalty", "options.", 0, 10,
-                                       &r->sampling.repetition_penalty));
+    EXO_API_RETURN_IF_ERROR(
+        ReadNumber(*options, "repeat_penalty", "options.", 0, 10, &r->sampling.repetition_penalty));
     int64_t last_n = r->sampling.penalty_last_n;
     EXO_API_RETURN_IF_ERROR(ReadInt(*options, "repeat_last_n", "options.", -1, 1 << 20, &last_n));
     r->sampling.penalty_last_n = static_cast<int32_t>(last_n);
     int64_t num_predict = -1;
-    EXO_API_RETURN_IF_ERROR(ReadInt(*options, "num_predict", "options.", -2, 1 << 30, &num_predict));
+    EXO_API_RETURN_IF_ERROR(
+        ReadInt(*options, "num_predict", "options.", -2, 1 << 30, &num_predict));
     r->max_tokens = num_predict < 0 ? -1 : static_cast<int32_t>(num_predict);
     if (num_predict == 0) {
       return absl::InvalidArgumentError("'options.num_predict' must not be 0");

@@ -28,17 +28,17 @@ struct RequestLimits {
 
 struct GenerationRequest {
   ApiDialect dialect = ApiDialect::kOpenAiChat;
-  std::string model;               // as asked for; "" for Ollama requests that omit it
-  nlohmann::json messages;         // chat: [{role, content}], content always a string
-  std::string prompt;              // completion / generate
-  std::string system;              // Ollama generate: system prompt
-  bool raw = false;                // Ollama generate: no template
+  std::string model;        // as asked for; "" for Ollama requests that omit it
+  nlohmann::json messages;  // chat: [{role, content}], content always a string
+  std::string prompt;       // completion / generate
+  std::string system;       // Ollama generate: system prompt
+  bool raw = false;         // Ollama generate: no template
   bool stream = false;
-  int32_t max_tokens = -1;         // -1: until the context is full
+  int32_t max_tokens = -1;  // -1: until the context is full
   runtime::SamplingParams sampling;
-  std::vector<std::string> stop;   // text sequences that end the answer (not included)
-  int32_t top_logprobs = -1;       // -1: no log-probabilities
-  bool include_usage = false;      // stream_options.include_usage
+  std::vector<std::string> stop;  // text sequences that end the answer (not included)
+  int32_t top_logprobs = -1;      // -1: no log-probabilities
+  bool include_usage = false;     // stream_options.include_usage
 };
 
 // Parses `body` for `dialect`. InvalidArgument for malformed JSON, a non-object body, wrong field

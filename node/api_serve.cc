@@ -80,11 +80,12 @@ absl::StatusOr<std::unique_ptr<HttpService>> HttpService::Start(const HttpServic
     absl::MutexLock lock(model_mu.get());
     if (!model_info->is_null()) {
       const int64_t layers = (*model_info)["layers"].get<int64_t>();
-      view["plan"] = {{"model", (*model_info)["id"]},
-                      {"layers", layers},
-                      {"stages", nlohmann::json::array({{{"node", view["coordinator"]},
-                                                         {"layer_begin", 0},
-                                                         {"layer_end", layers}}})}};
+      view["plan"] = {
+          {"model", (*model_info)["id"]},
+          {"layers", layers},
+          {"stages",
+           nlohmann::json::array(
+               {{{"node", view["coordinator"]}, {"layer_begin", 0}, {"layer_end", layers}}})}};
       view["nodes"][0]["layers"] = {{"begin", 0}, {"end", layers}};
       view["nodes"][0]["memory"]["model_bytes"] = (*model_info)["weight_bytes"];
       view["nodes"][0]["memory"]["kv_cache_bytes"] = (*model_info)["kv_cache_bytes"];

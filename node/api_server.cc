@@ -28,9 +28,7 @@ using nlohmann::json;
 constexpr char kOllamaVersion[] = "0.6.0";
 constexpr absl::Duration kPollInterval = absl::Milliseconds(100);
 
-std::string Dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 int64_t UnixSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 
@@ -305,7 +303,8 @@ class StreamWriter {
     if (!delta.error.ok()) {
       const int status = HttpStatusFor(delta.error);
       const json body = ErrorBody(status, std::string(delta.error.message()), r.dialect);
-      return IsOllama(r.dialect) ? Dump(body) + "\n" : "data: " + Dump(body) + "\n\ndata: [DONE]\n\n";
+      return IsOllama(r.dialect) ? Dump(body) + "\n"
+                                 : "data: " + Dump(body) + "\n\ndata: [DONE]\n\n";
     }
     switch (r.dialect) {
       case ApiDialect::kOpenAiChat: {
@@ -314,9 +313,10 @@ class StreamWriter {
           out += Sse(Chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr));
         }
         if (!delta.text.empty() || (!delta.tokens.empty() && r.top_logprobs >= 0)) {
-          out += Sse(Chunk({{"content", delta.text}},
-                           r.top_logprobs >= 0 ? ChatLogprobs(tokenizer, delta.tokens) : json(nullptr),
-                           nullptr));
+          out +=
+              Sse(Chunk({{"content", delta.text}},
+                        r.top_logprobs >= 0 ? ChatLogprobs(tokenizer, delta.tokens) : json(nullptr),
+                        nullptr));
         }
         if (delta.finished) {
           out += Sse(Chunk(json::object(), nullptr, delta.finish_reason));
@@ -419,29 +419,32 @@ json FullResponse(Generation& g, const std::string& text, const std::vector<Toke
               {"created", UnixSeconds()},
               {"model", g.model().id},
               {"system_fingerprint", nullptr},
-              {"choices", json::array({{{"index", 0},
-                                        {"message", {{"role", "assistant"}, {"content", text}}},
-                                        {"logprobs", r.top_logprobs >= 0
-                                                         ? ChatLogprobs(tokenizer, tokens)
-                                                         : json(nullptr)},
-                                        {"finish_reason", finish_reason}}})},
+              {"choices",
+               json::array({{{"index", 0},
+                             {"message", {{"role", "assistant"}, {"content", text}}},
+                             {"logprobs", r.top_logprobs >= 0 ? ChatLogprobs(tokenizer, tokens)
+                                                              : json(nullptr)},
+                             {"finish_reason", finish_reason}}})},
               {"usage", Usage(g)}};
     case ApiDialect::kOpenAiCompletion:
-      return {{"id", NewId("cmpl")},
-              {"object", "text_completion"},
-              {"created", UnixSeconds()},
-              {"model", g.model().id},
-              {"system_fingerprint", nullptr},
-              {"choices", json::array({{{"index", 0},
-                                        {"text", text},
-                                        {"logprobs", r.top_logprobs >= 0
-                                                         ? CompletionLogprobs(tokenizer, tokens, 0)
-                                                         : json(nullptr)},
-                                        {"finish_reason", finish_reason}}})},
-              {"usage", Usage(g)}};
+      return {
+          {"id", NewId("cmpl")},
+          {"object", "text_completion"},
+          {"created", UnixSeconds()},
+          {"model", g.model().id},
+          {"system_fingerprint", nullptr},
+          {"choices",
+           json::array({{{"index", 0},
+                         {"text", text},
+                         {"logprobs", r.top_logprobs >= 0 ? CompletionLogprobs(tokenizer, tokens, 0)
+                                                          : json(nullptr)},
+                         {"finish_reason", finish_reason}}})},
+          {"usage", Usage(g)}};
     case ApiDialect::kOllamaChat:
     case ApiDialect::kOllamaGenerate: {
-      json out = {{"model", g.model().id}, {"created_at", Rfc3339Now()}, {"done", true},
+      json out = {{"model", g.model().id},
+                  {"created_at", Rfc3339Now()},
+                  {"done", true},
                   {"done_reason", finish_reason}};
       if (r.dialect == ApiDialect::kOllamaChat) {
         out["message"] = {{"role", "assistant"}, {"content", text}};
@@ -505,9 +508,7 @@ bool ModelMatches(const ServedModel& model, const std::string& asked, bool ollam
 
 class ApiServer::Impl {
  public:
-  explicit Impl(const ApiServerOptions& options) : options_(options) {
-    Describe();
-  }
+  explicit Impl(const ApiServerOptions& options) : options_(options) { Describe(); }
 
   ~Impl() {
     server_.stop();
@@ -597,8 +598,7 @@ class ApiServer::Impl {
                  dialect);
         return nullptr;
       case State::kNoModel:
-        SetError(res, 503, "no model is loaded on this node (start it with --model PATH)",
-                 dialect);
+        SetError(res, 503, "no model is loaded on this node (start it with --model PATH)", dialect);
         return nullptr;
     }
     return nullptr;
@@ -621,10 +621,10 @@ class ApiServer::Impl {
                                   absl::StartsWith(req.path, "/api/") || req.path == "/metrics";
       if (protected_path && !Authorized(req)) {
         res.set_header("WWW-Authenticate", "Bearer");
-        SetError(res, 401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                 absl::StartsWith(req.path, "/api/") ? ApiDialect::kOllamaChat
-                                                     : ApiDialect::kOpenAiChat,
-                 "invalid_api_key");
+        SetError(
+            res, 401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+            absl::StartsWith(req.path, "/api/") ? ApiDialect::kOllamaChat : ApiDialect::kOpenAiChat,
+            "invalid_api_key");
         return httplib::Server::HandlerResponse::Handled;
       }
       return httplib::Server::HandlerResponse::Unhandled;
@@ -634,11 +634,12 @@ class ApiServer::Impl {
       if (!res.body.empty() || res.content_provider_) return;
       std::string message = absl::StrCat("HTTP ", res.status);
       if (res.status == 413) message = "the request body is too large";
-      if (res.status == 404) message = absl::StrCat("no such endpoint: ", req.method, " ", req.path);
+      if (res.status == 404)
+        message = absl::StrCat("no such endpoint: ", req.method, " ", req.path);
       if (res.status == 405) message = absl::StrCat("method not allowed: ", req.method);
-      SetError(res, res.status, message,
-               absl::StartsWith(req.path, "/api/") ? ApiDialect::kOllamaChat
-                                                   : ApiDialect::kOpenAiChat);
+      SetError(
+          res, res.status, message,
+          absl::StartsWith(req.path, "/api/") ? ApiDialect::kOllamaChat : ApiDialect::kOpenAiChat);
     });
     server_.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       metrics_.Add("exo_requests_total", 1,
@@ -689,8 +690,9 @@ class ApiServer::Impl {
     server_.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
       auto m = model();
       if (m == nullptr || !ModelMatches(*m, req.matches[1], false)) {
-        SetError(res, 404, absl::StrCat("the model '", std::string(req.matches[1]).substr(0, 256),
-                                        "' does not exist"),
+        SetError(res, 404,
+                 absl::StrCat("the model '", std::string(req.matches[1]).substr(0, 256),
+                              "' does not exist"),
                  ApiDialect::kOpenAiChat, "model_not_found");
         return;
       }
@@ -734,17 +736,16 @@ class ApiServer::Impl {
                   {"modified_at", Rfc3339Now()}};
       res.set_content(Dump(out), "application/json");
     });
-    server_.Get(R"(/(|index\.html|[a-z0-9_-]+\.(js|css|svg)))",
-                [](const httplib::Request& req, httplib::Response& res) {
-                  const WebAsset* asset = FindWebAsset(req.path);
-                  if (asset == nullptr) {
-                    res.status = 404;
-                    return;
-                  }
-                  res.set_header("Cache-Control", "no-cache");
-                  res.set_content(asset->bytes.data(), asset->bytes.size(),
-                                  std::string(asset->content_type));
-                });
+    server_.Get(R"(/(|index\.html|[a-z0-9_-]+\.(js|css|svg)))", [](const httplib::Request& req,
+                                                                   httplib::Response& res) {
+      const WebAsset* asset = FindWebAsset(req.path);
+      if (asset == nullptr) {
+        res.status = 404;
+        return;
+      }
+      res.set_header("Cache-Control", "no-cache");
+      res.set_content(asset->bytes.data(), asset->bytes.size(), std::string(asset->content_type));
+    });
   }
 
   static std::string KnownPath(const std::string& path) {
@@ -931,7 +932,8 @@ void ApiServer::SetModel(std::shared_ptr<ServedModel> model) { impl_->SetModel(s
 void ApiServer::SetLoadError(const absl::Status& status) { impl_->SetLoadError(status); }
 Metrics& ApiServer::metrics() { return impl_->metrics(); }
 
-// ---- Loading -------------------------------------------------------------------------------------
+// ---- Loading
+// -------------------------------------------------------------------------------------
 
 absl::StatusOr<std::shared_ptr<ServedModel>> LoadServedModel(const ServeModelOptions& options) {
   auto model = std::make_shared<ServedModel>();
@@ -989,21 +991,20 @@ absl::StatusOr<std::shared_ptr<ServedModel>> LoadServedModel(const ServeModelOpt
   for (const auto& [type, count] : types) {
     if (count > best) best = count, quantization = type;
   }
-  model->details = {
-      {"architecture", runtime::ArchitectureName(config.arch)},
-      {"name", config.name},
-      {"parameters", parameters},
-      {"parameter_size", absl::StrFormat("%.0fM", parameters / 1e6)},
-      {"quantization", quantization},
-      {"context_length", stage_options.context},
-      {"trained_context_length", config.context_length},
-      {"layers", config.n_layer},
-      {"embedding_length", config.n_embd},
-      {"vocab_size", config.n_vocab},
-      {"weight_bytes", model->stage->weight_bytes()},
-      {"kv_cache_bytes", model->stage->kv_cache_bytes()},
-      {"max_sequences", options.num_slots},
-      {"chat_template", template_source}};
+  model->details = {{"architecture", runtime::ArchitectureName(config.arch)},
+                    {"name", config.name},
+                    {"parameters", parameters},
+                    {"parameter_size", absl::StrFormat("%.0fM", parameters / 1e6)},
+                    {"quantization", quantization},
+                    {"context_length", stage_options.context},
+                    {"trained_context_length", config.context_length},
+                    {"layers", config.n_layer},
+                    {"embedding_length", config.n_embd},
+                    {"vocab_size", config.n_vocab},
+                    {"weight_bytes", model->stage->weight_bytes()},
+                    {"kv_cache_bytes", model->stage->kv_cache_bytes()},
+                    {"max_sequences", options.num_slots},
+                    {"chat_template", template_source}};
   return model;
 }
 

@@ -28,8 +28,8 @@ namespace exo::node {
 
 // A model ready to answer requests, with everything it needs; destroyed in reverse order.
 struct ServedModel {
-  std::string id;    // the name clients use: the file name without ".gguf"
-  std::string path;  // the GGUF file
+  std::string id;          // the name clients use: the file name without ".gguf"
+  std::string path;        // the GGUF file
   nlohmann::json details;  // architecture, parameters, quantisation, context, layers
   std::unique_ptr<runtime::GgufFile> file;
   std::unique_ptr<runtime::Tokenizer> tokenizer;
@@ -42,7 +42,7 @@ struct ServedModel {
 
 struct ApiServerOptions {
   std::string host = "0.0.0.0";
-  int port = 52415;  // 0: any free port
+  int port = 52415;     // 0: any free port
   std::string api_key;  // non-empty: /v1 and /api need "Authorization: Bearer <key>"
   size_t max_body_bytes = 4 << 20;
   int32_t threads = 96;  // HTTP worker threads: at least concurrent streams + queued requests

@@ -21,8 +21,7 @@ class StageModel : public BatchModel {
                                                   absl::Span<const int32_t> tokens) override {
     segments_.clear();
     for (const Segment& s : segments) {
-      segments_.push_back(
-          {s.slot, s.first_position, s.n_tokens, runtime::LogitsMode::kLast});
+      segments_.push_back({s.slot, s.first_position, s.n_tokens, runtime::LogitsMode::kLast});
     }
     return stage_.ForwardBatch(segments_, tokens, {});
   }
@@ -149,14 +148,14 @@ absl::StatusOr<std::shared_ptr<Sequence>> Engine::Submit(SequenceRequest request
   if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
   for (int32_t id : request.prompt) {
     if (id < 0 || id >= model_.vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " is outside the vocabulary"));
     }
   }
   if (static_cast<int64_t>(request.prompt.size()) >= model_.context()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the prompt has ", request.prompt.size(),
-                     " tokens but the context holds ", model_.context(),
-                     " (prompt and answer together); shorten the prompt"));
+        absl::StrCat("the prompt has ", request.prompt.size(), " tokens but the context holds ",
+                     model_.context(), " (prompt and answer together); shorten the prompt"));
   }
   if (request.top_logprobs > 20) {
     return absl::InvalidArgumentError("top_logprobs must be at most 20");
@@ -214,8 +213,7 @@ void Engine::Loop() {
         }
         auto active = std::make_unique<Active>();
         active->sequence = std::move(sequence);
-        active->sampler =
-            std::make_unique<runtime::Sampler>(request.sampling, model_.vocab_size());
+        active->sampler = std::make_unique<runtime::Sampler>(request.sampling, model_.vocab_size());
         active->history = request.prompt;
         active->request = std::move(request);
         active->slot = static_cast<int32_t>(slot);

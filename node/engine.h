@@ -123,9 +123,9 @@ struct EngineStats {
   int32_t queued = 0;
   int32_t running = 0;
   int32_t slots = 0;
-  int64_t steps = 0;              // forward passes
-  int64_t prompt_tokens = 0;      // prompt tokens processed
-  int64_t generated_tokens = 0;   // tokens sampled
+  int64_t steps = 0;             // forward passes
+  int64_t prompt_tokens = 0;     // prompt tokens processed
+  int64_t generated_tokens = 0;  // tokens sampled
   int64_t finished_sequences = 0;
   int64_t rejected_sequences = 0;  // queue full
   int64_t cancelled_sequences = 0;

@@ -9,8 +9,8 @@ namespace exo::node {
 namespace {
 
 // Upper bounds (seconds) shared by every histogram: latencies from 1 ms to 2 minutes.
-constexpr double kBounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,  0.25,
-                              0.5,   1,      2.5,   5,    10,    30,   60,   120};
+constexpr double kBounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                              0.5,   1,      2.5,   5,    10,    30,   60,  120};
 constexpr size_t kNumBounds = sizeof(kBounds) / sizeof(kBounds[0]);
 
 std::string Escape(const std::string& value) {

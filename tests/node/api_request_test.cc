@@ -59,7 +59,8 @@ TEST(ApiRequestTest, OpenAiDefaultsDoNotFilter) {
   ASSERT_TRUE(zero.ok());
   EXPECT_NE(zero->sampling.seed, 0u);
   // A single stop string is a list of one.
-  auto stop = Chat(R"({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": "\n"})");
+  auto stop =
+      Chat(R"({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": "\n"})");
   ASSERT_TRUE(stop.ok());
   EXPECT_EQ(stop->stop, (std::vector<std::string>{"\n"}));
 }
@@ -121,9 +122,9 @@ TEST(ApiRequestTest, Completions) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->prompt, "once");
   EXPECT_EQ(r->top_logprobs, 2);
-  ExpectError(ParseGenerationRequest(R"({"model": "m", "prompt": 3})",
-                                     ApiDialect::kOpenAiCompletion),
-              "'prompt' must be a string");
+  ExpectError(
+      ParseGenerationRequest(R"({"model": "m", "prompt": 3})", ApiDialect::kOpenAiCompletion),
+      "'prompt' must be a string");
   ExpectError(ParseGenerationRequest(R"({"model": "m", "prompt": "x", "logprobs": 6})",
                                      ApiDialect::kOpenAiCompletion),
               "'logprobs' must be between 0 and 5");
@@ -150,9 +151,9 @@ TEST(ApiRequestTest, OllamaDefaultsAndOptions) {
   EXPECT_FLOAT_EQ(r->sampling.repetition_penalty, 1.3f);
   EXPECT_EQ(r->sampling.penalty_last_n, 16);
   EXPECT_EQ(r->sampling.top_k, 2);
-  ExpectError(ParseGenerationRequest(R"({"prompt": "p", "options": []})",
-                                     ApiDialect::kOllamaGenerate),
-              "'options' must be an object");
+  ExpectError(
+      ParseGenerationRequest(R"({"prompt": "p", "options": []})", ApiDialect::kOllamaGenerate),
+      "'options' must be an object");
   ExpectError(ParseGenerationRequest(R"({"prompt": "p", "options": {"temperature": "x"}})",
                                      ApiDialect::kOllamaGenerate),
               "'options.temperature' must be a number");

@@ -114,9 +114,9 @@ TEST(ApiServerTest, SyntheticModelAnswersCompletions) {
   HttpResponse r = Fetch(server->port(), "POST", "/v1/completions", body.dump());
   ASSERT_EQ(r.status, 200) << r.body;
   nlohmann::json answer = nlohmann::json::parse(r.body);
-  EXPECT_EQ(answer["usage"]["completion_tokens"].get<int>() +
-                answer["usage"]["prompt_tokens"].get<int>(),
-            answer["usage"]["total_tokens"].get<int>());
+  EXPECT_EQ(
+      answer["usage"]["completion_tokens"].get<int>() + answer["usage"]["prompt_tokens"].get<int>(),
+      answer["usage"]["total_tokens"].get<int>());
   EXPECT_LE(answer["usage"]["completion_tokens"].get<int>(), 3);
   EXPECT_EQ(answer["model"], id);
 
