@@ -131,6 +131,7 @@ Engine::Engine(BatchModel& model, const EngineOptions& options)
   batch_tokens_.reserve(model.max_batch_tokens());
   segments_.reserve(model.max_segments());
   segment_owner_.reserve(model.max_segments());
+  row_.resize(model.vocab_size());
   // The engine thread admits queued requests into free slots and runs forward steps until the
   // engine is destroyed.
   thread_ = std::thread([this] { Loop(); });
@@ -284,7 +285,7 @@ void Engine::Step(std::vector<Active*>& running) {
     return;
   }
   const size_t vocab = model_.vocab_size();
-  std::vector<float> row(vocab);  // the sampler penalises in place
+  std::vector<float>& row = row_;  // the sampler penalises in place
   int64_t prompt_tokens = 0, generated = 0;
   for (size_t i = 0; i < segments_.size(); ++i) {
     Active& a = *segment_owner_[i];

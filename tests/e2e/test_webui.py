@@ -94,7 +94,10 @@ class Page:
 def wait_for(predicate, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except RuntimeError:  # e.g. the page is still loading
+            value = None
         if value:
             return value
         time.sleep(0.05)
