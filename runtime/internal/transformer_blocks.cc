@@ -90,9 +90,17 @@ inline void OnlineSoftmaxStep(float score, const float* value, int32_t hdv, floa
   for (int32_t i = 0; i < hdv; ++i) acc[i] += weight * value[i];
 }
 
+// q·k with eight running sums (so the compiler can keep them in one vector register), added up in
+// a fixed order: every attention path uses this, so a row's scores never depend on its batch.
 inline float Dot(const float* a, const float* b, int32_t n) {
-  float sum = 0.0f;
-  for (int32_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int32_t j = 0; j < 8; ++j) lanes[j] += a[i + j] * b[i + j];
+  }
+  float sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) +
+              ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+  for (; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
 
@@ -156,8 +164,9 @@ void AttendRows(const LayerContext& ctx, const LayerScratch& s, const SequenceRo
   });
 }
 
-// Every single-row sequence of the batch (decode): one job per (sequence, kv head) that converts
-// each visible cached row once and serves all the query heads sharing that kv head.
+// Every single-row sequence of the batch (decode), together: one job per (sequence, head), each
+// converting the cached rows of its kv head from f16 as it goes (no shared scratch, so any number
+// of sequences run in one parallel pass).
 void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles, const float* q,
                       float scale, float* out) {
   const ModelConfig& c = *ctx.config;
@@ -165,23 +174,22 @@ void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles
   const int32_t group = c.n_head / c.n_head_kv;
   const int32_t hd = c.head_dim;
   const int32_t hdv = c.head_dim_v;
-  const int64_t jobs = static_cast<int64_t>(singles.size()) * c.n_head_kv;
+  const int64_t jobs = static_cast<int64_t>(singles.size()) * c.n_head;
   ParallelOrInline(ctx.pool, jobs, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> key, value, acc, running_max, running_sum;
+    thread_local std::vector<float> key, value, acc;
     key.resize(hd);
     value.resize(hdv);
-    acc.resize(size_t(group) * hdv);
-    running_max.resize(group);
-    running_sum.resize(group);
+    acc.resize(hdv);
     for (int64_t job = begin; job < end; ++job) {
-      const SequenceRows& seq = ctx.sequences[singles[job / c.n_head_kv]];
-      const int32_t kv_head = static_cast<int32_t>(job % c.n_head_kv);
+      const SequenceRows& seq = ctx.sequences[singles[job / c.n_head]];
+      const int32_t h = static_cast<int32_t>(job % c.n_head);
+      const int32_t kv_head = h / group;
       const int32_t pos = seq.first_position;
       const int32_t lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
-      const float* q_row = q + int64_t{seq.row_begin} * c.n_head * hd;
+      const float* qh = q + (int64_t{seq.row_begin} * c.n_head + h) * hd;
       std::fill(acc.begin(), acc.end(), 0.0f);
-      std::fill(running_max.begin(), running_max.end(), -std::numeric_limits<float>::infinity());
-      std::fill(running_sum.begin(), running_sum.end(), 0.0f);
+      float running_max = -std::numeric_limits<float>::infinity();
+      float running_sum = 0.0f;
       for (int32_t p = lo; p <= pos; ++p) {
         kernels::DequantizeRow(kernels::TensorType::kF16,
                                ctx.kv->Key(seq.slot, ctx.local_layer, p) + int64_t{kv_head} * hd,
@@ -189,17 +197,12 @@ void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles
         kernels::DequantizeRow(kernels::TensorType::kF16,
                                ctx.kv->Value(seq.slot, ctx.local_layer, p) + int64_t{kv_head} * hdv,
                                value.data(), hdv);
-        for (int32_t g = 0; g < group; ++g) {
-          const float* qh = q_row + int64_t{kv_head * group + g} * hd;
-          OnlineSoftmaxStep(Dot(qh, key.data(), hd) * scale, value.data(), hdv,
-                            acc.data() + int64_t{g} * hdv, running_max[g], running_sum[g]);
-        }
+        OnlineSoftmaxStep(Dot(qh, key.data(), hd) * scale, value.data(), hdv, acc.data(),
+                          running_max, running_sum);
       }
-      for (int32_t g = 0; g < group; ++g) {
-        float* o = out + (int64_t{seq.row_begin} * c.n_head + kv_head * group + g) * hdv;
-        const float inv = 1.0f / running_sum[g];
-        for (int32_t i = 0; i < hdv; ++i) o[i] = acc[int64_t{g} * hdv + i] * inv;
-      }
+      float* o = out + (int64_t{seq.row_begin} * c.n_head + h) * hdv;
+      const float inv = 1.0f / running_sum;
+      for (int32_t i = 0; i < hdv; ++i) o[i] = acc[i] * inv;
     }
   });
 }

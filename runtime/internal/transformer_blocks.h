@@ -68,7 +68,7 @@ void ApplyRope(const LayerContext& ctx, float* rows, int32_t n_heads);
 // (n x n_head * head_dim_v), with an online softmax. `scale` multiplies q·k. For a sequence with
 // several rows the keys and values it can see are converted from f16 once into s.keys / s.values
 // and shared by every row and head; single-row sequences (decode) are computed together, one job
-// per (sequence, kv head), converting each cached row once for the heads that share it. Both ways
+// per (sequence, head), converting cached rows as they are read. Both ways
 // do the same arithmetic in the same order, so a row's result does not depend on its batch.
 void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, const float* k,
                const float* v, float scale, float* out);
