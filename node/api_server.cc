@@ -616,7 +616,17 @@ class ApiServer::Impl {
   }
 
   void Routes() {
+    // Browsers on other origins (chat front ends) may call the API: allow it, and answer their
+    // preflight requests, which carry no credentials.
+    server_.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
+    server_.Options(R"(/.*)", [](const httplib::Request&, httplib::Response& res) {
+      res.status = 204;
+      res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+      res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+      res.set_header("Access-Control-Max-Age", "86400");
+    });
     server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (req.method == "OPTIONS") return httplib::Server::HandlerResponse::Unhandled;
       const bool protected_path = absl::StartsWith(req.path, "/v1/") ||
                                   absl::StartsWith(req.path, "/api/") || req.path == "/metrics";
       if (protected_path && !Authorized(req)) {

@@ -118,6 +118,24 @@ def test_health_models_version_tags_show(server):
     assert status == 404 and "error" in json.loads(body)
 
 
+def test_help_lists_serve_and_its_flags(exo_node_bin):
+    out = subprocess.run([exo_node_bin, "--help"], capture_output=True, text=True).stdout
+    for word in ["serve", "--http_port", "--http_bind", "--api_key", "--max_queue",
+                 "--max_sequences"]:
+        assert word in out, word
+
+
+def test_cors_preflight_and_header(server):
+    req = urllib.request.Request(server.url + "/v1/chat/completions", method="OPTIONS",
+                                 headers={"Origin": "http://example.test",
+                                          "Access-Control-Request-Method": "POST"})
+    with urllib.request.urlopen(req, timeout=30) as res:
+        assert res.status == 204
+        assert "Authorization" in res.headers["Access-Control-Allow-Headers"]
+    _, headers, _ = server.request("GET", "/v1/models")
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
 def test_cluster_view_describes_this_node_and_the_whole_model_plan(server):
     status, _, body = server.request("GET", "/v1/cluster")
     view = json.loads(body)
