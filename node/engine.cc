@@ -234,8 +234,7 @@ void Engine::Loop() {
     running.erase(std::remove(running.begin(), running.end(), nullptr), running.end());
     if (!running.empty()) {
       // Start each step at another sequence, so none waits forever when a step cannot hold all.
-      std::rotate(running.begin(), running.begin() + (rotation_++ % running.size()),
-                  running.end());
+      std::rotate(running.begin(), running.begin() + (rotation_++ % running.size()), running.end());
       Step(running);
     }
   }
