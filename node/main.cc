@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "discovery/peer.h"
+#include "node/api_serve.h"
 #include "node/cli.h"
 #include "node/cluster_cli.h"
 #include "node/cluster_key.h"
@@ -113,6 +114,19 @@ ABSL_FLAG(std::string, wire_dtype, "f32",
           "generate --pipeline: hidden states between stages as f32 (exact), bf16 or f16 (half "
           "the bytes, not bit-exact; f16 overflows on models with large activations, e.g. "
           "Gemma).");
+// HTTP API (docs/api.md).
+ABSL_FLAG(int32_t, http_port, 52415, "serve: HTTP API port (0 picks a free one).");
+ABSL_FLAG(std::string, http_bind, "0.0.0.0", "serve: address the HTTP API listens on.");
+ABSL_FLAG(std::string, api_key, "",
+          "serve: require 'Authorization: Bearer KEY' on the HTTP API (empty: no key).");
+ABSL_FLAG(int32_t, max_queue, 64, "serve: requests that may wait for a free sequence slot.");
+ABSL_FLAG(int32_t, max_sequences, 16,
+          "serve: sequences generated together (continuous batching); each has a KV cache of "
+          "--ctx positions.");
+ABSL_FLAG(bool, api, true,
+          "serve: serve the HTTP API and web UI (--noapi: a node that only contributes capacity).");
+ABSL_FLAG(bool, cluster, true,
+          "serve: join the cluster (gRPC, event bus, discovery); --nocluster serves the API alone.");
 
 namespace {
 
@@ -128,6 +142,12 @@ Usage:
       Serve a pipeline stage over gRPC; `generate --pipeline` tells it which layers to load.
   exo-node generate --pipeline HOST:PORT,HOST:PORT[,...] [--layers 0:9,9:18] --prompt TEXT
       Generate through those stages (the local --model supplies the tokenizer).
+  exo-node serve [--model PATH] [--http_port 52415] [--http_bind 0.0.0.0] [--api_key KEY]
+                 [--peers HOST:PORT,...] [--cluster_key KEY] [--grpc_port 52416] ...
+      Run a node: serve the OpenAI- and Ollama-compatible HTTP API and the web UI at
+      http://HOST:PORT/, find peers (mDNS and --peers) and join the cluster. --noapi runs a
+      node that only contributes capacity; --nocluster serves the API alone. Stops gracefully
+      on SIGINT or SIGTERM.
   exo-node inspect FILE [--all]
       Print a GGUF file's metadata and tensor table.
   exo-node bench [--model PATH] [--pp 512] [--tg 128] [--reps 3] [--json]
@@ -136,9 +156,6 @@ Usage:
   exo-node plan --fleet FILE [--model PATH] [--strategy optimal|ring] [--max_stages N] [--ctx N]
       Offline: the plan a cluster of the described nodes would use, with each stage's memory
       and estimated time per token, against the single-node and ring baselines.
-  exo-node serve [--peers HOST:PORT,...] [--cluster_key KEY] [--grpc_port 52416] ...
-      Run a node: find peers (mDNS and --peers), join the cluster, contribute this machine.
-      Stops gracefully on SIGINT or SIGTERM.
   exo-node peers [--state_dir DIR] [--json]
       The cluster as the node running on this machine sees it.
   exo-node doctor [--state_dir DIR]
@@ -241,6 +258,54 @@ bool WantsHelp(int argc, char** argv) {
     if (arg == "--help" || arg == "-help" || arg == "-h" || (i == 1 && arg == "help")) return true;
   }
   return false;
+}
+
+// `serve`: the cluster node (gRPC, bus, discovery) and the HTTP API with the web UI, each
+// optional, until SIGINT or SIGTERM.
+int Serve() {
+  const bool cluster = absl::GetFlag(FLAGS_cluster);
+  const bool api = absl::GetFlag(FLAGS_api);
+  if (!cluster && !api) return UsageError("serve with --nocluster and --noapi has nothing to do");
+  exo::node::BlockShutdownSignals();  // before any thread starts
+  std::unique_ptr<exo::node::ClusterNode> node;
+  if (cluster) {
+    auto options = ClusterOptionsFromFlags();
+    if (!options.ok()) return UsageError(std::string(options.status().message()));
+    auto started = exo::node::ClusterNode::Start(*std::move(options));
+    if (!started.ok()) {
+      std::cerr << "exo-node: error: " << started.status().message() << "\n";
+      return 1;
+    }
+    node = *std::move(started);
+    exo::node::PrintReady(*node, std::cout);
+  }
+  std::unique_ptr<exo::node::HttpService> http;
+  if (api) {
+    exo::node::HttpServiceOptions s;
+    s.http.port = absl::GetFlag(FLAGS_http_port);
+    s.http.host = absl::GetFlag(FLAGS_http_bind);
+    s.http.api_key = absl::GetFlag(FLAGS_api_key);
+    s.http.threads = absl::GetFlag(FLAGS_max_sequences) + absl::GetFlag(FLAGS_max_queue) + 16;
+    s.model.path = absl::GetFlag(FLAGS_model);
+    if (s.model.path.empty()) s.model.path = exo::node::InstalledDefaultModel();
+    s.model.context = absl::GetFlag(FLAGS_ctx);
+    s.model.threads = absl::GetFlag(FLAGS_threads);
+    s.model.batch = absl::GetFlag(FLAGS_batch);
+    s.model.num_slots = absl::GetFlag(FLAGS_max_sequences);
+    s.model.max_queue = absl::GetFlag(FLAGS_max_queue);
+    auto started = exo::node::HttpService::Start(s, std::cout, std::cerr);
+    if (!started.ok()) {
+      std::cerr << "exo-node: error: " << started.status().message() << "\n";
+      if (node != nullptr) node->Stop("the HTTP API did not start");
+      return 1;
+    }
+    http = *std::move(started);
+  }
+  const std::string signal = exo::node::WaitForShutdownSignal();
+  std::cerr << "exo-node: stopping (" << signal << ")\n";
+  http.reset();
+  if (node != nullptr) node->Stop(absl::StrCat("received ", signal));
+  return 0;
 }
 
 int PrintHelp() {
@@ -364,24 +429,13 @@ int main(int argc, char** argv) {
     p.profile.max_batch_tokens = absl::GetFlag(FLAGS_batch);
     return exo::node::RunPlan(p, std::cout, std::cerr);
   }
+  if (command == "serve") {
+    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
+    return Serve();
+  }
   if (command == "inspect") {
     if (args.size() != 3) return UsageError("inspect needs exactly one FILE");
     return exo::node::RunInspect(args[2], absl::GetFlag(FLAGS_all), std::cout, std::cerr);
-  }
-  if (command == "serve") {
-    if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));
-    auto options = ClusterOptionsFromFlags();
-    if (!options.ok()) return UsageError(std::string(options.status().message()));
-    exo::node::BlockShutdownSignals();  // before any thread starts
-    auto node = exo::node::ClusterNode::Start(*std::move(options));
-    if (!node.ok()) {
-      std::cerr << "exo-node: error: " << node.status().message() << "\n";
-      return 1;
-    }
-    exo::node::PrintReady(**node, std::cout);
-    const std::string signal = exo::node::WaitForShutdownSignal();
-    (*node)->Stop(absl::StrCat("received ", signal));
-    return 0;
   }
   if (command == "peers") {
     if (args.size() > 2) return UsageError(absl::StrCat("unexpected argument '", args[2], "'"));

@@ -13,8 +13,8 @@ apt_packages=(
   build-essential cmake ninja-build ccache pkg-config clang libclang-rt-14-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libasio-dev
   libzmq3-dev cppzmq-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libpcre2-dev libssl-dev libcpp-httplib-dev
-  python3 python3-venv python3-pip iproute2
+  nlohmann-json3-dev libpcre2-dev libssl-dev libcpp-httplib-dev chromium curl iproute2
+  python3 python3-venv python3-pip
   g++-aarch64-linux-gnu qemu-user
 )
 missing=()
@@ -35,10 +35,12 @@ if [[ ! -x "$EXO_VENV/bin/python" ]]; then
   log "creating Python environment in $EXO_VENV"
   python3 -m venv --system-site-packages "$EXO_VENV"
 fi
-if ! "$EXO_VENV/bin/python" -c "import pytest, jinja2, numpy, zeroconf" 2>/dev/null; then
+if ! "$EXO_VENV/bin/python" -c "import pytest, jinja2, numpy, zeroconf, openai, websocket" \
+    2>/dev/null; then
   # zeroconf is pinned: tests/discovery/data holds packets captured with this version.
   log "installing Python test packages"
-  "$EXO_VENV/bin/pip" install -q --disable-pip-version-check pytest jinja2 numpy zeroconf==0.47.3
+  "$EXO_VENV/bin/pip" install -q --disable-pip-version-check pytest jinja2 numpy zeroconf==0.47.3 \
+    openai websocket-client
 fi
 
 # ---- The default model --------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def test_cluster_loopback_static(exo_node_bin, tmp_path):
     nodes = []
 
     def start(name, extra):
-        n = Node(name, [exo_node_bin, "serve", "--bind", "127.0.0.1", "--grpc_port", "0",
+        n = Node(name, [exo_node_bin, "serve", "--noapi", "--bind", "127.0.0.1", "--grpc_port", "0",
                         "--bus_port", "0", "--discovery", "static",
                         "--heartbeat_timeout_ms", str(HEARTBEAT_TIMEOUT_MS),
                         "--state_dir", str(tmp_path / name), *extra],
@@ -231,7 +231,7 @@ class Bridge:
 
 def mdns_built_in(exo_node_bin, tmp_path):
     """Whether this exo-node discovers peers with mDNS (it says so in its status file)."""
-    probe = Node("mdnsprobe", [exo_node_bin, "serve", "--bind", "127.0.0.1", "--grpc_port", "0",
+    probe = Node("mdnsprobe", [exo_node_bin, "serve", "--noapi", "--bind", "127.0.0.1", "--grpc_port", "0",
                                "--bus_port", "0", "--discovery", "static",
                                "--state_dir", str(tmp_path / "mdnsprobe")],
                  tmp_path / "mdnsprobe", tmp_path)
@@ -267,7 +267,7 @@ def test_cluster_netns(exo_node_bin, tmp_path, discovery):
         ns, ip, interface = bridge.add_node(index)
         addresses[name] = ip
         namespaces[name] = (ns, interface)
-        args = ["ip", "netns", "exec", ns, exo_node_bin, "serve",
+        args = ["ip", "netns", "exec", ns, exo_node_bin, "serve", "--noapi",
                 "--heartbeat_timeout_ms", str(HEARTBEAT_TIMEOUT_MS),
                 "--state_dir", str(tmp_path / name), "--discovery", discovery]
         if discovery == "mdns":
