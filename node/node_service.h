@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "exo/v1/node.grpc.pb.h"
+#include "node/wire.h"  // ToGrpcStatus, FromGrpcStatus
 
 namespace exo::node {
 
@@ -60,10 +61,6 @@ class NodeServiceImpl final : public exo::v1::NodeService::Service {
   absl::Mutex mu_;
   StageHandlers* stages_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
-
-// Converts between absl and gRPC status (the codes are the same numbers).
-grpc::Status ToGrpcStatus(const absl::Status& status);
-absl::Status FromGrpcStatus(const grpc::Status& status);
 
 }  // namespace exo::node
 
