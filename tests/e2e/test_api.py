@@ -316,7 +316,8 @@ def test_ollama_chat_and_generate(server):
 
     status, _, body = server.request("POST", "/api/generate", {
         "model": MODEL_ID + ":latest", "prompt": "Once upon a time", "raw": True,
-        "options": {"temperature": 0, "num_predict": 5}})
+        # Ollama's default repeat_penalty is 1.1; 1.0 makes it plain greedy, like the request below.
+        "options": {"temperature": 0, "num_predict": 5, "repeat_penalty": 1.0}})
     lines = [json.loads(line) for line in body.strip().split("\n")]
     assert status == 200 and lines[-1]["done"] and lines[-1]["eval_count"] == 5
     text = "".join(l["response"] for l in lines)
