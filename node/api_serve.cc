@@ -75,7 +75,12 @@ absl::StatusOr<std::unique_ptr<HttpService>> HttpService::Start(const HttpServic
   auto model_info = std::make_shared<nlohmann::json>();
   auto model_mu = std::make_shared<absl::Mutex>();
   auto port = std::make_shared<std::atomic<int>>(options.http.port);
-  http.cluster_view = [model_info, model_mu, options, port]() {
+  std::shared_ptr<CoordinatorSlot> slot = service->slot_;
+  http.cluster_view = [model_info, model_mu, options, port, slot]() {
+    {
+      absl::MutexLock lock(&slot->mu);
+      if (slot->coordinator != nullptr) return slot->coordinator->ClusterView();
+    }
     nlohmann::json view = SingleNodeView(options.http.host, port->load(), options.model);
     absl::MutexLock lock(model_mu.get());
     if (!model_info->is_null()) {
@@ -105,6 +110,14 @@ absl::StatusOr<std::unique_ptr<HttpService>> HttpService::Start(const HttpServic
     return service;
   }
   ApiServer* api = service->server_.get();
+  if (options.cluster != nullptr) {
+    CoordinatorOptions coordinator = options.coordinator;
+    coordinator.model = options.model;
+    service->coordinator_ = Coordinator::Start(*options.cluster, *api, std::move(coordinator));
+    absl::MutexLock lock(&service->slot_->mu);
+    service->slot_->coordinator = service->coordinator_.get();
+    return service;
+  }
   api->SetLoading(std::filesystem::path(options.model.path).stem().string());
   // The loader thread maps and prepares the model, then hands it to the server.
   service->loader_ = std::thread([api, options, model_info, model_mu, &err] {
@@ -131,6 +144,11 @@ absl::StatusOr<std::unique_ptr<HttpService>> HttpService::Start(const HttpServic
 }
 
 HttpService::~HttpService() {
+  {
+    absl::MutexLock lock(&slot_->mu);
+    slot_->coordinator = nullptr;
+  }
+  coordinator_.reset();
   if (loader_.joinable()) loader_.join();
   server_.reset();
 }

@@ -10,12 +10,19 @@
 
 #include "absl/status/statusor.h"
 #include "node/api_server.h"
+#include "node/coordinator.h"
 
 namespace exo::node {
+
+class ClusterNode;
 
 struct HttpServiceOptions {
   ApiServerOptions http;
   ServeModelOptions model;  // model.path empty: serve without a model
+  // Set when the node is part of a cluster: a Coordinator plans the model over the cluster and
+  // serves it (locally or pipelined) instead of loading it here. Must outlive the service.
+  ClusterNode* cluster = nullptr;
+  CoordinatorOptions coordinator;  // its `model` is replaced by `model` above
 };
 
 class HttpService {
@@ -29,7 +36,14 @@ class HttpService {
 
  private:
   HttpService() = default;
+  // Read by the cluster view while the server runs; cleared before the coordinator goes.
+  struct CoordinatorSlot {
+    absl::Mutex mu;
+    Coordinator* coordinator ABSL_GUARDED_BY(mu) = nullptr;
+  };
+  std::shared_ptr<CoordinatorSlot> slot_ = std::make_shared<CoordinatorSlot>();
   std::unique_ptr<ApiServer> server_;
+  std::unique_ptr<Coordinator> coordinator_;
   std::thread loader_;
 };
 

@@ -540,10 +540,12 @@ class ApiServer::Impl {
   int port() const { return port_; }
   Metrics& metrics() { return metrics_; }
 
-  void SetLoading(const std::string& id) {
+  void SetLoading(const std::string& id, const std::string& detail) {
     absl::MutexLock lock(&mu_);
     state_ = State::kLoading;
     loading_id_ = id;
+    loading_detail_ = detail;
+    model_.reset();  // requests already running keep their own reference
   }
   void SetModel(std::shared_ptr<ServedModel> model) {
     absl::MutexLock lock(&mu_);
@@ -590,7 +592,10 @@ class ApiServer::Impl {
       case State::kReady:
         return model_;
       case State::kLoading:
-        SetError(res, 503, absl::StrCat("the model ", loading_id_, " is still loading; retry soon"),
+        SetError(res, 503,
+                 absl::StrCat("the model ", loading_id_, " is still loading",
+                              loading_detail_.empty() ? "" : absl::StrCat(" (", loading_detail_, ")"),
+                              "; retry soon"),
                  dialect);
         return nullptr;
       case State::kFailed:
@@ -680,6 +685,7 @@ class ApiServer::Impl {
           res.status = 503;
           res.set_header("Retry-After", "1");
           body = {{"status", "loading"}, {"model", loading_id_}};
+          if (!loading_detail_.empty()) body["detail"] = loading_detail_;
           break;
         case State::kFailed:
           res.status = 503;
@@ -852,7 +858,7 @@ class ApiServer::Impl {
     }
     absl::StatusOr<std::vector<int32_t>> prompt = BuildPrompt(*model, *request);
     if (!prompt.ok()) return SetStatusError(res, prompt.status(), dialect);
-    SequenceRequest sequence_request;
+    EngineRequest sequence_request;
     sequence_request.prompt = std::move(*prompt);
     sequence_request.max_tokens = request->max_tokens;
     sequence_request.sampling = request->sampling;
@@ -918,6 +924,7 @@ class ApiServer::Impl {
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kNoModel;
   std::string loading_id_ ABSL_GUARDED_BY(mu_);
+  std::string loading_detail_ ABSL_GUARDED_BY(mu_);  // what loading waits for, if anything
   absl::Status load_error_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<ServedModel> model_ ABSL_GUARDED_BY(mu_);
 
@@ -937,7 +944,9 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiServerOptio
 }
 
 int ApiServer::port() const { return impl_->port(); }
-void ApiServer::SetLoading(const std::string& model_id) { impl_->SetLoading(model_id); }
+void ApiServer::SetLoading(const std::string& model_id, const std::string& detail) {
+  impl_->SetLoading(model_id, detail);
+}
 void ApiServer::SetModel(std::shared_ptr<ServedModel> model) { impl_->SetModel(std::move(model)); }
 void ApiServer::SetLoadError(const absl::Status& status) { impl_->SetLoadError(status); }
 Metrics& ApiServer::metrics() { return impl_->metrics(); }
@@ -945,7 +954,8 @@ Metrics& ApiServer::metrics() { return impl_->metrics(); }
 // ---- Loading
 // -------------------------------------------------------------------------------------
 
-absl::StatusOr<std::shared_ptr<ServedModel>> LoadServedModel(const ServeModelOptions& options) {
+absl::StatusOr<std::shared_ptr<ServedModel>> LoadServedModelFrontEnd(
+    const ServeModelOptions& options) {
   auto model = std::make_shared<ServedModel>();
   model->path = options.path;
   model->id = std::filesystem::path(options.path).stem().string();
@@ -970,6 +980,36 @@ absl::StatusOr<std::shared_ptr<ServedModel>> LoadServedModel(const ServeModelOpt
   if (options.num_slots < 1 || options.num_slots > 1024) {
     return absl::InvalidArgumentError("--max_sequences must be between 1 and 1024");
   }
+  int64_t parameters = 0;
+  std::map<std::string, int> types;
+  for (const runtime::GgufTensorInfo& t : model->file->tensors()) {
+    parameters += t.num_elements();
+    types[kernels::TypeName(t.type)]++;
+  }
+  std::string quantization;
+  // The most common tensor type stands for the quantisation.
+  int best = 0;
+  for (const auto& [type, count] : types) {
+    if (count > best) best = count, quantization = type;
+  }
+  model->details = {{"architecture", runtime::ArchitectureName(config.arch)},
+                    {"name", config.name},
+                    {"parameters", parameters},
+                    {"parameter_size", absl::StrFormat("%.0fM", parameters / 1e6)},
+                    {"quantization", quantization},
+                    {"context_length", std::min(options.context, config.context_length)},
+                    {"trained_context_length", config.context_length},
+                    {"layers", config.n_layer},
+                    {"embedding_length", config.n_embd},
+                    {"vocab_size", config.n_vocab},
+                    {"max_sequences", options.num_slots},
+                    {"chat_template", template_source}};
+  return model;
+}
+
+absl::StatusOr<std::shared_ptr<ServedModel>> LoadServedModel(const ServeModelOptions& options) {
+  ASSIGN_OR_RETURN(std::shared_ptr<ServedModel> model, LoadServedModelFrontEnd(options));
+  ASSIGN_OR_RETURN(runtime::ModelConfig config, runtime::ReadModelConfig(*model->file));
   model->pool = std::make_unique<kernels::ThreadPool>(options.threads);
   runtime::StageOptions stage_options;
   stage_options.layers = {0, config.n_layer};
@@ -988,33 +1028,8 @@ absl::StatusOr<std::shared_ptr<ServedModel>> LoadServedModel(const ServeModelOpt
     return tokenizer->IsEndOfGeneration(id);
   };
   ASSIGN_OR_RETURN(model->engine, Engine::Create(*model->batch_model, engine_options));
-
-  int64_t parameters = 0;
-  std::map<std::string, int> types;
-  for (const runtime::GgufTensorInfo& t : model->file->tensors()) {
-    parameters += t.num_elements();
-    types[kernels::TypeName(t.type)]++;
-  }
-  std::string quantization;
-  // The most common tensor type stands for the quantisation.
-  int best = 0;
-  for (const auto& [type, count] : types) {
-    if (count > best) best = count, quantization = type;
-  }
-  model->details = {{"architecture", runtime::ArchitectureName(config.arch)},
-                    {"name", config.name},
-                    {"parameters", parameters},
-                    {"parameter_size", absl::StrFormat("%.0fM", parameters / 1e6)},
-                    {"quantization", quantization},
-                    {"context_length", stage_options.context},
-                    {"trained_context_length", config.context_length},
-                    {"layers", config.n_layer},
-                    {"embedding_length", config.n_embd},
-                    {"vocab_size", config.n_vocab},
-                    {"weight_bytes", model->stage->weight_bytes()},
-                    {"kv_cache_bytes", model->stage->kv_cache_bytes()},
-                    {"max_sequences", options.num_slots},
-                    {"chat_template", template_source}};
+  model->details["weight_bytes"] = model->stage->weight_bytes();
+  model->details["kv_cache_bytes"] = model->stage->kv_cache_bytes();
   return model;
 }
 

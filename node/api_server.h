@@ -37,7 +37,7 @@ struct ServedModel {
   std::unique_ptr<kernels::ThreadPool> pool;
   std::unique_ptr<runtime::Stage> stage;
   std::unique_ptr<BatchModel> batch_model;
-  std::unique_ptr<Engine> engine;  // destroyed first (declared last)
+  std::unique_ptr<GenerationBackend> engine;  // destroyed first (declared last)
 };
 
 struct ApiServerOptions {
@@ -59,8 +59,10 @@ class ApiServer {
   ApiServer& operator=(const ApiServer&) = delete;
 
   int port() const;
-  // The model being loaded (health says 503 "loading" until SetModel).
-  void SetLoading(const std::string& model_id);
+  // The model being loaded (health says 503 "loading" until SetModel), and what the loading
+  // waits for ("waiting for capacity: ...", shown in health and in 503 errors). Drops the model
+  // served so far; requests already running keep it until they end.
+  void SetLoading(const std::string& model_id, const std::string& detail = "");
   void SetModel(std::shared_ptr<ServedModel> model);
   void SetLoadError(const absl::Status& status);
   Metrics& metrics();
@@ -82,6 +84,10 @@ struct ServeModelOptions {
   int32_t max_queue = 64;  // requests waiting for a slot
 };
 absl::StatusOr<std::shared_ptr<ServedModel>> LoadServedModel(const ServeModelOptions& options);
+// The parts every coordinator needs, without weights in memory: the mapped file, tokenizer, chat
+// template and details. The caller adds a generation backend (the cluster's pipeline).
+absl::StatusOr<std::shared_ptr<ServedModel>> LoadServedModelFrontEnd(
+    const ServeModelOptions& options);
 
 }  // namespace exo::node
 

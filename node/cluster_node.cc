@@ -19,6 +19,7 @@
 #include "nlohmann/json.hpp"
 #include "node/bus.h"
 #include "node/capabilities.h"
+#include "node/cluster_auth.h"
 #include "node/identity.h"
 
 namespace exo::node {
@@ -93,8 +94,10 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
     node->state_.self = {node_id, RandomUint64(), UnixMillis(absl::Now())};
   }
   node->capabilities_ = LocalCapabilities(o.state_dir);
-  node->capabilities_.memory_bandwidth_bytes_per_second =
-      node->capabilities_.memory_bandwidth_bytes_per_second;
+  if (o.memory_limit_bytes > 0) {
+    node->capabilities_.memory_bytes =
+        std::min(node->capabilities_.memory_bytes, o.memory_limit_bytes);
+  }
 
   BusOptions bus_options;
   bus_options.bind_address = o.bind_address;
@@ -119,7 +122,22 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
                                                             exo::v1::HelloResponse* response) {
     return self->HandleHello(peer, request, response);
   });
+  // The pipeline stage: peers that prove the cluster key may load a shard here, send frames and
+  // fetch tensors of the local model file.
+  node->stage_authenticator_ = std::make_unique<ClusterKeyAuthenticator>(o.cluster_key);
+  ShardHandlerOptions shard_options;
+  shard_options.model_path = o.model_path;
+  shard_options.models_dir = o.models_dir;
+  shard_options.threads = o.stage_threads;
+  shard_options.authorize_outgoing = exo::node::DataPathAuthorizer(o.cluster_key, node_id);
+  shard_options.log = o.stage_log != nullptr ? o.stage_log : &std::cerr;
+  node->shards_ =
+      std::make_unique<ShardHandler>(std::move(shard_options), node->stage_authenticator_.get());
+  node->service_->SetStageHandlers(node->shards_.get());
   grpc::ServerBuilder builder;
+  // Frames of wide models (256 rows of 8192 floats = 8 MiB) exceed gRPC's 4 MiB default.
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
   int bound_port = 0;
   builder.AddListeningPort(JoinHostPort(o.bind_address, o.grpc_port),
                            grpc::InsecureServerCredentials(), &bound_port);
@@ -154,6 +172,10 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
 ClusterNode::~ClusterNode() { Stop(); }
 
 void ClusterNode::Log(const std::string& line) const { options_.log(line); }
+
+std::function<void(grpc::ClientContext&)> ClusterNode::DataPathAuthorizer() const {
+  return exo::node::DataPathAuthorizer(options_.cluster_key, node_id());
+}
 
 std::vector<discovery::TxtEntry> ClusterNode::MdnsTxt() const {
   return {{"id", state_.self.node_id},

@@ -31,6 +31,7 @@
 #include "node/handshake.h"
 #include "node/membership.h"
 #include "node/node_service.h"
+#include "node/shard_handler.h"
 
 namespace grpc {
 class Server;
@@ -64,6 +65,15 @@ struct ClusterNodeOptions {
   absl::Duration hello_timeout = absl::Milliseconds(800);
   absl::Duration status_interval = absl::Milliseconds(250);
   int protocol_version = kProtocolVersion;  // tests play an incompatible node with this
+  // Caps the memory this node offers the cluster (weights, KV and scratch); 0: what is free.
+  uint64_t memory_limit_bytes = 0;
+  // The pipeline-stage side (LoadShard / Forward / FetchTensors from peers holding the key):
+  // a local GGUF file to serve shards and tensors from (empty: fetch a shard's tensors from the
+  // peer the plan names), where fetched tensors are cached, and compute threads (0: cores).
+  std::string model_path;
+  std::string models_dir;
+  int32_t stage_threads = 0;
+  std::ostream* stage_log = nullptr;  // shard loading and fetch progress; null: stderr
   // Receives log lines (no newline). Default: "exo-node: <line>" on stderr.
   std::function<void(const std::string&)> log;
 };
@@ -93,8 +103,10 @@ class ClusterNode {
   void AddCandidate(const discovery::PeerInfo& peer, const std::string& source)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Where the stage server (issue 5) installs LoadShard / Forward / FetchTensors.
   NodeServiceImpl& service() { return *service_; }
+  const ClusterKey& cluster_key() const { return options_.cluster_key; }
+  // Adds this node's data-path token (node/cluster_auth.h) to an outgoing call.
+  std::function<void(grpc::ClientContext&)> DataPathAuthorizer() const;
 
  private:
   struct Candidate {
@@ -135,6 +147,8 @@ class ClusterNode {
   NodeCapabilities capabilities_;
   uint16_t grpc_port_ = 0;
   std::unique_ptr<NodeServiceImpl> service_;
+  std::unique_ptr<PeerAuthenticator> stage_authenticator_;
+  std::unique_ptr<ShardHandler> shards_;  // this node's pipeline stage
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Bus> bus_;
   std::unique_ptr<discovery::MdnsService> mdns_;  // null when mDNS is off or failed to start

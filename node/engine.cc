@@ -145,7 +145,7 @@ Engine::~Engine() {
   thread_.join();
 }
 
-absl::StatusOr<std::shared_ptr<Sequence>> Engine::Submit(SequenceRequest request) {
+absl::StatusOr<std::shared_ptr<Sequence>> Engine::Submit(EngineRequest request) {
   if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
   for (int32_t id : request.prompt) {
     if (id < 0 || id >= model_.vocab_size()) {

@@ -59,7 +59,7 @@ std::unique_ptr<BatchModel> StageBatchModel(runtime::Stage& stage);
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
 const char* FinishReasonName(FinishReason reason);  // "stop", "length", "cancelled", "error"
 
-struct SequenceRequest {
+struct EngineRequest {
   std::vector<int32_t> prompt;  // at least one token
   int32_t max_tokens = -1;      // -1: until the context is full
   runtime::SamplingParams sampling;
@@ -93,6 +93,7 @@ class Sequence {
 
  private:
   friend class Engine;
+  friend class PipelineBackend;
   explicit Sequence(int32_t prompt_tokens, absl::Time submit_time)
       : prompt_tokens_(prompt_tokens), submit_time_(submit_time) {}
   void Push(TokenEvent event);
@@ -131,27 +132,37 @@ struct EngineStats {
   int64_t cancelled_sequences = 0;
 };
 
-class Engine {
+// What the HTTP API generates with: the local continuous-batching Engine, or a PipelineBackend
+// (node/pipeline_backend.h) that runs sequences through the cluster's pipeline stages.
+class GenerationBackend {
+ public:
+  virtual ~GenerationBackend() = default;
+  // Queues a request. InvalidArgument when the prompt is empty, holds ids outside the vocabulary
+  // or leaves no room in the context; ResourceExhausted when the queue is full (retry later).
+  virtual absl::StatusOr<std::shared_ptr<Sequence>> Submit(EngineRequest request) = 0;
+  virtual EngineStats stats() const = 0;
+  virtual int32_t context() const = 0;  // KV positions per sequence
+};
+
+class Engine : public GenerationBackend {
  public:
   // `model` must outlive the engine. Starts the engine thread.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(BatchModel& model,
                                                         const EngineOptions& options);
   // Finishes every sequence as cancelled and joins the engine thread.
-  ~Engine();
+  ~Engine() override;
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Queues a request. InvalidArgument when the prompt is empty, holds ids outside the vocabulary
-  // or leaves no room in the context; ResourceExhausted when the queue is full (retry later).
-  absl::StatusOr<std::shared_ptr<Sequence>> Submit(SequenceRequest request);
+  absl::StatusOr<std::shared_ptr<Sequence>> Submit(EngineRequest request) override;
 
-  EngineStats stats() const;
-  int32_t context() const { return model_.context(); }
+  EngineStats stats() const override;
+  int32_t context() const override { return model_.context(); }
 
  private:
   struct Active {
     std::shared_ptr<Sequence> sequence;
-    SequenceRequest request;
+    EngineRequest request;
     std::unique_ptr<runtime::Sampler> sampler;
     std::vector<int32_t> history;  // prompt, then generated tokens
     int32_t slot = 0;
@@ -167,7 +178,7 @@ class Engine {
   BatchModel& model_;
   const EngineOptions options_;
   mutable absl::Mutex mu_;
-  std::deque<std::pair<std::shared_ptr<Sequence>, SequenceRequest>> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<std::shared_ptr<Sequence>, EngineRequest>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   // Owned by the engine thread.

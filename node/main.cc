@@ -73,9 +73,9 @@ ABSL_FLAG(std::string, fleet, "",
           "plan: JSON file describing the nodes (id, memory, bandwidth, kind) and links "
           "(latency); see docs/planner.md.");
 ABSL_FLAG(std::string, strategy, "optimal",
-          "plan: 'optimal' (fastest estimated time per token) or 'ring' (exo's memory-weighted "
-          "split).");
-ABSL_FLAG(int32_t, max_stages, 0, "plan: at most this many pipeline stages; 0 = no limit.");
+          "plan, serve: 'optimal' (fastest estimated time per token) or 'ring' (exo's "
+          "memory-weighted split).");
+ABSL_FLAG(int32_t, max_stages, 0, "plan, serve: at most this many pipeline stages; 0 = no limit.");
 ABSL_FLAG(bool, json, false, "bench, peers: print the figures as JSON.");
 ABSL_FLAG(std::string, state_dir, "",
           "serve, peers, doctor: the node's state directory (node id, status file). Default: "
@@ -111,7 +111,7 @@ ABSL_FLAG(std::string, pipeline, "",
 ABSL_FLAG(std::string, layers, "",
           "generate --pipeline: layer range of each stage, e.g. 0:6,6:12,12:18; default: even.");
 ABSL_FLAG(std::string, wire_dtype, "f32",
-          "generate --pipeline: hidden states between stages as f32 (exact), bf16 or f16 (half "
+          "generate --pipeline, serve: hidden states between stages as f32 (exact), bf16 or f16 (half "
           "the bytes, not bit-exact; f16 overflows on models with large activations, e.g. "
           "Gemma).");
 // HTTP API (docs/api.md).
@@ -127,6 +127,12 @@ ABSL_FLAG(bool, api, true,
           "serve: serve the HTTP API and web UI (--noapi: a node that only contributes capacity).");
 ABSL_FLAG(bool, cluster, true,
           "serve: join the cluster (gRPC, event bus, discovery); --nocluster serves the API alone.");
+ABSL_FLAG(std::string, memory_limit, "",
+          "serve: most memory this node offers the cluster for weights, KV cache and scratch "
+          "(\"2GiB\", \"512MB\", bytes); default: what is free at start.");
+ABSL_FLAG(int32_t, plan_wait_ms, 2000,
+          "serve: how long the node serving the API waits for peers before planning the model "
+          "over the cluster.");
 
 namespace {
 
@@ -211,6 +217,18 @@ absl::StatusOr<exo::node::ClusterNodeOptions> ClusterOptionsFromFlags() {
     }
     *out = static_cast<uint16_t>(value);
   }
+  if (const std::string limit = absl::GetFlag(FLAGS_memory_limit); !limit.empty()) {
+    absl::StatusOr<double> bytes = exo::node::ParseByteQuantity(limit, /*allow_rate=*/false);
+    if (!bytes.ok() || *bytes < 1048576.0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--memory_limit: '", limit, "' is not a size of at least 1 MiB (e.g. 2GiB, 512MB)"));
+    }
+    o.memory_limit_bytes = static_cast<uint64_t>(*bytes);
+  }
+  o.model_path = absl::GetFlag(FLAGS_model);
+  if (o.model_path.empty()) o.model_path = exo::node::InstalledDefaultModel();
+  o.models_dir = exo::node::ModelsDir();
+  o.stage_threads = absl::GetFlag(FLAGS_threads);
   const int32_t timeout = absl::GetFlag(FLAGS_heartbeat_timeout_ms);
   if (timeout < 1000) {
     return absl::InvalidArgumentError(
@@ -293,6 +311,27 @@ int Serve() {
     s.model.batch = absl::GetFlag(FLAGS_batch);
     s.model.num_slots = absl::GetFlag(FLAGS_max_sequences);
     s.model.max_queue = absl::GetFlag(FLAGS_max_queue);
+    if (node != nullptr && !s.model.path.empty()) {
+      s.cluster = node.get();
+      const int32_t wait = absl::GetFlag(FLAGS_plan_wait_ms);
+      if (wait < 0) return UsageError("--plan_wait_ms must be 0 or more");
+      s.coordinator.settle = absl::Milliseconds(wait);
+      const std::string strategy = absl::GetFlag(FLAGS_strategy);
+      if (strategy == "ring") {
+        s.coordinator.strategy = exo::partition::Strategy::kRing;
+      } else if (strategy != "optimal") {
+        return UsageError("--strategy must be optimal or ring");
+      }
+      s.coordinator.max_stages = absl::GetFlag(FLAGS_max_stages);
+      const std::string dtype = absl::GetFlag(FLAGS_wire_dtype);
+      if (dtype == "bf16") {
+        s.coordinator.wire_dtype = exo::node::WireDType::kBf16;
+      } else if (dtype == "f16") {
+        s.coordinator.wire_dtype = exo::node::WireDType::kF16;
+      } else if (dtype != "f32") {
+        return UsageError("--wire_dtype must be f32, bf16 or f16");
+      }
+    }
     auto started = exo::node::HttpService::Start(s, std::cout, std::cerr);
     if (!started.ok()) {
       std::cerr << "exo-node: error: " << started.status().message() << "\n";

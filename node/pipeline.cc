@@ -94,6 +94,7 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Connect(const PipelineOption
     request.set_max_sequences(options.max_sequences);
     request.set_max_batch_tokens(options.prefill_chunk);
     if (i + 1 < n) request.set_next_stage(options.stages[i + 1]);
+    request.set_fetch_from(options.fetch_from);
     v1::LoadShardResponse response;
     const grpc::Status status = stub->LoadShard(&ctx, request, &response);
     if (!status.ok()) {

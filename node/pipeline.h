@@ -43,6 +43,8 @@ struct PipelineOptions {
   int32_t max_sequences = 4;    // sequences in flight at once
   int32_t prefill_chunk = 256;  // prompt tokens per frame
   WireDType dtype = WireDType::kF32;
+  // host:port of a node holding the model file, for stages that lack it (LoadShard.fetch_from).
+  std::string fetch_from;
   // Adds the coordinator's session token to each call.
   std::function<void(grpc::ClientContext&)> authorize;
 };

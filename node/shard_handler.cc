@@ -305,23 +305,33 @@ grpc::Status ShardHandler::LoadShard(grpc::ServerContext* context,
   }
   absl::MutexLock load_lock(&load_mu_);
   const ModelIdentity want = IdentityFromProto(request->model());
+  // Where this node's tensors come from when it lacks the file: the flag, else the plan.
+  const std::string fetch_from =
+      !options_.fetch_from.empty() ? options_.fetch_from : request->fetch_from();
   std::shared_ptr<const runtime::GgufFile> file;
   if (!options_.model_path.empty()) {
     auto local = source_->Local();
     if (!local.ok()) return ToGrpcStatus(local.status());
     const ModelIdentity& have = local->second;
-    if ((want.file_size != 0 && want.file_size != have.file_size) ||
-        (!want.sha256.empty() && want.sha256 != have.sha256)) {
+    const bool same = (want.file_size == 0 || want.file_size == have.file_size) &&
+                      (want.sha256.empty() || want.sha256 == have.sha256);
+    if (same) {
+      file = local->first;
+    } else if (fetch_from.empty()) {
       return grpc::Status(
           grpc::StatusCode::FAILED_PRECONDITION,
           absl::StrCat("the plan names model ", want.name, " (sha256 ",
                        HexString(want.sha256).substr(0, 16), "...) but this node's file ",
                        options_.model_path, " is sha256 ", HexString(have.sha256).substr(0, 16),
                        "...; give this node the same file"));
+    } else if (options_.log != nullptr) {
+      *options_.log << "this node's " << options_.model_path << " is not " << want.name
+                    << "; fetching the shard's tensors from " << fetch_from << "\n"
+                    << std::flush;
     }
-    file = local->first;
-  } else if (!options_.fetch_from.empty()) {
-    auto stub = v1::NodeService::NewStub(MakePeerChannel(options_.fetch_from));
+  }
+  if (file == nullptr && !fetch_from.empty()) {
+    auto stub = v1::NodeService::NewStub(MakePeerChannel(fetch_from));
     FetchOptions fetch;
     fetch.model = want;
     fetch.layers = {request->layer_begin(), request->layer_end()};
@@ -333,14 +343,14 @@ grpc::Status ShardHandler::LoadShard(grpc::ServerContext* context,
     absl::StatusOr<FetchResult> fetched = FetchShardTensors(*stub, fetch);
     if (!fetched.ok()) {
       return grpc::Status(static_cast<grpc::StatusCode>(fetched.status().code()),
-                          absl::StrCat("fetching the shard's tensors from ", options_.fetch_from,
+                          absl::StrCat("fetching the shard's tensors from ", fetch_from,
                                        " failed: ", fetched.status().message()));
     }
     absl::StatusOr<std::unique_ptr<runtime::GgufFile>> opened =
         runtime::GgufFile::Open(fetched->path);
     if (!opened.ok()) return ToGrpcStatus(opened.status());
     file = std::move(*opened);
-  } else {
+  } else if (file == nullptr) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "this node has neither a model file nor a peer to fetch it from");
   }

@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "exo/v1/node.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "node/node_service.h"
 
 namespace exo::node {
 
@@ -67,24 +68,24 @@ class Shard;
 class ModelSource;
 }  // namespace internal
 
-class ShardHandler {
+class ShardHandler : public StageHandlers {
  public:
   // `authenticator` must outlive the handler.
   ShardHandler(ShardHandlerOptions options, PeerAuthenticator* authenticator);
-  ~ShardHandler();
+  ~ShardHandler() override;
   ShardHandler(const ShardHandler&) = delete;
   ShardHandler& operator=(const ShardHandler&) = delete;
 
   // Loads (or replaces) this node's shard: opens the model (fetching the shard's tensors from
   // the peer when the file is absent), creates the stage, and links to the next stage.
   grpc::Status LoadShard(grpc::ServerContext* context, const v1::LoadShardRequest* request,
-                         v1::LoadShardResponse* response);
+                         v1::LoadShardResponse* response) override;
   // One persistent stream of frames in and results out; returns when the peer closes it, after
   // cancelling the sequences that came in on it.
   grpc::Status Forward(grpc::ServerContext* context,
-                       grpc::ServerReaderWriter<v1::ForwardResult, v1::ForwardFrame>* stream);
+                       grpc::ServerReaderWriter<v1::ForwardResult, v1::ForwardFrame>* stream) override;
   grpc::Status FetchTensors(grpc::ServerContext* context, const v1::FetchTensorsRequest* request,
-                            grpc::ServerWriter<v1::TensorChunk>* writer);
+                            grpc::ServerWriter<v1::TensorChunk>* writer) override;
 
  private:
   std::shared_ptr<internal::Shard> CurrentShard();

@@ -552,14 +552,14 @@ absl::Status NothingFits(const Search& search, const ModelProfile& model) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "the model does not fit on the %d usable nodes: it needs at least %s (weights, KV cache "
         "for %d tokens, scratch) but they have %s in total, %s missing%s; add nodes, raise "
-        "--memory-limit or lower --ctx",
+        "--memory_limit or lower --ctx",
         order.size(), FormatBytes(needed), model.context_length, FormatBytes(available),
         FormatBytes(needed - available), split));
   }
   return absl::ResourceExhaustedError(absl::StrFormat(
       "the model does not fit on the %d usable nodes: together they have %s for the %s it needs, "
       "but whole layers plus each stage's %s of scratch cannot be split to fit%s; add nodes, "
-      "raise --memory-limit or lower --ctx",
+      "raise --memory_limit or lower --ctx",
       order.size(), FormatBytes(available), FormatBytes(needed), FormatBytes(model.scratch_bytes),
       split));
 }

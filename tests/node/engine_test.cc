@@ -100,7 +100,7 @@ TEST_F(StageEngineTest, BatchedGreedyTokensEqualSequentialOnes) {
   ASSERT_TRUE(engine.ok());
   std::vector<std::shared_ptr<Sequence>> sequences;
   for (const auto& prompt : prompts) {
-    SequenceRequest request;
+    EngineRequest request;
     request.prompt = prompt;
     request.max_tokens = 12;
     request.sampling = Greedy();
@@ -126,7 +126,7 @@ TEST_F(StageEngineTest, MoreRequestsThanSlotsQueueAndAllFinish) {
   ASSERT_TRUE(engine.ok());
   std::vector<std::shared_ptr<Sequence>> sequences;
   for (int i = 0; i < 6; ++i) {
-    SequenceRequest request;
+    EngineRequest request;
     request.prompt = {1, 10 + i, 20 + i};
     request.max_tokens = 5;
     request.sampling = Greedy();
@@ -143,7 +143,7 @@ TEST_F(StageEngineTest, ContextFullEndsWithLengthAndLongPromptsAreRefused) {
   Load(/*slots=*/1);
   auto engine = Engine::Create(*model_, EngineOptions());
   ASSERT_TRUE(engine.ok());
-  SequenceRequest request;
+  EngineRequest request;
   request.prompt = std::vector<int32_t>(64, 5);  // the context is 64
   request.sampling = Greedy();
   EXPECT_TRUE(absl::IsInvalidArgument((*engine)->Submit(request).status()));
@@ -211,8 +211,8 @@ class FakeModel : public BatchModel {
   std::vector<float> rows_;
 };
 
-SequenceRequest Request(std::vector<int32_t> prompt, int32_t max_tokens) {
-  SequenceRequest r;
+EngineRequest Request(std::vector<int32_t> prompt, int32_t max_tokens) {
+  EngineRequest r;
   r.prompt = std::move(prompt);
   r.max_tokens = max_tokens;
   r.sampling = Greedy();
@@ -310,7 +310,7 @@ TEST(EngineTest, LogprobsComeWithTheirAlternatives) {
   FakeModel model(/*slots=*/1, /*batch=*/16);
   auto engine = Engine::Create(model, EngineOptions());
   ASSERT_TRUE(engine.ok());
-  SequenceRequest request = Request({1}, 2);
+  EngineRequest request = Request({1}, 2);
   request.top_logprobs = 3;
   auto sequence = (*engine)->Submit(request);
   ASSERT_TRUE(sequence.ok());

@@ -448,7 +448,7 @@ TEST(Planner, SaysHowMuchIsMissingOnWhichNodes) {
     EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
     EXPECT_THAT(plan.status().message(),
                 AllOf(HasSubstr("96.00 GiB"), HasSubstr("missing"), HasSubstr("node 'mac'"),
-                      HasSubstr("node 'gpu'"), HasSubstr("node 'pi'"), HasSubstr("--memory-limit")))
+                      HasSubstr("node 'gpu'"), HasSubstr("node 'pi'"), HasSubstr("--memory_limit")))
         << plan.status();
   }
 }
