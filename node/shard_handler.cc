@@ -238,6 +238,22 @@ class Shard {
       }
       if (up) up->Write(result);
     }
+    // The next stage is gone (or refused us): every sequence routed through here waits for a
+    // result that will not come, so each gets an error now instead of hanging.
+    std::map<uint64_t, std::shared_ptr<Upstream>> orphans;
+    {
+      absl::MutexLock lock(&routes_mu_);
+      orphans.swap(routes_);
+    }
+    for (const auto& [id, up] : orphans) {
+      v1::ForwardResult result;
+      result.set_sequence_id(id);
+      result.set_plan_epoch(plan_epoch());
+      StatusToResult(absl::UnavailableError(absl::StrCat(
+                         "the stream to the next stage at ", next_stage_, " ended")),
+                     &result);
+      up->Write(result);
+    }
   }
 
   // Ends the downstream stream (worker thread or destructor only).
@@ -273,9 +289,10 @@ namespace {
 grpc::Status Unauthenticated(const char* rpc) {
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                       absl::StrCat(rpc,
-                                   " refused: the caller has not completed the Hello handshake "
-                                   "(missing or unknown session token in metadata '",
-                                   kSessionTokenMetadataKey, "')"));
+                                   " refused: the caller did not prove this cluster's key (missing "
+                                   "or invalid token in metadata '",
+                                   kSessionTokenMetadataKey,
+                                   "'; every node needs the same --cluster_key)"));
 }
 
 }  // namespace

@@ -409,7 +409,7 @@ TEST_F(PipelineTest, UnauthenticatedPeersAreRefused) {
   auto stage = MakeStage(&auth);
   absl::Status load = LoadLast(stage->address, *identity_);
   EXPECT_EQ(load.code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_THAT(std::string(load.message()), HasSubstr("has not completed the Hello handshake"));
+  EXPECT_THAT(std::string(load.message()), HasSubstr("did not prove this cluster's key"));
   {
     RawStream stream(stage->address, "wrong");
     const grpc::Status status = stream.Close();
