@@ -187,8 +187,8 @@ TEST_F(StageHostTest, RefusesBadFramesAndKeepsServing) {
        "token id 96 is outside the vocabulary [0, 96)"},
       {"empty", [](StageFrame& f) { f.token_count = 0; }, absl::StatusCode::kInvalidArgument,
        "token_count must be positive"},
-      {"draft", [](StageFrame& f) { f.has_draft_tokens = true; }, absl::StatusCode::kUnimplemented,
-       "speculative"},
+      {"draft ids", [](StageFrame& f) { f.draft_tokens = {5}; }, absl::StatusCode::kInvalidArgument,
+       "carries exactly one token id before them"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
