@@ -605,10 +605,13 @@ TEST_F(PipelineTest, SpeculativeGreedyMatchesTheSingleNodeOverOneTwoAndThreeStag
   LocalModel self = LoadLocal(*path_);
   ASSERT_TRUE(draft.stage && self.stage);
   runtime::NgramDrafter ngram(runtime::NgramOptions{});
-  for (float repetition_penalty : {1.0f, 1.3f}) {
+  // Penalties read the last stage's history, which must drop rejected drafts: the frequency
+  // penalty counts every occurrence.
+  for (float penalty : {0.0f, 0.5f}) {
     runtime::SamplingParams greedy;
     greedy.temperature = 0;
-    greedy.repetition_penalty = repetition_penalty;
+    greedy.repetition_penalty = 1.0f + penalty;
+    greedy.frequency_penalty = penalty;
     const std::vector<int32_t> expected = SingleNode(kRepeatPrompt, 40, &greedy);
     ASSERT_EQ(expected.size(), 40u);
     for (int n : {1, 2, 3}) {
@@ -622,8 +625,7 @@ TEST_F(PipelineTest, SpeculativeGreedyMatchesTheSingleNodeOverOneTwoAndThreeStag
       for (const char* kind : {"ngram", "draft", "self"}) {
         for (auto [draft_max, adaptive] : {std::pair{3, false}, {8, false}, {8, true}}) {
           SCOPED_TRACE(absl::StrCat(n, " stages, ", kind, ", draft_max ", draft_max,
-                                    adaptive ? " adaptive" : " fixed", ", penalty ",
-                                    repetition_penalty));
+                                    adaptive ? " adaptive" : " fixed", ", penalty ", penalty));
           std::unique_ptr<runtime::DraftModelDrafter> model_drafter;
           SequenceRequest r = Greedy(kRepeatPrompt, 40);
           r.sampling = greedy;
