@@ -701,6 +701,13 @@ TEST_F(PipelineTest, SpeculativeStopsAtMaxTokensAndStopTokensMidPass) {
   ASSERT_TRUE(stopped.ok()) << stopped.status();
   EXPECT_EQ(*stopped, std::vector<int32_t>(plain.begin(), plain.begin() + first));
   EXPECT_TRUE(stats.stopped_by_token);
+  // A one-token prompt: the first frame of the sequence already carries drafts.
+  auto short_prompt = request(10, nullptr, drafter);
+  short_prompt.prompt = {3};
+  auto from_one = (*pipeline)->Generate(std::move(short_prompt), &stats);
+  ASSERT_TRUE(from_one.ok()) << from_one.status();
+  EXPECT_EQ(*from_one, SingleNode({3}, 10));
+  EXPECT_GT(stats.speculative.accepted_tokens, 0);
   // The stages freed the slots: a plain sequence runs afterwards.
   auto again = (*pipeline)->Generate(Greedy(kRepeatPrompt, 30));
   ASSERT_TRUE(again.ok()) << again.status();
