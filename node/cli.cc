@@ -74,69 +74,12 @@ absl::Status WriteFile(const std::string& path, const void* data, size_t size) {
   return absl::OkStatus();
 }
 
-// The drafter `generate` asks for proposals, or null without speculation. `draft` receives the
-// draft model when one is loaded (it must outlive the drafter).
-absl::StatusOr<std::unique_ptr<runtime::Drafter>> MakeDrafter(const SpeculativeCommand& command,
-                                                              const GenerateCommand& generate,
-                                                              const LoadedModel& target,
-                                                              std::optional<LoadedModel>& draft,
-                                                              std::ostream& err) {
-  if (command.mode == SpeculativeMode::kOff) return nullptr;
-  if (command.draft_max < 1 || command.draft_max > 15) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--draft_max must be in [1, 15], got ", command.draft_max));
-  }
-  if (command.draft_min < 0 || command.draft_min > command.draft_max) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--draft_min must be in [0, --draft_max], got ", command.draft_min));
-  }
-  switch (command.mode) {
-    case SpeculativeMode::kOff:
-      return nullptr;
-    case SpeculativeMode::kNgram: {
-      if (command.ngram_min < 1 || command.ngram_max < command.ngram_min) {
-        return absl::InvalidArgumentError(absl::StrCat("need 1 <= --ngram_min <= --ngram_max, got ",
-                                                       command.ngram_min, " and ",
-                                                       command.ngram_max));
-      }
-      runtime::NgramOptions options;
-      options.ngram_min = command.ngram_min;
-      options.ngram_max = command.ngram_max;
-      return std::make_unique<runtime::NgramDrafter>(options);
-    }
-    case SpeculativeMode::kDraftModel: {
-      if (command.draft_model_path.empty()) {
-        return absl::InvalidArgumentError(
-            "--speculative=draft needs --draft_model PATH (a smaller model of the same family)");
-      }
-      ModelOptions options = generate.model;
-      options.model_path = command.draft_model_path;
-      absl::StatusOr<LoadedModel> loaded = LoadModel(options);
-      if (!loaded.ok()) {
-        return absl::Status(loaded.status().code(),
-                            absl::StrCat("draft model: ", loaded.status().message()));
-      }
-      draft = std::move(*loaded);
-      RETURN_IF_ERROR(runtime::CheckDraftVocabulary(*target.tokenizer, *draft->tokenizer));
-      err << "draft model: " << draft->stage->config().name << " (" << draft->load_seconds
-          << " s to load)\n";
-      runtime::DraftModelOptions draft_options;
-      draft_options.min_confidence = command.draft_min_confidence;
-      draft_options.one_hot_proposals = command.draft_one_hot;
-      ASSIGN_OR_RETURN(
-          std::unique_ptr<runtime::DraftModelDrafter> drafter,
-          runtime::DraftModelDrafter::Create(*draft->stage, 0, generate.sampling, draft_options));
-      return std::unique_ptr<runtime::Drafter>(std::move(drafter));
-    }
-  }
-  return nullptr;
-}
-
 absl::Status Generate(const GenerateCommand& command, std::ostream& out, std::ostream& err) {
   ASSIGN_OR_RETURN(LoadedModel model, LoadModel(command.model));
   std::optional<LoadedModel> draft_model;
   ASSIGN_OR_RETURN(std::unique_ptr<runtime::Drafter> drafter,
-                   MakeDrafter(command.speculative, command, model, draft_model, err));
+                   MakeDrafter(command.speculative, command.model, command.sampling,
+                               *model.tokenizer, draft_model, err));
   const runtime::Tokenizer& tokenizer = *model.tokenizer;
   std::vector<int32_t> tokens;
   if (command.chat_template) {

@@ -62,7 +62,7 @@ ABSL_FLAG(double, draft_p_min, 0.5,
           "generate: the draft model stops drafting when its top probability is below this.");
 ABSL_FLAG(bool, draft_greedy, false,
           "generate: the draft model proposes its most likely token even when sampling (the "
-          "output still follows the target's distribution).");
+          "output still follows the target's distribution); always on with --pipeline.");
 ABSL_FLAG(int32_t, ngram_max, 4, "generate --speculative=ngram: longest context suffix matched.");
 ABSL_FLAG(int32_t, ngram_min, 2, "generate --speculative=ngram: shortest context suffix matched.");
 ABSL_FLAG(bool, all, false, "inspect: print metadata arrays in full.");
@@ -147,7 +147,8 @@ Usage:
   exo-node stage [--model PATH | --fetch_from HOST:PORT] [--grpc_port N]
       Serve a pipeline stage over gRPC; `generate --pipeline` tells it which layers to load.
   exo-node generate --pipeline HOST:PORT,HOST:PORT[,...] [--layers 0:9,9:18] --prompt TEXT
-      Generate through those stages (the local --model supplies the tokenizer).
+      Generate through those stages (the local --model supplies the tokenizer); speculative
+      decoding (--speculative=ngram, --draft_model PATH) drafts here, the last stage verifies.
   exo-node serve [--model PATH] [--http_port 52415] [--http_bind 0.0.0.0] [--api_key KEY]
                  [--peers HOST:PORT,...] [--cluster_key KEY] [--grpc_port 52416] ...
       Run a node: serve the OpenAI- and Ollama-compatible HTTP API and the web UI at
@@ -190,6 +191,27 @@ exo::node::ModelOptions ModelFromFlags() {
   m.threads = absl::GetFlag(FLAGS_threads);
   m.batch = absl::GetFlag(FLAGS_batch);
   return m;
+}
+
+// generate's speculative-decoding flags (single node and --pipeline); false when --speculative
+// names no mode.
+bool SpeculativeFromFlags(exo::node::SpeculativeCommand& spec) {
+  spec.draft_model_path = absl::GetFlag(FLAGS_draft_model);
+  const std::string mode = absl::GetFlag(FLAGS_speculative);
+  if (mode == "draft" || (mode.empty() && !spec.draft_model_path.empty())) {
+    spec.mode = exo::node::SpeculativeMode::kDraftModel;
+  } else if (mode == "ngram") {
+    spec.mode = exo::node::SpeculativeMode::kNgram;
+  } else if (mode != "off" && !mode.empty()) {
+    return false;
+  }
+  spec.draft_max = absl::GetFlag(FLAGS_draft_max);
+  spec.draft_min = absl::GetFlag(FLAGS_draft_min);
+  spec.draft_min_confidence = static_cast<float>(absl::GetFlag(FLAGS_draft_p_min));
+  spec.draft_one_hot = absl::GetFlag(FLAGS_draft_greedy);
+  spec.ngram_max = absl::GetFlag(FLAGS_ngram_max);
+  spec.ngram_min = absl::GetFlag(FLAGS_ngram_min);
+  return true;
 }
 
 int UsageError(const std::string& message);
@@ -388,6 +410,10 @@ int main(int argc, char** argv) {
     g.max_tokens = absl::GetFlag(FLAGS_n);
     g.sampling = SamplingFromFlags();
     g.json_out = absl::GetFlag(FLAGS_json_out);
+    if (!SpeculativeFromFlags(g.speculative)) {
+      return UsageError(absl::StrCat("--speculative must be off, draft or ngram, got '",
+                                     absl::GetFlag(FLAGS_speculative), "'"));
+    }
     return exo::node::RunPipelineGenerate(g, std::cout, std::cerr);
   }
   if (command == "stage") {
@@ -411,23 +437,10 @@ int main(int argc, char** argv) {
     g.chat_template = absl::GetFlag(FLAGS_chat_template);
     g.json_out = absl::GetFlag(FLAGS_json_out);
     g.logits_out = absl::GetFlag(FLAGS_logits_out);
-    exo::node::SpeculativeCommand& spec = g.speculative;
-    spec.draft_model_path = absl::GetFlag(FLAGS_draft_model);
-    const std::string mode = absl::GetFlag(FLAGS_speculative);
-    if (mode == "draft" || (mode.empty() && !spec.draft_model_path.empty())) {
-      spec.mode = exo::node::SpeculativeMode::kDraftModel;
-    } else if (mode == "ngram") {
-      spec.mode = exo::node::SpeculativeMode::kNgram;
-    } else if (mode != "off" && !mode.empty()) {
-      return UsageError(
-          absl::StrCat("--speculative must be off, draft or ngram, got '", mode, "'"));
+    if (!SpeculativeFromFlags(g.speculative)) {
+      return UsageError(absl::StrCat("--speculative must be off, draft or ngram, got '",
+                                     absl::GetFlag(FLAGS_speculative), "'"));
     }
-    spec.draft_max = absl::GetFlag(FLAGS_draft_max);
-    spec.draft_min = absl::GetFlag(FLAGS_draft_min);
-    spec.draft_min_confidence = static_cast<float>(absl::GetFlag(FLAGS_draft_p_min));
-    spec.draft_one_hot = absl::GetFlag(FLAGS_draft_greedy);
-    spec.ngram_max = absl::GetFlag(FLAGS_ngram_max);
-    spec.ngram_min = absl::GetFlag(FLAGS_ngram_min);
     return exo::node::RunGenerate(g, std::cout, std::cerr);
   }
   if (command == "chat") {

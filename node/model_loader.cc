@@ -44,4 +44,59 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   return model;
 }
 
+absl::StatusOr<std::unique_ptr<runtime::Drafter>> MakeDrafter(
+    const SpeculativeCommand& command, const ModelOptions& model,
+    const runtime::SamplingParams& sampling, const runtime::Tokenizer& target,
+    std::optional<LoadedModel>& draft, std::ostream& err) {
+  if (command.mode == SpeculativeMode::kOff) return nullptr;
+  if (command.draft_max < 1 || command.draft_max > 15) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--draft_max must be in [1, 15], got ", command.draft_max));
+  }
+  if (command.draft_min < 0 || command.draft_min > command.draft_max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--draft_min must be in [0, --draft_max], got ", command.draft_min));
+  }
+  switch (command.mode) {
+    case SpeculativeMode::kOff:
+      return nullptr;
+    case SpeculativeMode::kNgram: {
+      if (command.ngram_min < 1 || command.ngram_max < command.ngram_min) {
+        return absl::InvalidArgumentError(absl::StrCat("need 1 <= --ngram_min <= --ngram_max, got ",
+                                                       command.ngram_min, " and ",
+                                                       command.ngram_max));
+      }
+      runtime::NgramOptions options;
+      options.ngram_min = command.ngram_min;
+      options.ngram_max = command.ngram_max;
+      return std::make_unique<runtime::NgramDrafter>(options);
+    }
+    case SpeculativeMode::kDraftModel: {
+      if (command.draft_model_path.empty()) {
+        return absl::InvalidArgumentError(
+            "--speculative=draft needs --draft_model PATH (a smaller model of the same family)");
+      }
+      ModelOptions options = model;
+      options.model_path = command.draft_model_path;
+      absl::StatusOr<LoadedModel> loaded = LoadModel(options);
+      if (!loaded.ok()) {
+        return absl::Status(loaded.status().code(),
+                            absl::StrCat("draft model: ", loaded.status().message()));
+      }
+      draft = std::move(*loaded);
+      RETURN_IF_ERROR(runtime::CheckDraftVocabulary(target, *draft->tokenizer));
+      err << "draft model: " << draft->stage->config().name << " (" << draft->load_seconds
+          << " s to load)\n";
+      runtime::DraftModelOptions draft_options;
+      draft_options.min_confidence = command.draft_min_confidence;
+      draft_options.one_hot_proposals = command.draft_one_hot;
+      ASSIGN_OR_RETURN(
+          std::unique_ptr<runtime::DraftModelDrafter> drafter,
+          runtime::DraftModelDrafter::Create(*draft->stage, 0, sampling, draft_options));
+      return std::unique_ptr<runtime::Drafter>(std::move(drafter));
+    }
+  }
+  return nullptr;
+}
+
 }  // namespace exo::node

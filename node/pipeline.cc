@@ -163,6 +163,12 @@ absl::StatusOr<uint64_t> Pipeline::Start(SequenceRequest request) {
   std::vector<int32_t> prompt = request.prompt;
   const runtime::SamplingParams sampling = request.sampling;
   const int32_t top_logprobs = request.top_logprobs;
+  const bool speculative = request.drafter != nullptr;
+  const int32_t total = static_cast<int32_t>(prompt.size());
+  // With a drafter every step starts with the newest token, so the prompt's last token waits for
+  // the first step (as in the single-node loop), which carries the first drafts.
+  const int32_t prefill_end = speculative ? total - 1 : total;
+  std::optional<v1::ForwardFrame> first_step;
   {
     absl::MutexLock lock(&mu_);
     RETURN_IF_ERROR(broken_);
@@ -173,13 +179,28 @@ absl::StatusOr<uint64_t> Pipeline::Start(SequenceRequest request) {
     id = next_id_++;
     Sequence& s = sequences_[id];
     s.history = prompt;
-    s.stats.prompt_tokens = static_cast<int32_t>(prompt.size());
+    s.stats.prompt_tokens = total;
     s.start = std::chrono::steady_clock::now();
     s.request = std::move(request);
+    s.cached = total;
+    if (speculative) {
+      runtime::SpeculativeOptions spec = s.request.speculative;
+      spec.draft_max = std::max(
+          0, std::min({spec.draft_max, StageHost::kMaxDraftTokens, options_.prefill_chunk - 1}));
+      s.length.emplace(spec);
+      s.cached = prefill_end;
+      first_step.emplace();
+      const absl::Status prepared = PrepareStep(id, s, *first_step);
+      if (!prepared.ok()) {
+        sequences_.erase(id);
+        return prepared;
+      }
+      s.timed = false;  // its round trip includes the prompt's
+      SamplingToProto(sampling, top_logprobs, first_step->mutable_sampling());
+    }
   }
-  const int32_t total = static_cast<int32_t>(prompt.size());
-  for (int32_t pos = 0; pos < total; pos += options_.prefill_chunk) {
-    const int32_t n = std::min(options_.prefill_chunk, total - pos);
+  for (int32_t pos = 0; pos < prefill_end; pos += options_.prefill_chunk) {
+    const int32_t n = std::min(options_.prefill_chunk, prefill_end - pos);
     v1::ForwardFrame frame;
     frame.set_sequence_id(id);
     frame.set_plan_epoch(options_.plan_epoch);
@@ -187,11 +208,100 @@ absl::StatusOr<uint64_t> Pipeline::Start(SequenceRequest request) {
     frame.set_token_count(n);
     frame.set_dtype(static_cast<v1::DType>(options_.dtype));
     for (int32_t i = pos; i < pos + n; ++i) frame.add_tokens(prompt[i]);
-    frame.set_no_sample(pos + n < total);
+    frame.set_no_sample(speculative || pos + n < total);
     SamplingToProto(sampling, top_logprobs, frame.mutable_sampling());
-    if (!Send(frame)) break;  // the reader reports the broken stream
+    if (!Send(frame)) return id;  // the reader reports the broken stream
   }
+  if (first_step.has_value()) Send(*first_step);
   return id;
+}
+
+absl::Status Pipeline::PrepareStep(uint64_t id, Sequence& s, v1::ForwardFrame& frame) {
+  const int32_t first_position = static_cast<int32_t>(s.history.size()) - 1;
+  frame.Clear();
+  frame.set_sequence_id(id);
+  frame.set_plan_epoch(options_.plan_epoch);
+  frame.set_first_position(first_position);
+  frame.set_dtype(static_cast<v1::DType>(options_.dtype));
+  frame.add_tokens(s.history.back());
+  // The stages hold rejected drafts past the accepted length: this frame rolls them back.
+  if (first_position < s.cached && first_position > 0) frame.set_kv_keep_length(first_position);
+  s.drafts.clear();
+  s.requested = 0;
+  s.draft_seconds = 0;
+  if (s.request.drafter != nullptr) {
+    // Room: the frame writes positions up to first_position + k, which must fit the context, and
+    // drafting past the remaining tokens would be wasted.
+    const int32_t room = std::min(options_.context - 1 - first_position,
+                                  s.request.max_tokens - s.stats.generated_tokens - 1);
+    const int32_t want = std::max(0, std::min(s.length->Next(), room));
+    if (want > 0) {
+      const auto draft_start = std::chrono::steady_clock::now();
+      const absl::Status drafted = s.request.drafter->Draft(s.history, want, proposal_);
+      s.draft_seconds = SecondsBetween(draft_start, std::chrono::steady_clock::now());
+      s.stats.speculative.draft_seconds += s.draft_seconds;
+      if (!drafted.ok()) {
+        return absl::Status(drafted.code(), absl::StrCat("drafting failed: ", drafted.message()));
+      }
+      if (!proposal_.deterministic()) {
+        return absl::FailedPreconditionError(
+            "the drafter proposed sampled tokens, but the pipeline's last stage verifies one-hot "
+            "proposals only; use prompt lookup or a draft model with one-hot (greedy) proposals");
+      }
+      // Keep the usable prefix: at most `want` tokens, all inside the target's vocabulary.
+      for (int32_t token : proposal_.tokens) {
+        if (static_cast<int32_t>(s.drafts.size()) == want || token < 0 ||
+            (options_.n_vocab > 0 && token >= options_.n_vocab)) {
+          break;
+        }
+        s.drafts.push_back(token);
+      }
+    }
+    s.requested = want;
+    for (int32_t token : s.drafts) frame.add_draft_tokens(token);
+  }
+  frame.set_token_count(1 + static_cast<int32_t>(s.drafts.size()));
+  s.cached = first_position + frame.token_count();
+  s.timed = true;
+  s.sent = std::chrono::steady_clock::now();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SampledToken>> Pipeline::TakeStepResult(
+    Sequence& s, const v1::ForwardResult& result) {
+  const int32_t drafted = static_cast<int32_t>(s.drafts.size());
+  const int32_t accepted = result.accepted_draft_count();
+  const int32_t n = result.tokens_size();
+  bool consistent = n >= 1 && n <= drafted + 1 && accepted == n - 1;
+  for (int32_t i = 0; consistent && i < accepted; ++i) {
+    consistent = result.tokens(i).token() == s.drafts[i];
+  }
+  if (!consistent) {
+    return absl::InternalError(
+        absl::StrCat("the last stage answered a frame with ", drafted, " draft tokens with ", n,
+                     " tokens and accepted_draft_count ", accepted, " (expected 1 to ", drafted + 1,
+                     " tokens: the accepted drafts, then one more)"));
+  }
+  std::vector<SampledToken> tokens(n);
+  for (int32_t i = 0; i < n; ++i) {
+    const v1::SampledToken& t = result.tokens(i);
+    tokens[i].token = t.token();
+    tokens[i].logprob = t.logprob();
+    for (const auto& alt : t.top_logprobs()) {
+      tokens[i].top_logprobs.push_back({alt.token(), alt.logprob()});
+    }
+  }
+  if (s.length.has_value()) {
+    const double pass_seconds =
+        s.timed ? SecondsBetween(s.sent, std::chrono::steady_clock::now()) : 0.0;
+    runtime::SpeculativeStats& spec = s.stats.speculative;
+    ++spec.passes;
+    spec.drafted_tokens += drafted;
+    spec.accepted_tokens += accepted;
+    spec.verify_seconds += pass_seconds;
+    s.length->Update(s.requested, drafted, accepted, pass_seconds, s.draft_seconds);
+  }
+  return tokens;
 }
 
 void Pipeline::Cancel(uint64_t id) {
@@ -214,8 +324,7 @@ void Pipeline::ReadResults() {
     std::optional<Sequence> finished;
     absl::Status finish_status;
     std::function<bool(const SampledToken&)> on_token;
-    bool emitted = false;  // a token to hand out; the sequence may go on
-    SampledToken token;
+    std::vector<SampledToken> tokens;
     {
       absl::MutexLock lock(&mu_);
       auto it = sequences_.find(id);
@@ -228,36 +337,54 @@ void Pipeline::ReadResults() {
       } else if (result.tokens_size() == 0) {
         continue;
       } else {
-        const v1::SampledToken& t = result.tokens(0);
-        token.token = t.token();
-        token.logprob = t.logprob();
-        for (const auto& alt : t.top_logprobs()) {
-          token.top_logprobs.push_back({alt.token(), alt.logprob()});
+        absl::StatusOr<std::vector<SampledToken>> taken = TakeStepResult(s, result);
+        if (taken.ok()) {
+          tokens = std::move(*taken);
+          on_token = s.request.on_token;
+        } else {
+          finish_status = absl::Status(
+              taken.status().code(), absl::StrCat("sequence ", id, ": ", taken.status().message()));
         }
+      }
+      if (!finish_status.ok()) {
+        finished = std::move(s);
+        sequences_.erase(it);
+      }
+    }
+    // Emit the step's tokens one by one (callbacks outside the lock); the sequence may end at
+    // any of them, or be cancelled from a callback.
+    bool ended = finished.has_value();
+    for (const SampledToken& token : tokens) {
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = sequences_.find(id);
+        if (it == sequences_.end()) {
+          ended = true;  // cancelled from the callback
+          break;
+        }
+        Sequence& s = it->second;
         if (s.stats.generated_tokens == 0) {
           s.first_token = std::chrono::steady_clock::now();
           s.stats.prompt_seconds = SecondsBetween(s.start, s.first_token);
         }
         if (s.request.is_stop_token && s.request.is_stop_token(token.token)) {
           s.stats.stopped_by_token = true;
-        } else {
-          s.history.push_back(token.token);
-          ++s.stats.generated_tokens;
-          on_token = s.request.on_token;
-          emitted = true;
+          finished = std::move(s);
+          sequences_.erase(it);
+          ended = true;
+          break;
         }
+        s.history.push_back(token.token);
+        ++s.stats.generated_tokens;
+        if (s.length.has_value()) ++s.stats.speculative.emitted_tokens;
       }
-      if (!emitted) {
-        finished = std::move(s);
-        sequences_.erase(it);
-      }
-    }
-    const bool keep_going = !on_token || on_token(token);
-    std::optional<v1::ForwardFrame> next;
-    if (emitted) {
+      const bool keep_going = !on_token || on_token(token);
       absl::MutexLock lock(&mu_);
       auto it = sequences_.find(id);
-      if (it == sequences_.end()) continue;  // cancelled from the callback
+      if (it == sequences_.end()) {
+        ended = true;
+        break;
+      }
       Sequence& s = it->second;
       const bool context_full = static_cast<int64_t>(s.history.size()) >= options_.context;
       if (!keep_going || s.stats.generated_tokens >= s.request.max_tokens || context_full) {
@@ -265,14 +392,24 @@ void Pipeline::ReadResults() {
             context_full && keep_going && s.stats.generated_tokens < s.request.max_tokens;
         finished = std::move(s);
         sequences_.erase(it);
-      } else {
+        ended = true;
+        break;
+      }
+    }
+    std::optional<v1::ForwardFrame> next;
+    if (!ended) {
+      absl::MutexLock lock(&mu_);
+      auto it = sequences_.find(id);
+      if (it != sequences_.end()) {
         next.emplace();
-        next->set_sequence_id(id);
-        next->set_plan_epoch(options_.plan_epoch);
-        next->set_first_position(static_cast<int32_t>(s.history.size()) - 1);
-        next->set_token_count(1);
-        next->set_dtype(static_cast<v1::DType>(options_.dtype));
-        next->add_tokens(s.history.back());
+        const absl::Status prepared = PrepareStep(id, it->second, *next);
+        if (!prepared.ok()) {
+          next.reset();
+          finish_status = absl::Status(prepared.code(),
+                                       absl::StrCat("sequence ", id, ": ", prepared.message()));
+          finished = std::move(it->second);
+          sequences_.erase(it);
+        }
       }
     }
     if (next.has_value()) Send(*next);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "node/model_loader.h"
 #include "node/paths.h"
 #include "node/pipeline.h"
 #include "node/shard_handler.h"
@@ -91,9 +92,20 @@ absl::Status PipelineGenerate(const PipelineGenerateCommand& command, std::ostre
   }
   options.model = identity;
   options.n_layer = config.n_layer;
+  options.n_vocab = config.n_vocab;
   options.context = std::min(command.model.context, config.context_length);
   options.prefill_chunk = command.model.batch;
   options.max_sequences = 1;
+  // The drafter runs here, on the coordinator; it is built before the stages are asked to load
+  // anything, so a bad draft model fails fast. Only token ids travel, so a draft model proposes
+  // its argmax (one-hot q), which keeps sampled output on the target's distribution.
+  SpeculativeCommand speculative = command.speculative;
+  speculative.draft_one_hot = true;
+  std::optional<LoadedModel> draft_model;
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<runtime::Drafter> drafter,
+      MakeDrafter(speculative, command.model, command.sampling, *tokenizer, draft_model, err));
+
   const auto load_start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<Pipeline> pipeline, Pipeline::Connect(options));
   const double load_seconds =
@@ -101,6 +113,10 @@ absl::Status PipelineGenerate(const PipelineGenerateCommand& command, std::ostre
 
   SequenceRequest request;
   request.prompt = tokenizer->Encode(command.prompt, tokenizer->add_bos(), false);
+  request.drafter = drafter.get();
+  request.speculative.draft_max = speculative.draft_max;
+  request.speculative.draft_min = speculative.draft_min;
+  request.speculative.adaptive = speculative.draft_min < speculative.draft_max;
   request.max_tokens = command.max_tokens;
   request.sampling = command.sampling;
   request.is_stop_token = [&](int32_t id) { return tokenizer->IsEndOfGeneration(id); };
@@ -132,12 +148,30 @@ absl::Status PipelineGenerate(const PipelineGenerateCommand& command, std::ostre
       stats.generated_tokens, stats.generate_seconds,
       RateText(stats.generated_tokens - 1, stats.generate_seconds), load_seconds,
       stats.stopped_by_context ? " | stopped: context full" : "");
+  const runtime::SpeculativeStats& spec = stats.speculative;
+  if (drafter != nullptr) {
+    // As single-node generate prints it; "verify" is the passes' round trips through the stages.
+    err << absl::StrFormat(
+        "speculative (%s): %d passes, %.2f tokens/pass | drafted %d, accepted %d (%.1f%%) | "
+        "draft %.3f s, verify %.3f s\n",
+        speculative.mode == SpeculativeMode::kNgram ? "n-gram" : "draft model", spec.passes,
+        spec.TokensPerPass(), spec.drafted_tokens, spec.accepted_tokens,
+        100.0 * spec.AcceptanceRate(), spec.draft_seconds, spec.verify_seconds);
+  }
   if (!command.json_out.empty()) {
     nlohmann::json result = {{"prompt_tokens", prompt_tokens},
                              {"tokens", tokens},
                              {"text", text},
                              {"prompt_seconds", stats.prompt_seconds},
-                             {"generate_seconds", stats.generate_seconds}};
+                             {"generate_seconds", stats.generate_seconds},
+                             {"speculative",
+                              {{"passes", spec.passes},
+                               {"drafted_tokens", spec.drafted_tokens},
+                               {"accepted_tokens", spec.accepted_tokens},
+                               {"acceptance_rate", spec.AcceptanceRate()},
+                               {"tokens_per_pass", spec.TokensPerPass()},
+                               {"draft_seconds", spec.draft_seconds},
+                               {"verify_seconds", spec.verify_seconds}}}};
     std::ofstream f(command.json_out, std::ios::trunc);
     f << result.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
     if (!f) return absl::InternalError(absl::StrCat("cannot write ", command.json_out));

@@ -29,6 +29,9 @@ struct PipelineGenerateCommand {
   int32_t max_tokens = 128;
   runtime::SamplingParams sampling;
   std::string json_out;
+  // Drafting happens here, on the coordinator; the last stage verifies. A draft model always
+  // proposes its argmax (draft_one_hot is forced on: only token ids travel).
+  SpeculativeCommand speculative;
 };
 
 // Serves until the process is killed. Prints "listening on HOST:PORT" once ready.

@@ -53,7 +53,14 @@ StageHost::StageHost(const runtime::GgufFile& file, const StageHostOptions& opti
   slot_used_.assign(options_.max_sequences, 0);
   batch_tokens_.resize(options_.max_batch_tokens);
   batch_hidden_.resize(static_cast<size_t>(options_.max_batch_tokens) * c.n_embd);
-  if (options_.has_head) logits_scratch_.resize(c.n_vocab);
+  if (options_.has_head) {
+    logits_scratch_.resize(c.n_vocab);
+    verifier_ = std::make_unique<runtime::DraftRowVerifier>(c.n_vocab);
+  }
+}
+
+int32_t StageHost::max_draft_tokens() const {
+  return std::max(0, std::min(kMaxDraftTokens, options_.max_batch_tokens - 1));
 }
 
 int32_t StageHost::FreeSlots() const {
@@ -80,10 +87,7 @@ absl::Status StageHost::Validate(const StageFrame& f, int32_t reserved_slots) co
                      " but this stage serves epoch ", options_.plan_epoch,
                      "; send LoadShard for the current plan or use its epoch"));
   }
-  if (f.has_draft_tokens) {
-    return absl::UnimplementedError(
-        "speculative verification (draft_tokens) is not supported over the pipeline yet");
-  }
+  if (!f.draft_tokens.empty()) RETURN_IF_ERROR(ValidateDrafts(f));
   if (f.token_count < 0 || (f.token_count == 0 && !f.end_of_sequence)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "token_count must be positive (0 only with end_of_sequence), got ", f.token_count));
@@ -102,7 +106,7 @@ absl::Status StageHost::Validate(const StageFrame& f, int32_t reserved_slots) co
   // Token ids: the embedding needs them; the last stage keeps them as sampling history.
   const bool tokens_required = options_.has_embedding || options_.has_head;
   if (tokens_required || !f.tokens.empty()) {
-    if (static_cast<int64_t>(f.tokens.size()) != f.token_count) {
+    if (static_cast<int64_t>(f.tokens.size() + f.draft_tokens.size()) != f.token_count) {
       return absl::InvalidArgumentError(
           absl::StrCat("frame has token_count ", f.token_count, " but ", f.tokens.size(),
                        " token ids", tokens_required ? " (this stage needs them)" : ""));
@@ -193,6 +197,34 @@ absl::Status StageHost::Validate(const StageFrame& f, int32_t reserved_slots) co
   return absl::OkStatus();
 }
 
+absl::Status StageHost::ValidateDrafts(const StageFrame& f) const {
+  const int64_t n = static_cast<int64_t>(f.draft_tokens.size());
+  if (n > max_draft_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a frame may carry at most ", max_draft_tokens(), " draft tokens (the last stage verifies ",
+        max_draft_tokens() + 1, " rows per pass), got ", n, "; draft fewer"));
+  }
+  const int32_t n_vocab = stage_->config().n_vocab;
+  for (int32_t token : f.draft_tokens) {
+    if (token < 0 || token >= n_vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("draft token id ", token, " is outside the vocabulary [0, ", n_vocab, ")"));
+    }
+  }
+  if (f.tokens.size() != 1 || f.token_count != 1 + n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a frame with ", n,
+        " draft tokens carries exactly one token id before them (the "
+        "sequence's last token) and token_count ",
+        1 + n, "; got ", f.tokens.size(), " token ids and token_count ", f.token_count));
+  }
+  if (f.no_sample) {
+    return absl::InvalidArgumentError(
+        "a frame with draft tokens cannot be no_sample: the last stage must verify them");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status StageHost::DecodeHidden(const StageFrame& f, float* out) const {
   const size_t n = f.hidden.size() / WireDTypeSize(f.dtype);
   const auto* bytes = reinterpret_cast<const uint8_t*>(f.hidden.data());
@@ -244,6 +276,45 @@ absl::Status StageHost::EncodeHidden(const float* rows, int32_t n_rows, int32_t 
   return absl::OkStatus();
 }
 
+void StageHost::SampleOrVerify(const StageFrame& f, const float* logits, Sequence& s,
+                               StageOutput& out) {
+  const int32_t n_vocab = stage_->config().n_vocab;
+  // The history holds the tokens of every position up to the frame's first; a rollback drops the
+  // rest (rejected drafts, or the token after them that this frame carries again).
+  s.history.resize(std::min<size_t>(s.history.size(), f.first_position));
+  s.history.insert(s.history.end(), f.tokens.begin(), f.tokens.end());
+  auto report = [&](int32_t token, float logprob) {
+    SampledToken t;
+    t.token = token;
+    t.logprob = logprob;
+    if (s.top_logprobs > 0) {
+      t.top_logprobs.resize(s.top_logprobs);
+      t.top_logprobs.resize(s.sampler->TopLogprobs(absl::MakeSpan(t.top_logprobs)));
+    }
+    out.tokens.push_back(std::move(t));
+  };
+  if (f.draft_tokens.empty()) {
+    if (f.no_sample) return;
+    std::copy(logits, logits + n_vocab, logits_scratch_.begin());
+    const int32_t token = s.sampler->Sample(absl::MakeSpan(logits_scratch_), s.history);
+    report(token, s.sampler->SampledLogprob());
+    return;
+  }
+  // Row i decides the token after draft i - 1 (after the frame's token for i = 0); the first
+  // rejection gives the target's own token and ends the walk; if every draft is accepted, the
+  // last row gives one more. Each decided token joins the history the next row is judged with.
+  const int32_t drafts = static_cast<int32_t>(f.draft_tokens.size());
+  for (int32_t i = 0; i <= drafts; ++i) {
+    const runtime::RowDecision decision =
+        verifier_->Decide(absl::MakeConstSpan(logits + size_t(i) * n_vocab, n_vocab),
+                          i < drafts ? f.draft_tokens[i] : -1, {}, *s.sampler, s.history, s.greedy);
+    report(decision.token, decision.logprob);
+    s.history.push_back(decision.token);
+    if (!decision.accepted) break;
+    ++out.accepted_draft_count;
+  }
+}
+
 std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
   const runtime::ModelConfig& c = stage_->config();
   std::vector<StageOutput> outputs(frames.size());
@@ -259,6 +330,7 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
     segments.clear();
     std::set<uint64_t> in_pass, blocked;
     int32_t rows = 0;
+    int32_t logit_rows = 0;  // the last stage: one per frame, 1 + drafts for a draft frame
     int32_t new_sequences = 0;
     for (size_t i = 0; i < frames.size(); ++i) {
       if (done[i]) continue;
@@ -275,7 +347,10 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
         --remaining;
         continue;
       }
-      if (status.ok() && rows + f.token_count > options_.max_batch_tokens) {
+      const int32_t frame_logit_rows =
+          options_.has_head ? (f.draft_tokens.empty() ? 1 : f.token_count) : 0;
+      if (status.ok() && (rows + f.token_count > options_.max_batch_tokens ||
+                          logit_rows + frame_logit_rows > stage_->max_logit_rows())) {
         blocked.insert(f.sequence_id);  // next pass
         continue;
       }
@@ -290,11 +365,14 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
       }
       if (options_.has_embedding) {
         std::copy(f.tokens.begin(), f.tokens.end(), batch_tokens_.begin() + rows);
+        std::copy(f.draft_tokens.begin(), f.draft_tokens.end(),
+                  batch_tokens_.begin() + rows + f.tokens.size());
       }
       if (!sequences_.count(f.sequence_id)) ++new_sequences;
       in_pass.insert(f.sequence_id);
       members.push_back(i);
       rows += f.token_count;
+      logit_rows += frame_logit_rows;
     }
     if (members.empty()) continue;
 
@@ -311,6 +389,7 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
         stage_->ResetSlot(s.slot);
         if (options_.has_head) {
           s.sampler = std::make_unique<runtime::Sampler>(f.sampling.params, c.n_vocab);
+          s.greedy = !(f.sampling.params.temperature > 0.0f);
           s.top_logprobs = f.sampling.top_logprobs;
         }
         it = sequences_.emplace(f.sequence_id, std::move(s)).first;
@@ -320,7 +399,8 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
       seg.slot = it->second.slot;
       seg.first_position = f.first_position;
       seg.n_tokens = f.token_count;
-      seg.logits = runtime::LogitsMode::kLast;
+      seg.logits = options_.has_head && !f.draft_tokens.empty() ? runtime::LogitsMode::kAll
+                                                                : runtime::LogitsMode::kLast;
       segments.push_back(seg);
     }
 
@@ -341,26 +421,15 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
 
     // ---- Hand out the results.
     int32_t row = 0;
+    int32_t logit_row = 0;
     for (size_t k = 0; k < members.size(); ++k) {
       const size_t i = members[k];
       StageFrame& f = frames[i];
       Sequence& s = sequences_.at(f.sequence_id);
       StageOutput& out = outputs[i];
       if (options_.has_head) {
-        s.history.resize(std::min<size_t>(s.history.size(), f.first_position));
-        s.history.insert(s.history.end(), f.tokens.begin(), f.tokens.end());
-        if (!f.no_sample) {
-          const float* logits = result->data() + size_t(k) * c.n_vocab;
-          std::copy(logits, logits + c.n_vocab, logits_scratch_.begin());
-          SampledToken t;
-          t.token = s.sampler->Sample(absl::MakeSpan(logits_scratch_), s.history);
-          t.logprob = s.sampler->SampledLogprob();
-          if (s.top_logprobs > 0) {
-            t.top_logprobs.resize(s.top_logprobs);
-            t.top_logprobs.resize(s.sampler->TopLogprobs(absl::MakeSpan(t.top_logprobs)));
-          }
-          out.tokens.push_back(std::move(t));
-        }
+        SampleOrVerify(f, result->data() + size_t(logit_row) * c.n_vocab, s, out);
+        logit_row += f.draft_tokens.empty() ? 1 : f.token_count;
       } else {
         StageFrame next;
         next.sequence_id = f.sequence_id;
@@ -372,6 +441,7 @@ std::vector<StageOutput> StageHost::Step(std::vector<StageFrame> frames) {
         out.status = EncodeHidden(result->data() + size_t(row) * c.n_embd, f.token_count, f.dtype,
                                   &next.hidden);
         next.tokens = std::move(f.tokens);
+        next.draft_tokens = std::move(f.draft_tokens);
         next.kv_keep_length = f.kv_keep_length;
         next.end_of_sequence = f.end_of_sequence;
         next.no_sample = f.no_sample;

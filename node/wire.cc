@@ -54,7 +54,7 @@ StageFrame FrameFromProto(v1::ForwardFrame&& p) {
   f.kv_keep_length = p.kv_keep_length();
   f.end_of_sequence = p.end_of_sequence();
   f.no_sample = p.no_sample();
-  f.has_draft_tokens = p.draft_tokens_size() > 0;
+  f.draft_tokens.assign(p.draft_tokens().begin(), p.draft_tokens().end());
   f.sampling.params = SamplingFromProto(p.sampling());
   f.sampling.top_logprobs = p.sampling().top_logprobs();
   return f;
@@ -70,6 +70,7 @@ void FrameToProto(StageFrame&& f, v1::ForwardFrame* p) {
   for (int64_t d : f.shape) p->add_shape(d);
   *p->mutable_hidden() = std::move(f.hidden);
   for (int32_t t : f.tokens) p->add_tokens(t);
+  for (int32_t t : f.draft_tokens) p->add_draft_tokens(t);
   p->set_kv_keep_length(f.kv_keep_length);
   p->set_end_of_sequence(f.end_of_sequence);
   p->set_no_sample(f.no_sample);
@@ -89,6 +90,7 @@ void OutputToResult(const StageOutput& output, uint64_t plan_epoch, v1::ForwardR
     StatusToResult(output.status, out);
     return;
   }
+  out->set_accepted_draft_count(output.accepted_draft_count);
   for (const SampledToken& t : output.tokens) {
     v1::SampledToken* st = out->add_tokens();
     st->set_token(t.token);

@@ -48,7 +48,7 @@ absl::Status DecodeSpeculative(Stage& stage, int32_t slot, std::vector<int32_t>&
       std::max(0, std::min({spec.draft_max, so.max_logit_rows - 1, so.max_batch_tokens - 1}));
   DraftLengthController length(spec);
   Sampler sampler(options.sampling, n_vocab);
-  std::vector<float> row(n_vocab), p(n_vocab), residual(n_vocab);
+  DraftRowVerifier verifier(n_vocab);
   std::vector<int32_t> batch;
   batch.reserve(spec.draft_max + 1);
   DraftProposal proposal;
@@ -117,36 +117,20 @@ absl::Status DecodeSpeculative(Stage& stage, int32_t slot, std::vector<int32_t>&
     int32_t accepted = 0;
     for (int32_t i = 0; i <= drafted; ++i) {
       const auto logits_row = logits.subspan(size_t(i) * n_vocab, n_vocab);
-      std::copy(logits_row.begin(), logits_row.end(), row.begin());
       if (stats.generated_tokens == 0 && options.first_logits != nullptr) {
-        *options.first_logits = row;
+        options.first_logits->assign(logits_row.begin(), logits_row.end());
       }
       const bool is_draft = i < drafted;
-      int32_t token;
-      bool accept = false;
-      if (greedy) {
-        // The very token decoding without a drafter would pick.
-        token = sampler.Sample(absl::MakeSpan(row), history);
-        accept = is_draft && token == proposal.tokens[i];
-      } else {
-        sampler.Distribution(absl::MakeSpan(row), history, absl::MakeSpan(p));
-        if (is_draft) {
-          const absl::Span<const float> q =
-              proposal.deterministic() ? absl::Span<const float>() : proposal.Row(i);
-          const VerifyOutcome outcome =
-              VerifyDraftToken(proposal.tokens[i], p, q, sampler, absl::MakeSpan(residual));
-          accept = outcome.accepted;
-          token = outcome.token;
-        } else {
-          token = sampler.SampleFromWeights(p);
-        }
-      }
-      if (accept) ++accepted;
-      if (!emit(token)) {
+      const absl::Span<const float> q =
+          !is_draft || proposal.deterministic() ? absl::Span<const float>() : proposal.Row(i);
+      const RowDecision decision = verifier.Decide(logits_row, is_draft ? proposal.tokens[i] : -1,
+                                                   q, sampler, history, greedy);
+      if (decision.accepted) ++accepted;
+      if (!emit(decision.token)) {
         done = true;
         break;
       }
-      if (!accept) break;
+      if (!decision.accepted) break;
     }
     counters.accepted_tokens += accepted;
     valid = first_position + 1 + accepted;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -119,6 +120,37 @@ VerifyOutcome VerifyDraftToken(int32_t x, absl::Span<const float> p, absl::Span<
   // p <= q everywhere (equal up to rounding): rejection had probability ~0; draw from p itself.
   if (token < 0) token = sampler.SampleFromWeights(p);
   return {false, token};
+}
+
+DraftRowVerifier::DraftRowVerifier(int32_t n_vocab)
+    : row_(n_vocab), p_(n_vocab), residual_(n_vocab) {}
+
+RowDecision DraftRowVerifier::Decide(absl::Span<const float> logits, int32_t draft,
+                                     absl::Span<const float> q, Sampler& sampler,
+                                     absl::Span<const int32_t> history, bool greedy) {
+  const size_t n = std::min(logits.size(), row_.size());
+  std::copy(logits.begin(), logits.begin() + n, row_.begin());
+  std::fill(row_.begin() + n, row_.end(), -std::numeric_limits<float>::infinity());
+  RowDecision decision;
+  if (greedy) {
+    // The very token decoding without a drafter would pick.
+    decision.token = sampler.Sample(absl::MakeSpan(row_), history);
+    decision.logprob = sampler.SampledLogprob();
+    decision.accepted = draft >= 0 && decision.token == draft;
+    return decision;
+  }
+  sampler.Distribution(absl::MakeSpan(row_), history, absl::MakeSpan(p_));
+  if (draft >= 0) {
+    const VerifyOutcome outcome =
+        VerifyDraftToken(draft, p_, q, sampler, absl::MakeSpan(residual_));
+    decision.token = outcome.token;
+    decision.accepted = outcome.accepted;
+  } else {
+    decision.token = sampler.SampleFromWeights(p_);
+  }
+  decision.logprob =
+      decision.token >= 0 ? std::log(p_[decision.token]) : -std::numeric_limits<float>::infinity();
+  return decision;
 }
 
 // ---- Vocabulary check -------------------------------------------------------------------------

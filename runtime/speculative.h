@@ -123,6 +123,33 @@ struct VerifyOutcome {
 VerifyOutcome VerifyDraftToken(int32_t x, absl::Span<const float> p, absl::Span<const float> q,
                                Sampler& sampler, absl::Span<float> residual);
 
+// The target's decision at one row of a verification pass over [last token, d1 .. dk]: row i
+// decides the token after d(i) (after the last token for i = 0). Under greedy sampling that is the
+// token plain decoding would pick, and the row's draft is accepted when it equals it; when
+// sampling, VerifyDraftToken on the final distribution p (built by Sampler::Distribution, the chain
+// Sample draws from), or a plain draw from p on the row after the last draft. The single-node loop
+// (runtime/generator.cc) and a pipeline's last stage (node/stage_host.cc) both decide with it, so
+// they apply one rule.
+struct RowDecision {
+  int32_t token = -1;
+  bool accepted = false;  // the row's draft was accepted (always false on the row after the last)
+  float logprob = 0.0f;   // log-probability of `token` in the target's final distribution
+};
+
+class DraftRowVerifier {
+ public:
+  explicit DraftRowVerifier(int32_t n_vocab);
+  // `logits`: the row, n_vocab floats (copied, not modified). `draft`: the drafted token this row
+  // checks, or -1 on the row after the last draft. `q`: the distribution the draft was drawn from
+  // (empty: one-hot at `draft`). `history`: every token before the one decided. Afterwards
+  // sampler.TopLogprobs reports the alternatives of the same final distribution.
+  RowDecision Decide(absl::Span<const float> logits, int32_t draft, absl::Span<const float> q,
+                     Sampler& sampler, absl::Span<const int32_t> history, bool greedy);
+
+ private:
+  std::vector<float> row_, p_, residual_;
+};
+
 // ---- Drafters -------------------------------------------------------------------------------
 
 struct VocabularyCheckOptions {

@@ -11,6 +11,10 @@ import pytest
 
 PROMPT = "The history of the printing press begins"
 N_TOKENS = 32
+# Text the answer copies: prompt lookup's case (the same passage as bench/speculative.py).
+PASSAGE = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+           "How vexingly quick daft zebras jump. The five boxing wizards jump quickly.")
+COPY_PROMPT = f"Text: {PASSAGE}\nCopy the text exactly.\nText: {PASSAGE}\nText:"
 
 
 def _rss_kib(pid):
@@ -70,11 +74,11 @@ def stages(exo_node_bin, tmp_path):
         stage.stop()
 
 
-def _generate(exo_node_bin, model, tmp_path, *extra):
+def _generate(exo_node_bin, model, tmp_path, *extra, prompt=PROMPT):
     """Greedy unless `extra` sets --temp (a later flag wins)."""
     out = tmp_path / f"out-{time.monotonic_ns()}.json"
     result = subprocess.run(
-        [exo_node_bin, "generate", "--model", model, "--prompt", PROMPT, "-n", str(N_TOKENS),
+        [exo_node_bin, "generate", "--model", model, "--prompt", prompt, "-n", str(N_TOKENS),
          "--temp", "0", "--threads", "1", "--json_out", str(out), *extra],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -186,3 +190,36 @@ def test_seeded_sampling_over_stages_matches_single_node(
     split, _ = _generate(exo_node_bin, default_model, tmp_path, *sampling,
                          "--pipeline", ",".join(s.address for s in running))
     assert split["tokens"] == single["tokens"]
+
+
+def test_speculative_over_three_stage_processes_matches_plain_generate(
+        exo_node_bin, default_model, tmp_path, stages):
+    running = [stages("--model", default_model) for _ in range(3)]
+    pipeline = ["--pipeline", ",".join(s.address for s in running)]
+    for prompt in (PROMPT, COPY_PROMPT):
+        single, _ = _generate(exo_node_bin, default_model, tmp_path, prompt=prompt)
+        assert len(single["tokens"]) == N_TOKENS
+        split, result = _generate(exo_node_bin, default_model, tmp_path, *pipeline,
+                                  "--speculative=ngram", prompt=prompt)
+        assert split["tokens"] == single["tokens"], prompt
+        assert split["text"] == single["text"]
+        assert "pipeline of 3 stages" in result.stderr
+        assert "speculative (n-gram):" in result.stderr and "tokens/pass" in result.stderr
+        spec = split["speculative"]
+        assert spec["passes"] >= 1
+        if prompt == COPY_PROMPT:
+            # The answer copies the passage: most drafts are accepted, several tokens per pass.
+            assert spec["accepted_tokens"] > 0, result.stderr
+            assert spec["tokens_per_pass"] > 1.5, result.stderr
+    # The model drafting for itself (a draft model on the coordinator, one-hot proposals): the
+    # same tokens, and nearly every draft accepted (the draft computes one row at a time, the
+    # stages several, so a near-tie may round the other way).
+    single, _ = _generate(exo_node_bin, default_model, tmp_path, prompt=COPY_PROMPT)
+    split, result = _generate(exo_node_bin, default_model, tmp_path, *pipeline,
+                              "--draft_model", default_model, "--draft_min", "4",
+                              "--draft_max", "4", prompt=COPY_PROMPT)
+    assert split["tokens"] == single["tokens"]
+    assert "speculative (draft model):" in result.stderr
+    spec = split["speculative"]
+    assert spec["drafted_tokens"] > 0, result.stderr
+    assert spec["accepted_tokens"] >= 0.9 * spec["drafted_tokens"], result.stderr

@@ -2,6 +2,8 @@
 // every frame must be refused with a status or run; nothing may crash, hang or read out of
 // bounds. Frames are built from the input with field values near the valid ones (right shapes
 // and sizes most of the time) so the fuzzer reaches the deeper checks and the forward pass.
+// About a third carry draft tokens (mostly one token id plus 1 to 7 drafts, the shape the last
+// stage verifies), so speculative verification and the rollbacks after it are fuzzed too.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <unistd.h>
 
@@ -69,8 +71,15 @@ StageFrame RandomFrame(FuzzedDataProvider& in, bool first_stage) {
   f.plan_epoch = in.ConsumeProbability<float>() < 0.9f ? 5 : in.ConsumeIntegral<uint64_t>();
   f.first_position =
       in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 40) : in.ConsumeIntegral<int32_t>();
-  f.token_count =
-      in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 10) : in.ConsumeIntegral<int32_t>();
+  // Draft tokens: usually 1 to 7 (max_batch_tokens 8 allows 7), sometimes too many.
+  const bool drafts = in.ConsumeProbability<float>() < 0.35f;
+  const int n_drafts = !drafts ? 0
+                       : in.ConsumeProbability<float>() < 0.9f
+                           ? in.ConsumeIntegralInRange<int>(1, 7)
+                           : in.ConsumeIntegralInRange<int>(8, 20);
+  f.token_count = drafts && in.ConsumeProbability<float>() < 0.9f ? 1 + n_drafts
+                  : in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 10)
+                                     : in.ConsumeIntegral<int32_t>();
   f.dtype =
       in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(1, 2) : in.ConsumeIntegral<int32_t>();
   const int32_t rows = f.token_count >= 0 && f.token_count <= 10 ? f.token_count : 1;
@@ -88,8 +97,8 @@ StageFrame RandomFrame(FuzzedDataProvider& in, bool first_stage) {
     f.hidden = in.ConsumeBytesAsString(bytes);
     f.hidden.resize(bytes, '\0');
   }
-  const int n_tokens =
-      in.ConsumeProbability<float>() < 0.9f ? rows : in.ConsumeIntegralInRange(0, 12);
+  const int n_tokens = in.ConsumeProbability<float>() < 0.9f ? (drafts ? 1 : rows)
+                                                             : in.ConsumeIntegralInRange(0, 12);
   for (int i = 0; i < n_tokens; ++i) {
     f.tokens.push_back(in.ConsumeProbability<float>() < 0.95f
                            ? in.ConsumeIntegralInRange<int32_t>(0, kVocab - 1)
@@ -98,9 +107,18 @@ StageFrame RandomFrame(FuzzedDataProvider& in, bool first_stage) {
   f.kv_keep_length = in.ConsumeBool() ? 0 : in.ConsumeIntegralInRange<int32_t>(-2, 40);
   f.end_of_sequence = in.ConsumeProbability<float>() < 0.1f;
   f.no_sample = in.ConsumeBool();
-  f.has_draft_tokens = in.ConsumeProbability<float>() < 0.02f;
+  for (int i = 0; i < n_drafts; ++i) {
+    f.draft_tokens.push_back(in.ConsumeProbability<float>() < 0.95f
+                                 ? in.ConsumeIntegralInRange<int32_t>(0, kVocab - 1)
+                                 : in.ConsumeIntegral<int32_t>());
+  }
+  if (drafts && in.ConsumeProbability<float>() < 0.8f) f.no_sample = false;
   auto& s = f.sampling.params;
-  s.temperature = in.ConsumeBool() ? 0.0f : in.ConsumeFloatingPoint<float>();
+  // Greedy, a sane temperature (the sampled verification path), or anything.
+  const int temperature_kind = in.ConsumeIntegralInRange<int>(0, 2);
+  s.temperature = temperature_kind == 0   ? 0.0f
+                  : temperature_kind == 1 ? in.ConsumeFloatingPointInRange<float>(0.1f, 3.0f)
+                                          : in.ConsumeFloatingPoint<float>();
   s.top_k = in.ConsumeIntegralInRange<int32_t>(-1, 200);
   s.top_p = in.ConsumeBool() ? 1.0f : in.ConsumeFloatingPoint<float>();
   s.min_p = in.ConsumeBool() ? 0.0f : in.ConsumeFloatingPoint<float>();

@@ -5,17 +5,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -25,6 +29,9 @@
 #include "node/wire.h"
 #include "runtime/generator.h"
 #include "runtime/gguf.h"
+#include "runtime/model_config.h"
+#include "runtime/speculative.h"
+#include "speculative_testlib.h"
 #include "synthetic_model_testlib.h"
 
 namespace exo::node {
@@ -64,12 +71,33 @@ class PipelineTest : public ::testing::Test {
     path_ = new std::string(*dir_ + "/model.gguf");
     ASSERT_TRUE(runtime::synthetic::WriteSyntheticModel(o, *path_).ok());
     identity_ = new ModelIdentity(*ComputeModelIdentity(*path_));
+    // A smaller model with the same vocabulary, as a draft model on the coordinator.
+    o.n_layer = 2;
+    o.seed = 43;
+    draft_path_ = new std::string(*dir_ + "/draft.gguf");
+    ASSERT_TRUE(runtime::synthetic::WriteSyntheticModel(o, *draft_path_).ok());
+    // For the distribution tests: a llama pair, flatter than the gemma3 one at temperature 1.5.
+    runtime::synthetic::SyntheticModelOptions l;
+    l.arch = "llama";
+    l.n_layer = 3;
+    l.seed = 42;
+    llama_path_ = new std::string(*dir_ + "/llama.gguf");
+    ASSERT_TRUE(runtime::synthetic::WriteSyntheticModel(l, *llama_path_).ok());
+    llama_identity_ = new ModelIdentity(*ComputeModelIdentity(*llama_path_));
+    l.n_layer = 1;
+    l.seed = 43;
+    llama_draft_path_ = new std::string(*dir_ + "/llama_draft.gguf");
+    ASSERT_TRUE(runtime::synthetic::WriteSyntheticModel(l, *llama_draft_path_).ok());
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*dir_);
     delete dir_;
     delete path_;
     delete identity_;
+    delete draft_path_;
+    delete llama_path_;
+    delete llama_identity_;
+    delete llama_draft_path_;
   }
 
   std::unique_ptr<TestStage> MakeStage(PeerAuthenticator* auth = nullptr,
@@ -80,6 +108,14 @@ class PipelineTest : public ::testing::Test {
     o.models_dir = absl::StrCat(*dir_, "/models-", stage_count_++);
     o.threads = 1;
     return std::make_unique<TestStage>(std::move(o), auth ? auth : &allow_all_);
+  }
+
+  std::unique_ptr<TestStage> MakeStageOf(const std::string& model_path) {
+    ShardHandlerOptions o;
+    o.model_path = model_path;
+    o.models_dir = absl::StrCat(*dir_, "/models-", stage_count_++);
+    o.threads = 1;
+    return std::make_unique<TestStage>(std::move(o), &allow_all_);
   }
 
   PipelineOptions Options(const std::vector<std::unique_ptr<TestStage>>& stages) {
@@ -120,16 +156,28 @@ class PipelineTest : public ::testing::Test {
     return r;
   }
 
+  // Token frequencies of 6000 seeded 3-token sequences sampled over a 2-stage pipeline with
+  // speculation, against the target's exact distribution (docs/speculative.md).
+  void ExpectSampledTokensFollowTheTarget(bool draft_model);
+
   AllowAllPeers allow_all_;
   int stage_count_ = 0;
   static std::string* dir_;
   static std::string* path_;
   static ModelIdentity* identity_;
+  static std::string* draft_path_;
+  static std::string* llama_path_;
+  static ModelIdentity* llama_identity_;
+  static std::string* llama_draft_path_;
 };
 
 std::string* PipelineTest::dir_ = nullptr;
 std::string* PipelineTest::path_ = nullptr;
 ModelIdentity* PipelineTest::identity_ = nullptr;
+std::string* PipelineTest::draft_path_ = nullptr;
+std::string* PipelineTest::llama_path_ = nullptr;
+ModelIdentity* PipelineTest::llama_identity_ = nullptr;
+std::string* PipelineTest::llama_draft_path_ = nullptr;
 
 const std::vector<int32_t> kPrompt = {1, 17, 42, 5, 9, 33, 60, 2, 11, 4};
 
@@ -333,6 +381,15 @@ TEST_F(PipelineTest, BadFramesGetClearStatusesAndTheStageKeepsServing) {
        "unsupported hidden dtype 4"},
       {"bytes", [](v1::ForwardFrame& f) { f.mutable_hidden()->append("xyz"); }, "got 515"},
       {"positions", [](v1::ForwardFrame& f) { f.set_first_position(5); }, "start it at position 0"},
+      {"draft count", [](v1::ForwardFrame& f) { f.add_draft_tokens(5); },
+       "carries exactly one token id before them"},
+      {"draft id",
+       [](v1::ForwardFrame& f) {
+         f.clear_tokens();
+         f.add_tokens(1);
+         f.add_draft_tokens(500);
+       },
+       "draft token id 500 is outside the vocabulary"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -511,6 +568,294 @@ TEST_F(PipelineTest, FetchTensorsRefusesUnknownTensorsAndOtherFiles) {
     EXPECT_FALSE(reader->Read(&chunk));
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   }
+}
+
+// ---- Speculative decoding over the pipeline ------------------------------------------------
+
+// A whole model in one Stage on the coordinator, for a draft model.
+struct LocalModel {
+  std::unique_ptr<runtime::GgufFile> file;
+  std::unique_ptr<runtime::Stage> stage;
+};
+
+LocalModel LoadLocal(const std::string& path, int32_t slots = 1) {
+  LocalModel m;
+  auto file = runtime::GgufFile::Open(path);
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return m;
+  m.file = std::move(*file);
+  auto config = runtime::ReadModelConfig(*m.file);
+  runtime::StageOptions so;
+  so.layers = {0, config->n_layer};
+  so.context = 64;
+  so.max_batch_tokens = 16;
+  so.num_slots = slots;
+  auto stage = runtime::Stage::Create(*m.file, so);
+  EXPECT_TRUE(stage.ok()) << stage.status();
+  if (stage.ok()) m.stage = std::move(*stage);
+  return m;
+}
+
+// A prompt with repeats, so prompt lookup finds matches.
+const std::vector<int32_t> kRepeatPrompt = {1,  17, 42, 5,  9,  33, 60, 17,
+                                            42, 5,  9,  33, 60, 17, 42, 5};
+
+TEST_F(PipelineTest, SpeculativeGreedyMatchesTheSingleNodeOverOneTwoAndThreeStages) {
+  LocalModel draft = LoadLocal(*draft_path_);
+  LocalModel self = LoadLocal(*path_);
+  ASSERT_TRUE(draft.stage && self.stage);
+  runtime::NgramDrafter ngram(runtime::NgramOptions{});
+  // Penalties read the last stage's history, which must drop rejected drafts: the frequency
+  // penalty counts every occurrence.
+  for (float penalty : {0.0f, 0.5f}) {
+    runtime::SamplingParams greedy;
+    greedy.temperature = 0;
+    greedy.repetition_penalty = 1.0f + penalty;
+    greedy.frequency_penalty = penalty;
+    const std::vector<int32_t> expected = SingleNode(kRepeatPrompt, 40, &greedy);
+    ASSERT_EQ(expected.size(), 40u);
+    for (int n : {1, 2, 3}) {
+      std::vector<std::unique_ptr<TestStage>> stages;
+      for (int i = 0; i < n; ++i) stages.push_back(MakeStage());
+      PipelineOptions o = Options(stages);
+      o.prefill_chunk = 16;  // frames of up to 16 rows: up to 15 drafts
+      o.n_vocab = 96;
+      auto pipeline = Pipeline::Connect(o);
+      ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+      for (const char* kind : {"ngram", "draft", "self"}) {
+        for (auto [draft_max, adaptive] : {std::pair{3, false}, {8, false}, {8, true}}) {
+          SCOPED_TRACE(absl::StrCat(n, " stages, ", kind, ", draft_max ", draft_max,
+                                    adaptive ? " adaptive" : " fixed", ", penalty ", penalty));
+          std::unique_ptr<runtime::DraftModelDrafter> model_drafter;
+          SequenceRequest r = Greedy(kRepeatPrompt, 40);
+          r.sampling = greedy;
+          r.drafter = &ngram;
+          if (std::string(kind) != "ngram") {
+            runtime::DraftModelOptions d;
+            d.min_confidence = 0.0f;  // random weights are never confident
+            auto created = runtime::DraftModelDrafter::Create(
+                std::string(kind) == "draft" ? *draft.stage : *self.stage, 0, greedy, d);
+            ASSERT_TRUE(created.ok()) << created.status();
+            model_drafter = std::move(*created);
+            r.drafter = model_drafter.get();
+          }
+          r.speculative.draft_max = draft_max;
+          r.speculative.adaptive = adaptive;
+          SequenceStats stats;
+          auto tokens = (*pipeline)->Generate(std::move(r), &stats);
+          ASSERT_TRUE(tokens.ok()) << tokens.status();
+          EXPECT_EQ(*tokens, expected);
+          const runtime::SpeculativeStats& spec = stats.speculative;
+          EXPECT_EQ(stats.generated_tokens, 40);
+          EXPECT_EQ(spec.emitted_tokens, 40);
+          EXPECT_EQ(spec.emitted_tokens, spec.accepted_tokens + spec.passes);
+          EXPECT_LE(spec.accepted_tokens, spec.drafted_tokens);
+          if (std::string(kind) == "self" && !adaptive) {
+            // The target drafting for itself: every draft is accepted.
+            EXPECT_EQ(spec.accepted_tokens, spec.drafted_tokens);
+            EXPECT_GT(spec.TokensPerPass(), draft_max == 3 ? 3.5 : 6.0);
+          }
+          if (std::string(kind) == "ngram") {
+            EXPECT_GT(spec.accepted_tokens, 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(PipelineTest, SpeculativeStopsAtMaxTokensAndStopTokensMidPass) {
+  const std::vector<int32_t> plain = SingleNode(kRepeatPrompt, 30);
+  LocalModel self = LoadLocal(*path_);
+  ASSERT_TRUE(self.stage);
+  std::vector<std::unique_ptr<TestStage>> stages;
+  for (int i = 0; i < 2; ++i) stages.push_back(MakeStage());
+  PipelineOptions o = Options(stages);
+  o.prefill_chunk = 16;
+  auto pipeline = Pipeline::Connect(o);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  auto request = [&](int max_tokens, std::function<bool(int32_t)> stop,
+                     std::unique_ptr<runtime::DraftModelDrafter>& drafter) {
+    runtime::DraftModelOptions d;
+    d.min_confidence = 0.0f;
+    drafter = std::move(*runtime::DraftModelDrafter::Create(*self.stage, 0, {0.0f}, d));
+    SequenceRequest r = Greedy(kRepeatPrompt, max_tokens);
+    r.is_stop_token = std::move(stop);
+    r.drafter = drafter.get();
+    r.speculative.draft_max = 8;
+    r.speculative.adaptive = false;
+    return r;
+  };
+  std::unique_ptr<runtime::DraftModelDrafter> drafter;
+  SequenceStats stats;
+  auto seven = (*pipeline)->Generate(request(7, nullptr, drafter), &stats);
+  ASSERT_TRUE(seven.ok()) << seven.status();
+  EXPECT_EQ(*seven, std::vector<int32_t>(plain.begin(), plain.begin() + 7));
+  EXPECT_EQ(stats.speculative.emitted_tokens, 7);
+  // Stop at the first occurrence of plain[10]'s token, inside a pass of 9 tokens.
+  const int32_t stop = plain[10];
+  const size_t first = std::find(plain.begin(), plain.end(), stop) - plain.begin();
+  auto stopped = (*pipeline)->Generate(request(
+                                           30, [stop](int32_t id) { return id == stop; }, drafter),
+                                       &stats);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(*stopped, std::vector<int32_t>(plain.begin(), plain.begin() + first));
+  EXPECT_TRUE(stats.stopped_by_token);
+  // A one-token prompt: the first frame of the sequence already carries drafts.
+  auto short_prompt = request(10, nullptr, drafter);
+  short_prompt.prompt = {3};
+  auto from_one = (*pipeline)->Generate(std::move(short_prompt), &stats);
+  ASSERT_TRUE(from_one.ok()) << from_one.status();
+  EXPECT_EQ(*from_one, SingleNode({3}, 10));
+  EXPECT_GT(stats.speculative.accepted_tokens, 0);
+  // The stages freed the slots: a plain sequence runs afterwards.
+  auto again = (*pipeline)->Generate(Greedy(kRepeatPrompt, 30));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, plain);
+}
+
+TEST_F(PipelineTest, SpeculativeRefusesSampledProposals) {
+  LocalModel draft = LoadLocal(*draft_path_);
+  ASSERT_TRUE(draft.stage);
+  std::vector<std::unique_ptr<TestStage>> stages;
+  for (int i = 0; i < 2; ++i) stages.push_back(MakeStage());
+  PipelineOptions o = Options(stages);
+  o.prefill_chunk = 16;
+  auto pipeline = Pipeline::Connect(o);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  runtime::SamplingParams sampling;
+  sampling.temperature = 1.0f;
+  sampling.seed = 5;
+  runtime::DraftModelOptions d;
+  d.min_confidence = 0.0f;  // proposals with q: only token ids travel, so this cannot verify
+  auto drafter = runtime::DraftModelDrafter::Create(*draft.stage, 0, sampling, d);
+  ASSERT_TRUE(drafter.ok()) << drafter.status();
+  SequenceRequest r = Greedy(kRepeatPrompt, 10);
+  r.sampling = sampling;
+  r.drafter = drafter->get();
+  r.speculative.draft_min = 2;
+  auto refused = (*pipeline)->Generate(std::move(r));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("one-hot"));
+  auto again = (*pipeline)->Generate(Greedy(kRepeatPrompt, 5));
+  EXPECT_TRUE(again.ok()) << again.status();
+}
+
+void PipelineTest::ExpectSampledTokensFollowTheTarget(bool draft_model) {
+  LocalModel target = LoadLocal(*llama_path_);
+  constexpr int kInFlight = 4;
+  LocalModel draft = LoadLocal(*llama_draft_path_, kInFlight);
+  ASSERT_TRUE(target.stage && draft.stage);
+  runtime::SamplingParams params;
+  params.temperature = 1.5f;  // flatten the random model: dozens of cells get >= 5 counts
+  params.top_k = 0;
+  params.top_p = 1.0f;
+  params.min_p = 0.0f;
+  const std::vector<int32_t> prompt = {1, 17, 42, 5, 9, 17, 42, 5};
+  const runtime::spectest::ExactDistribution exact =
+      runtime::spectest::TargetDistribution(*target.stage, prompt, params);
+
+  std::vector<std::unique_ptr<TestStage>> stages;
+  for (int i = 0; i < 2; ++i) stages.push_back(MakeStageOf(*llama_path_));
+  PipelineOptions o = Options(stages);
+  o.model = *llama_identity_;
+  o.n_layer = 3;
+  o.prefill_chunk = 16;
+  o.max_sequences = kInFlight;
+  auto pipeline = Pipeline::Connect(o);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+
+  // Prompt lookup is stateless; a draft model keeps one cache slot per sequence in flight (the
+  // pipeline calls drafters under its lock, so they share the Stage safely).
+  runtime::NgramOptions ngram_options;
+  ngram_options.ngram_min = 1;
+  runtime::NgramDrafter ngram(ngram_options);
+  std::vector<std::unique_ptr<runtime::DraftModelDrafter>> drafters;
+  runtime::DraftModelOptions d;
+  d.min_confidence = 0.0f;
+  d.one_hot_proposals = true;
+  for (int slot = 0; slot < kInFlight; ++slot) {
+    auto created = runtime::DraftModelDrafter::Create(*draft.stage, slot, params, d);
+    ASSERT_TRUE(created.ok()) << created.status();
+    drafters.push_back(std::move(*created));
+  }
+
+  const int kRuns = 6000;
+  absl::Mutex mu;
+  std::vector<int> free_slots;
+  for (int slot = 0; slot < kInFlight; ++slot) free_slots.push_back(slot);
+  std::vector<std::vector<int32_t>> outputs(kRuns);
+  int done = 0;
+  int64_t drafted = 0, accepted = 0;
+  std::vector<absl::Status> failures;
+  for (int run = 0; run < kRuns; ++run) {
+    int slot;
+    {
+      absl::MutexLock lock(&mu);
+      mu.Await(absl::Condition(
+          +[](std::vector<int>* slots) { return !slots->empty(); }, &free_slots));
+      slot = free_slots.back();
+      free_slots.pop_back();
+    }
+    SequenceRequest r;
+    r.prompt = prompt;
+    r.max_tokens = 3;
+    r.sampling = params;
+    r.sampling.seed = 1000 + run;
+    r.drafter = draft_model ? static_cast<runtime::Drafter*>(drafters[slot].get()) : &ngram;
+    r.speculative.draft_max = 3;
+    r.speculative.adaptive = false;
+    r.on_token = [&outputs, &mu, run](const SampledToken& t) {
+      absl::MutexLock lock(&mu);
+      outputs[run].push_back(t.token);
+      return true;
+    };
+    r.on_done = [&, slot](const absl::Status& status, const SequenceStats& stats) {
+      absl::MutexLock lock(&mu);
+      if (!status.ok()) failures.push_back(status);
+      drafted += stats.speculative.drafted_tokens;
+      accepted += stats.speculative.accepted_tokens;
+      free_slots.push_back(slot);
+      ++done;
+    };
+    absl::StatusOr<uint64_t> started = (*pipeline)->Start(std::move(r));
+    ASSERT_TRUE(started.ok()) << started.status();
+  }
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(
+      +[](int* n) { return *n == 6000; }, &done));
+  ASSERT_TRUE(failures.empty()) << failures[0];
+  std::vector<int64_t> first(exact.first.size(), 0), second(exact.second.size(), 0);
+  for (const std::vector<int32_t>& out : outputs) {
+    ASSERT_EQ(out.size(), 3u);
+    ++first[out[0]];
+    ++second[out[1]];
+  }
+  // The rule was exercised both ways.
+  EXPECT_GT(drafted, kRuns);
+  EXPECT_GT(accepted, 0);
+  EXPECT_LT(accepted, drafted);
+  using runtime::spectest::ChiSquareCritical;
+  const runtime::spectest::ChiSquare chi_first =
+      runtime::spectest::ChiSquareTest(first, exact.first);
+  const runtime::spectest::ChiSquare chi_second =
+      runtime::spectest::ChiSquareTest(second, exact.second);
+  EXPECT_GE(chi_first.df, 20);
+  EXPECT_GE(chi_second.df, 20);
+  EXPECT_FALSE(chi_first.Rejects())
+      << "first token: chi2 " << chi_first.statistic << " df " << chi_first.df << " critical "
+      << ChiSquareCritical(chi_first.df);
+  EXPECT_FALSE(chi_second.Rejects())
+      << "second token: chi2 " << chi_second.statistic << " df " << chi_second.df << " critical "
+      << ChiSquareCritical(chi_second.df);
+}
+
+TEST_F(PipelineTest, SpeculativeSamplingWithPromptLookupFollowsTheTargetDistribution) {
+  ExpectSampledTokensFollowTheTarget(/*draft_model=*/false);
+}
+
+TEST_F(PipelineTest, SpeculativeSamplingWithADraftModelFollowsTheTargetDistribution) {
+  ExpectSampledTokensFollowTheTarget(/*draft_model=*/true);
 }
 
 TEST(PipelineLayers, SplitsAndParsesRanges) {

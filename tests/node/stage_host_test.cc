@@ -6,8 +6,10 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -187,8 +189,8 @@ TEST_F(StageHostTest, RefusesBadFramesAndKeepsServing) {
        "token id 96 is outside the vocabulary [0, 96)"},
       {"empty", [](StageFrame& f) { f.token_count = 0; }, absl::StatusCode::kInvalidArgument,
        "token_count must be positive"},
-      {"draft", [](StageFrame& f) { f.has_draft_tokens = true; }, absl::StatusCode::kUnimplemented,
-       "speculative"},
+      {"draft ids", [](StageFrame& f) { f.draft_tokens = {5}; }, absl::StatusCode::kInvalidArgument,
+       "carries exactly one token id before them"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -311,6 +313,216 @@ TEST_F(StageHostTest, ReportsLogprobsWhenAsked) {
   ASSERT_EQ(r.tokens[0].top_logprobs.size(), 3u);
   EXPECT_EQ(r.tokens[0].top_logprobs[0].id, r.tokens[0].token);  // greedy picks the top one
   EXPECT_LE(r.tokens[0].logprob, 0.0f);
+}
+
+// ---- Speculative verification (draft tokens) --------------------------------------------------
+
+// A draft frame: the sequence's last token, then the drafts.
+StageFrame DraftFrame(uint64_t id, int32_t pos, int32_t last, std::vector<int32_t> drafts) {
+  StageFrame f;
+  f.sequence_id = id;
+  f.plan_epoch = 7;
+  f.first_position = pos;
+  f.token_count = 1 + static_cast<int32_t>(drafts.size());
+  f.tokens = {last};
+  f.draft_tokens = std::move(drafts);
+  f.sampling.params.temperature = 0;
+  return f;
+}
+
+std::vector<int32_t> TokensOf(const StageOutput& out) {
+  std::vector<int32_t> tokens;
+  for (const SampledToken& t : out.tokens) tokens.push_back(t.token);
+  return tokens;
+}
+
+TEST_F(StageHostTest, DraftFramesAcceptWhatGreedyDecodingPicksAndRollBackEveryStage) {
+  const std::vector<int32_t> prompt = {1, 17, 42, 5, 9, 33};
+  auto whole = MakeHost(0, kLayers, true, true);
+  const std::vector<int32_t> g = Greedy({whole.get()}, 1, prompt, 12);
+  ASSERT_EQ(g.size(), 12u);
+  const int32_t n = static_cast<int32_t>(prompt.size());
+  const int32_t wrong = (g[2] + 1) % 96;
+
+  for (int split : {1, 2, 3}) {
+    SCOPED_TRACE(absl::StrCat(split, " stages"));
+    std::vector<std::unique_ptr<StageHost>> hosts;
+    if (split == 1) {
+      hosts.push_back(MakeHost(0, kLayers, true, true));
+    } else if (split == 2) {
+      hosts.push_back(MakeHost(0, 3, true, false));
+      hosts.push_back(MakeHost(3, kLayers, false, true));
+    } else {
+      hosts.push_back(MakeHost(0, 2, true, false));
+      hosts.push_back(MakeHost(2, 5, false, false));
+      hosts.push_back(MakeHost(5, kLayers, false, true));
+    }
+    std::vector<StageHost*> chain;
+    for (auto& h : hosts) chain.push_back(h.get());
+    // The prompt but its last token, sampling nothing.
+    StageFrame prefill = TokenFrame(1, 0, std::vector<int32_t>(prompt.begin(), prompt.end() - 1));
+    prefill.no_sample = true;
+    StageOutput o = RunChain(chain, prefill);
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_TRUE(o.tokens.empty());
+
+    // Two right drafts, a wrong one, and one after it that is never looked at.
+    o = RunChain(chain, DraftFrame(1, n - 1, prompt.back(), {g[0], g[1], wrong, g[3]}));
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(TokensOf(o), std::vector<int32_t>({g[0], g[1], g[2]}));
+    EXPECT_EQ(o.accepted_draft_count, 2);
+
+    // The next frame starts at the accepted length: every stage rolls back over the wrong draft
+    // and the one after it (cached n + 4 positions, continue at n + 2).
+    StageFrame next = DraftFrame(1, n + 2, g[2], {g[3], g[4], g[5]});
+    next.kv_keep_length = n + 2;
+    o = RunChain(chain, next);
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(TokensOf(o), std::vector<int32_t>({g[3], g[4], g[5], g[6]}));  // all + one more
+    EXPECT_EQ(o.accepted_draft_count, 3);
+
+    // A wrong first draft: the target's own token, nothing accepted.
+    o = RunChain(chain, DraftFrame(1, n + 6, g[6], {(g[7] + 1) % 96}));
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(TokensOf(o), std::vector<int32_t>({g[7]}));
+    EXPECT_EQ(o.accepted_draft_count, 0);
+    // A plain one-token frame continues after a rollback too.
+    StageFrame plain = TokenFrame(1, n + 7, {g[7]});
+    plain.kv_keep_length = n + 7;
+    o = RunChain(chain, plain);
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(TokensOf(o), std::vector<int32_t>({g[8]}));
+  }
+}
+
+TEST_F(StageHostTest, RefusesBadDraftFramesAndKeepsServing) {
+  auto first = MakeHost(0, 2, true, false);
+  auto middle = MakeHost(2, 4, false, false);
+  auto last = MakeHost(4, kLayers, false, true);
+  // A good draft frame as each stage sees it.
+  const StageFrame good_first = DraftFrame(1, 0, 3, {4, 5});
+  StageOutput o = first->Step({good_first})[0];
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  const StageFrame good_middle = *o.next;
+  EXPECT_EQ(good_middle.draft_tokens, std::vector<int32_t>({4, 5}));  // passed on
+  o = middle->Step({good_middle})[0];
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  const StageFrame good_last = *o.next;
+
+  struct Case {
+    const char* name;
+    std::function<void(StageFrame&)> corrupt;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"too many",
+       [](StageFrame& f) {
+         f.draft_tokens.assign(16, 4);
+         f.token_count = 17;
+       },
+       "at most 15 draft tokens"},
+      {"vocabulary", [](StageFrame& f) { f.draft_tokens[1] = 96; },
+       "draft token id 96 is outside the vocabulary [0, 96)"},
+      {"negative", [](StageFrame& f) { f.draft_tokens[0] = -1; }, "draft token id -1"},
+      {"count", [](StageFrame& f) { f.token_count = 2; },
+       "a frame with 2 draft tokens carries exactly one token id before them"},
+      {"two tokens",
+       [](StageFrame& f) {
+         f.tokens = {3, 3};
+         f.token_count = 4;
+       },
+       "got 2 token ids and token_count 4"},
+      {"no tokens",
+       [](StageFrame& f) {
+         f.tokens.clear();
+         f.token_count = 2;
+       },
+       "got 0 token ids"},
+      {"no_sample", [](StageFrame& f) { f.no_sample = true; }, "cannot be no_sample"},
+  };
+  const std::vector<std::pair<StageHost*, const StageFrame*>> stages = {
+      {first.get(), &good_first}, {middle.get(), &good_middle}, {last.get(), &good_last}};
+  for (const Case& c : cases) {
+    for (size_t i = 0; i < stages.size(); ++i) {
+      SCOPED_TRACE(absl::StrCat(c.name, " on stage ", i));
+      StageFrame bad = *stages[i].second;
+      bad.sequence_id = 2;  // a new sequence: a refusal must not claim a slot
+      c.corrupt(bad);
+      const int32_t before = stages[i].first->active_sequences();
+      StageOutput r = stages[i].first->Step({bad})[0];
+      EXPECT_EQ(r.status.code(), absl::StatusCode::kInvalidArgument) << r.status;
+      EXPECT_THAT(std::string(r.status.message()), HasSubstr(c.message));
+      EXPECT_EQ(stages[i].first->active_sequences(), before);
+    }
+  }
+  // Fewer rows per frame allow fewer drafts.
+  StageHostOptions small;
+  small.plan_epoch = 7;
+  small.layers = {0, kLayers};
+  small.context = 64;
+  small.max_batch_tokens = 4;
+  auto tiny = StageHost::Create(*file_, small);
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  EXPECT_EQ((*tiny)->max_draft_tokens(), 3);
+  EXPECT_THAT(std::string((*tiny)->Step({DraftFrame(1, 0, 3, {4, 5, 6, 7})})[0].status.message()),
+              HasSubstr("at most 3 draft tokens"));
+  EXPECT_TRUE((*tiny)->Step({DraftFrame(1, 0, 3, {4, 5, 6})})[0].status.ok());
+  // The good frame still verifies on the last stage.
+  o = last->Step({good_last})[0];
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  EXPECT_GE(o.tokens.size(), 1u);
+  EXPECT_EQ(o.accepted_draft_count, static_cast<int32_t>(o.tokens.size()) - 1);
+}
+
+TEST_F(StageHostTest, DraftFramesBatchWithOtherSequencesWithinTheLogitRowLimit) {
+  const std::vector<int32_t> a = {1, 5, 9}, b = {2, 7, 11, 13}, c = {3, 8};
+  // Alone: the greedy continuation of each, and the verification of 15 drafts of a.
+  auto whole = MakeHost(0, kLayers, true, true);
+  const std::vector<int32_t> ga = Greedy({whole.get()}, 1, a, 16);
+  const std::vector<int32_t> gb = Greedy({whole.get()}, 2, b, 1);
+  const std::vector<int32_t> gc = Greedy({whole.get()}, 3, c, 16);
+
+  auto host = MakeHost(0, kLayers, true, true);
+  std::vector<StageFrame> prefill;
+  for (auto [id, p] : {std::pair{1, &a}, std::pair{3, &c}}) {
+    StageFrame f = TokenFrame(id, 0, std::vector<int32_t>(p->begin(), p->end() - 1));
+    f.no_sample = true;
+    prefill.push_back(f);
+  }
+  for (const StageOutput& o : host->Step(prefill)) ASSERT_TRUE(o.status.ok()) << o.status;
+  // Two frames of 16 logit rows each and a plain one: 33 rows do not fit one pass (16 logit rows
+  // at most), so the step runs several; each result equals the sequence alone.
+  std::vector<int32_t> drafts_a(ga.begin(), ga.begin() + 15);
+  std::vector<int32_t> drafts_c(gc.begin(), gc.begin() + 15);
+  drafts_c[7] = (drafts_c[7] + 1) % 96;  // rejected at the eighth
+  std::vector<StageOutput> out =
+      host->Step({DraftFrame(1, 2, a.back(), drafts_a), TokenFrame(2, 0, b),
+                  DraftFrame(3, 1, c.back(), drafts_c)});
+  ASSERT_EQ(out.size(), 3u);
+  for (const StageOutput& o : out) ASSERT_TRUE(o.status.ok()) << o.status;
+  EXPECT_EQ(TokensOf(out[0]), ga);
+  EXPECT_EQ(out[0].accepted_draft_count, 15);
+  EXPECT_EQ(TokensOf(out[1]), gb);
+  EXPECT_EQ(TokensOf(out[2]), std::vector<int32_t>(gc.begin(), gc.begin() + 8));
+  EXPECT_EQ(out[2].accepted_draft_count, 7);
+}
+
+TEST_F(StageHostTest, DraftFramesReportLogprobsForEveryToken) {
+  auto host = MakeHost(0, kLayers, true, true);
+  const std::vector<int32_t> g = Greedy({host.get()}, 1, {1, 2, 3}, 3);
+  StageFrame prefill = TokenFrame(2, 0, {1, 2});
+  prefill.no_sample = true;
+  prefill.sampling.top_logprobs = 2;
+  ASSERT_TRUE(host->Step({prefill})[0].status.ok());
+  StageOutput o = host->Step({DraftFrame(2, 2, 3, {g[0], g[1]})})[0];
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  ASSERT_EQ(o.tokens.size(), 3u);
+  for (const SampledToken& t : o.tokens) {
+    ASSERT_EQ(t.top_logprobs.size(), 2u);
+    EXPECT_EQ(t.top_logprobs[0].id, t.token);  // greedy picks the most likely
+    EXPECT_LE(t.logprob, 0.0f);
+    EXPECT_NEAR(t.logprob, t.top_logprobs[0].logprob, 1e-5);
+  }
 }
 
 }  // namespace
