@@ -576,6 +576,16 @@ class ApiServer::Impl {
     metrics_.Describe("exo_sequence_slots", "gauge", "KV slots (max concurrent sequences).");
     metrics_.Describe("exo_engine_steps_total", "counter", "Batched forward passes.");
     metrics_.Describe("exo_rejected_requests_total", "counter", "Requests refused: queue full.");
+    metrics_.Describe("exo_speculative_passes_total", "counter",
+                      "Speculative decoding: verification passes through the model.");
+    metrics_.Describe("exo_speculative_drafted_tokens_total", "counter",
+                      "Speculative decoding: tokens drafted and sent for verification.");
+    metrics_.Describe("exo_speculative_accepted_tokens_total", "counter",
+                      "Speculative decoding: drafted tokens the model accepted.");
+    metrics_.Describe("exo_speculative_acceptance_rate", "gauge",
+                      "Speculative decoding: accepted / drafted tokens so far.");
+    metrics_.Describe("exo_speculative_tokens_per_pass", "gauge",
+                      "Speculative decoding: tokens generated per verification pass so far.");
     metrics_.Describe("exo_node_state", "gauge",
                       "1 for this node's current state (no_model, loading, ready, failed).");
   }
@@ -812,6 +822,19 @@ class ApiServer::Impl {
       metrics_.Set("exo_sequence_slots", stats.slots);
       metrics_.Set("exo_engine_steps_total", static_cast<double>(stats.steps));
       metrics_.Set("exo_rejected_requests_total", static_cast<double>(stats.rejected_sequences));
+      metrics_.Set("exo_speculative_passes_total", static_cast<double>(stats.speculative_passes));
+      metrics_.Set("exo_speculative_drafted_tokens_total",
+                   static_cast<double>(stats.speculative_drafted));
+      metrics_.Set("exo_speculative_accepted_tokens_total",
+                   static_cast<double>(stats.speculative_accepted));
+      metrics_.Set("exo_speculative_acceptance_rate",
+                   stats.speculative_drafted > 0 ? static_cast<double>(stats.speculative_accepted) /
+                                                       stats.speculative_drafted
+                                                 : 0.0);
+      metrics_.Set("exo_speculative_tokens_per_pass",
+                   stats.speculative_passes > 0 ? static_cast<double>(stats.speculative_emitted) /
+                                                      stats.speculative_passes
+                                                : 0.0);
     }
   }
 

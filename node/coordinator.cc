@@ -278,6 +278,11 @@ bool Coordinator::Deploy(const partition::ModelProfile& profile) {
     bo.vocab_size = served->tokenizer->vocab_size();
     const runtime::Tokenizer* tokenizer = served->tokenizer.get();
     bo.is_end_of_generation = [tokenizer](int32_t t) { return tokenizer->IsEndOfGeneration(t); };
+    if (options_.ngram_speculation) {
+      const runtime::NgramOptions ngram = options_.ngram;
+      bo.make_drafter = [ngram] { return std::make_unique<runtime::NgramDrafter>(ngram); };
+      bo.speculative = options_.speculative;
+    }
     served->engine = PipelineBackend::Create(*std::move(pipeline), bo);
     served->details["stages"] = plan->plan.stages.size();
   }

@@ -31,6 +31,7 @@
 #include "node/api_server.h"
 #include "node/cluster_plan.h"
 #include "node/stage_host.h"
+#include "runtime/speculative.h"
 
 namespace exo::node {
 
@@ -45,6 +46,11 @@ struct CoordinatorOptions {
   partition::Strategy strategy = partition::Strategy::kOptimal;
   int32_t max_stages = 0;  // 0: no limit
   WireDType wire_dtype = WireDType::kF32;
+  // Prompt-lookup speculative decoding for requests that run through the pipeline (each pass
+  // through every stage then verifies several drafted tokens). Not used on a single node.
+  bool ngram_speculation = false;
+  runtime::NgramOptions ngram;
+  runtime::SpeculativeOptions speculative;
   std::ostream* log = nullptr;  // plan and progress lines; null: stderr
 };
 

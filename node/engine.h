@@ -130,6 +130,12 @@ struct EngineStats {
   int64_t finished_sequences = 0;
   int64_t rejected_sequences = 0;  // queue full
   int64_t cancelled_sequences = 0;
+  // Speculative decoding, summed over finished sequences: verification passes, drafted and
+  // accepted tokens, tokens those passes emitted. Zero when it is off.
+  int64_t speculative_passes = 0;
+  int64_t speculative_drafted = 0;
+  int64_t speculative_accepted = 0;
+  int64_t speculative_emitted = 0;
 };
 
 // What the HTTP API generates with: the local continuous-batching Engine, or a PipelineBackend

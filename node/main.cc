@@ -51,7 +51,8 @@ ABSL_FLAG(std::string, logits_out, "",
           "generate: write the logits of the first generated step (float32) to this file.");
 ABSL_FLAG(std::string, speculative, "",
           "generate: speculative decoding: off, draft (needs --draft_model) or ngram (prompt "
-          "lookup, no model needed). Default: draft when --draft_model is given, else off.");
+          "lookup, no model needed). Default: draft when --draft_model is given, else off. "
+          "serve: ngram verifies prompt-lookup drafts in each pass through the pipeline.");
 ABSL_FLAG(std::string, draft_model, "",
           "generate: a smaller GGUF model with the target's vocabulary that drafts tokens.");
 ABSL_FLAG(int32_t, draft_max, 8, "generate: most tokens drafted per verification pass (1-15).");
@@ -345,6 +346,23 @@ int Serve() {
         return UsageError("--strategy must be optimal or ring");
       }
       s.coordinator.max_stages = absl::GetFlag(FLAGS_max_stages);
+      exo::node::SpeculativeCommand spec;
+      if (!SpeculativeFromFlags(spec)) {
+        return UsageError(absl::StrCat("--speculative must be off or ngram for serve, got '",
+                                       absl::GetFlag(FLAGS_speculative), "'"));
+      }
+      if (spec.mode == exo::node::SpeculativeMode::kDraftModel) {
+        return UsageError(
+            "serve does not take a draft model yet; use --speculative=ngram (prompt lookup), or "
+            "generate --pipeline --draft_model");
+      }
+      if (spec.mode == exo::node::SpeculativeMode::kNgram) {
+        s.coordinator.ngram_speculation = true;
+        s.coordinator.ngram.ngram_max = spec.ngram_max;
+        s.coordinator.ngram.ngram_min = spec.ngram_min;
+        s.coordinator.speculative.draft_max = spec.draft_max;
+        s.coordinator.speculative.draft_min = spec.draft_min;
+      }
       const std::string dtype = absl::GetFlag(FLAGS_wire_dtype);
       if (dtype == "bf16") {
         s.coordinator.wire_dtype = exo::node::WireDType::kBf16;

@@ -147,6 +147,10 @@ void PipelineBackend::StartOne(std::shared_ptr<Sequence> sequence, EngineRequest
   r.sampling = request.sampling;
   r.top_logprobs = std::max(0, request.top_logprobs);
   r.is_stop_token = options_.is_end_of_generation;
+  std::shared_ptr<runtime::Drafter> drafter;
+  if (options_.make_drafter) drafter = options_.make_drafter();
+  r.drafter = drafter.get();
+  r.speculative = options_.speculative;
   Sequence* key = sequence.get();
   r.on_token = [this, sequence](const SampledToken& t) {
     TokenEvent event;
@@ -161,7 +165,9 @@ void PipelineBackend::StartOne(std::shared_ptr<Sequence> sequence, EngineRequest
     }
     return !sequence->cancelled();
   };
-  r.on_done = [this, sequence, key](const absl::Status& status, const SequenceStats& stats) {
+  // The drafter is kept alive by on_done, which the pipeline calls once and last.
+  r.on_done = [this, sequence, key, drafter](const absl::Status& status,
+                                             const SequenceStats& stats) {
     FinishReason reason = FinishReason::kLength;
     if (absl::IsCancelled(status) || (status.ok() && sequence->cancelled())) {
       reason = FinishReason::kCancelled;
@@ -174,6 +180,10 @@ void PipelineBackend::StartOne(std::shared_ptr<Sequence> sequence, EngineRequest
       absl::MutexLock lock(&mu_);
       running_.erase(key);
       stats_.prompt_tokens += stats.prompt_tokens;
+      stats_.speculative_passes += stats.speculative.passes;
+      stats_.speculative_drafted += stats.speculative.drafted_tokens;
+      stats_.speculative_accepted += stats.speculative.accepted_tokens;
+      stats_.speculative_emitted += stats.speculative.emitted_tokens;
       if (reason == FinishReason::kCancelled) {
         ++stats_.cancelled_sequences;
       } else {

@@ -18,6 +18,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "node/engine.h"
+#include "runtime/speculative.h"
 
 namespace exo::node {
 
@@ -31,6 +32,10 @@ struct PipelineBackendOptions {
   // Token ids that end a sequence (not emitted), e.g. the tokenizer's end-of-generation set.
   std::function<bool(int32_t)> is_end_of_generation;
   absl::Duration poll_interval = absl::Milliseconds(20);  // how often cancellations are checked
+  // Speculative decoding through the pipeline: makes each sequence's drafter (prompt lookup, or
+  // a draft model with one-hot proposals); empty: off. The drafter lives until the sequence ends.
+  std::function<std::unique_ptr<runtime::Drafter>()> make_drafter;
+  runtime::SpeculativeOptions speculative;
 };
 
 class PipelineBackend : public GenerationBackend {

@@ -427,6 +427,42 @@ TEST_F(PipelineBackendTest, AStageThatCannotReachTheNextEndsSequencesWithAnError
   }
 }
 
+TEST_F(PipelineBackendTest, PromptLookupThroughThePipelineKeepsGreedyOutput) {
+  backend_.reset();
+  PipelineOptions po;
+  for (const auto& s : stages_) po.stages.push_back(s->address);
+  po.model = *ComputeModelIdentity(*path_);
+  po.n_layer = kLayers;
+  po.n_vocab = 80;
+  po.plan_epoch = 9;
+  po.context = 64;
+  po.max_sequences = 2;
+  po.prefill_chunk = 8;
+  po.authorize = DataPathAuthorizer(key_, "coordinator");
+  auto pipeline = Pipeline::Connect(po);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  PipelineBackendOptions bo;
+  bo.max_sequences = 2;
+  bo.context = 64;
+  bo.vocab_size = 80;
+  bo.make_drafter = [] { return std::make_unique<runtime::NgramDrafter>(runtime::NgramOptions{}); };
+  bo.speculative.draft_max = 4;
+  backend_ = PipelineBackend::Create(*std::move(pipeline), bo);
+  // Repetitive prompts, so prompt lookup finds drafts.
+  const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7, 8, 5, 6, 7, 8, 5, 6},
+                                                     {11, 12, 11, 12, 11, 12, 11}};
+  std::vector<std::shared_ptr<Sequence>> sequences;
+  for (const auto& prompt : prompts) sequences.push_back(*backend_->Submit(Greedy(prompt, 20)));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(Drain(*sequences[i]), SingleNode(prompts[i], 20)) << i;
+  }
+  const EngineStats stats = backend_->stats();
+  EXPECT_GT(stats.speculative_passes, 0);
+  EXPECT_GT(stats.speculative_drafted, 0);
+  EXPECT_LE(stats.speculative_accepted, stats.speculative_drafted);
+  EXPECT_EQ(stats.generated_tokens, 40);
+}
+
 TEST_F(PipelineBackendTest, StagesRefuseCallersWithoutTheKey) {
   PipelineOptions po;
   po.stages = {stages_[0]->address};
