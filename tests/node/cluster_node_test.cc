@@ -1,5 +1,6 @@
 // In-process cluster nodes on loopback (ports 0, static peers, temporary state directories).
 #include "node/cluster_node.h"
+#include "node/cluster_auth.h"
 
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
@@ -189,17 +190,36 @@ TEST_F(ClusterNodeTest, ClonedStateDirectoryTheLaterNodeTakesANewId) {
   EXPECT_TRUE(WaitFor([&] { return SeesUp(*a, b->node_id()) && SeesUp(*b, original); }));
 }
 
-TEST_F(ClusterNodeTest, PipelineRpcsAnswerUnimplementedWithAReason) {
+TEST_F(ClusterNodeTest, PipelineRpcsNeedTheClusterKey) {
   LogSink logs;
   auto a = Start(Options("a", logs));
   ASSERT_TRUE(a);
   auto stub = exo::v1::NodeService::NewStub(grpc::CreateChannel(
       absl::StrCat("127.0.0.1:", a->grpc_port()), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext context;
-  exo::v1::LoadShardResponse response;
-  const grpc::Status status = stub->LoadShard(&context, {}, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(), HasSubstr("LoadShard"));
+  {
+    grpc::ClientContext context;  // no token
+    exo::v1::LoadShardResponse response;
+    const grpc::Status status = stub->LoadShard(&context, {}, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(status.error_message(), HasSubstr("LoadShard"));
+  }
+  {
+    grpc::ClientContext context;  // a token made with another key
+    DataPathAuthorizer(*ClusterKey::FromString("another cluster"), "stranger")(context);
+    exo::v1::LoadShardResponse response;
+    EXPECT_EQ(stub->LoadShard(&context, {}, &response).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    // With the node's own key the call gets through to the stage, which says what is missing.
+    grpc::ClientContext context;
+    a->DataPathAuthorizer()(context);
+    exo::v1::LoadShardResponse response;
+    const grpc::Status status = stub->LoadShard(&context, {}, &response);
+    EXPECT_NE(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_NE(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+    EXPECT_FALSE(status.ok());
+  }
 }
 
 TEST_F(ClusterNodeTest, PortInUseIsUnavailableWithAHint) {
