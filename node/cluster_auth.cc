@@ -51,9 +51,11 @@ absl::Status CheckDataPathToken(const ClusterKey& key, absl::string_view token, 
   }
   const absl::Duration skew = absl::AbsDuration(absl::FromUnixSeconds(seconds) - now);
   if (skew > max_skew) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "the data-path token is ", absl::FormatDuration(skew), " away from this node's clock (at "
-        "most ", absl::FormatDuration(max_skew), " allowed); check both machines' clocks"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("the data-path token is ", absl::FormatDuration(skew),
+                     " away from this node's clock (at "
+                     "most ",
+                     absl::FormatDuration(max_skew), " allowed); check both machines' clocks"));
   }
   return absl::OkStatus();
 }

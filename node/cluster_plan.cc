@@ -80,16 +80,16 @@ std::string DescribeClusterPlan(const ClusterPlan& plan) {
     const bool has_estimate = i < plan.estimate.stages.size();
     absl::StrAppend(
         &out,
-        absl::StrFormat("stage %d: node %s at %s, layers %d-%d%s%s", i + 1,
-                        s.node_id.substr(0, 12), i < plan.addresses.size() ? plan.addresses[i] : "?",
-                        s.layer_begin, s.layer_end - 1, s.has_embedding ? " + embedding" : "",
+        absl::StrFormat("stage %d: node %s at %s, layers %d-%d%s%s", i + 1, s.node_id.substr(0, 12),
+                        i < plan.addresses.size() ? plan.addresses[i] : "?", s.layer_begin,
+                        s.layer_end - 1, s.has_embedding ? " + embedding" : "",
                         s.has_head ? " + head" : ""),
-        has_estimate ? absl::StrFormat(", %.1f MiB, %.2f ms/token",
-                                       plan.estimate.stages[i].memory_bytes / 1048576.0,
-                                       (plan.estimate.stages[i].compute_seconds +
-                                        plan.estimate.stages[i].hop_seconds) *
-                                           1e3)
-                     : "",
+        has_estimate
+            ? absl::StrFormat(
+                  ", %.1f MiB, %.2f ms/token", plan.estimate.stages[i].memory_bytes / 1048576.0,
+                  (plan.estimate.stages[i].compute_seconds + plan.estimate.stages[i].hop_seconds) *
+                      1e3)
+            : "",
         "\n");
   }
   return out;

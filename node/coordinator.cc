@@ -56,11 +56,10 @@ std::string LocalAddressToward(const std::string& peer_host, uint16_t port,
     socklen_t length = sizeof(local);
     char text[INET6_ADDRSTRLEN] = {};
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0) {
-      const void* where = local.ss_family == AF_INET6
-                              ? static_cast<const void*>(
-                                    &reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
-                              : static_cast<const void*>(
-                                    &reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+      const void* where =
+          local.ss_family == AF_INET6
+              ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+              : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
       if (inet_ntop(local.ss_family, where, text, sizeof(text)) != nullptr) {
         result = JoinHostPort(text, port);
       }
@@ -163,8 +162,8 @@ void Coordinator::Run() {
           auto it = state.peers.find(stage.node_id);
           if (stage.node_id != state.self.node_id &&
               (it == state.peers.end() || it->second.state != PeerState::kUp)) {
-            why = absl::StrCat("node ", stage.node_id.substr(0, 12), " (layers ",
-                               stage.layer_begin, "-", stage.layer_end - 1, ") is down",
+            why = absl::StrCat("node ", stage.node_id.substr(0, 12), " (layers ", stage.layer_begin,
+                               "-", stage.layer_end - 1, ") is down",
                                it == state.peers.end() || it->second.down_reason.empty()
                                    ? ""
                                    : absl::StrCat(" (", it->second.down_reason, ")"));
@@ -220,15 +219,13 @@ bool Coordinator::Deploy(const partition::ModelProfile& profile) {
     return false;
   }
   plan->plan.epoch = epoch_;
-  const bool local = plan->plan.stages.size() == 1 &&
-                     plan->plan.stages[0].node_id == state.self.node_id;
-  Log(absl::StrFormat("plan epoch %d over %d node(s), %s, estimated %.1f tokens/s:\n%s", epoch_,
-                      plan->devices.size(),
-                      local ? "all layers on this node" : "pipelined",
-                      plan->estimate.seconds_per_token > 0
-                          ? 1.0 / plan->estimate.seconds_per_token
-                          : 0.0,
-                      DescribeClusterPlan(*plan)));
+  const bool local =
+      plan->plan.stages.size() == 1 && plan->plan.stages[0].node_id == state.self.node_id;
+  Log(absl::StrFormat(
+      "plan epoch %d over %d node(s), %s, estimated %.1f tokens/s:\n%s", epoch_,
+      plan->devices.size(), local ? "all layers on this node" : "pipelined",
+      plan->estimate.seconds_per_token > 0 ? 1.0 / plan->estimate.seconds_per_token : 0.0,
+      DescribeClusterPlan(*plan)));
   std::shared_ptr<ServedModel> served;
   if (local) {
     api_.SetLoading(model_id, "loading every layer on this node");
@@ -339,9 +336,10 @@ nlohmann::json Coordinator::ClusterView() const {
     nodes.push_back(
         node_json(id, peer.grpc_address, peer.capabilities, false, PeerStateName(peer.state)));
   }
-  nlohmann::json plan = {{"model", model_id_.empty() ? nlohmann::json() : nlohmann::json(model_id_)},
-                         {"layers", n_layer_},
-                         {"stages", nlohmann::json::array()}};
+  nlohmann::json plan = {
+      {"model", model_id_.empty() ? nlohmann::json() : nlohmann::json(model_id_)},
+      {"layers", n_layer_},
+      {"stages", nlohmann::json::array()}};
   if (plan_.has_value()) {
     plan["epoch"] = plan_->plan.epoch;
     plan["strategy"] = partition::StrategyName(options_.strategy);

@@ -92,8 +92,8 @@ class Coordinator {
   std::string model_id_ ABSL_GUARDED_BY(mu_);
   int32_t n_layer_ ABSL_GUARDED_BY(mu_) = 0;
   std::string status_ ABSL_GUARDED_BY(mu_) = "starting";
-  uint64_t epoch_ = 0;  // coordinator thread only
-  std::string last_wait_reason_;  // coordinator thread only: logged once per change
+  uint64_t epoch_ = 0;                   // coordinator thread only
+  std::string last_wait_reason_;         // coordinator thread only: logged once per change
   std::shared_ptr<ServedModel> served_;  // coordinator thread only
 };
 

@@ -74,14 +74,15 @@ TEST(DataPathToken, RefusesTamperedAndMalformedTokens) {
        {std::string(""), std::string("node-a"), std::string("node-a.1800000000"),
         std::string(".1800000000.00"), std::string("node-a.soon.") + std::string(64, '0'),
         std::string("node-a.1800000000.") + std::string(63, '0'),
-        std::string("node-a.1800000000.") + std::string(64, 'g'),
-        std::string("a.b.c.d"), std::string(4096, 'x')}) {
+        std::string("node-a.1800000000.") + std::string(64, 'g'), std::string("a.b.c.d"),
+        std::string(4096, 'x')}) {
     SCOPED_TRACE(bad.substr(0, 40));
     EXPECT_EQ(CheckDataPathToken(key, bad, now).code(), absl::StatusCode::kPermissionDenied);
   }
 }
 
-// ---- Planning from membership ---------------------------------------------------------------------
+// ---- Planning from membership
+// ---------------------------------------------------------------------
 
 constexpr uint64_t kMiB = 1 << 20;
 
@@ -121,9 +122,8 @@ MembershipState Fleet(std::vector<std::tuple<std::string, uint64_t, PeerState>> 
 }
 
 TEST(ClusterPlan, UsesOnlyUpPeersAndTheirAddresses) {
-  const MembershipState state = Fleet({{"a", 500, PeerState::kUp},
-                                       {"b", 500, PeerState::kUp},
-                                       {"gone", 100000, PeerState::kDown}});
+  const MembershipState state = Fleet(
+      {{"a", 500, PeerState::kUp}, {"b", 500, PeerState::kUp}, {"gone", 100000, PeerState::kDown}});
   auto plan = PlanCluster(state, Caps(400), "10.0.0.9:52416", EightLayerModel(), {});
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_EQ(plan->plan.stages.size(), plan->addresses.size());
@@ -196,15 +196,15 @@ TEST(LocalAddressToward, FindsTheLoopbackRouteAndFallsBack) {
   EXPECT_EQ(LocalAddressToward("not-an-address", 52416, "fallback"), "fallback");
 }
 
-// ---- The API's pipeline backend -------------------------------------------------------------------
+// ---- The API's pipeline backend
+// -------------------------------------------------------------------
 
 constexpr int kLayers = 4;
 
 struct LoopbackStage {
   LoopbackStage(const std::string& model_path, PeerAuthenticator* auth,
                 std::function<void(grpc::ClientContext&)> authorize)
-      : handler(Options(model_path, std::move(authorize)), auth),
-        service("test-node", &handler) {
+      : handler(Options(model_path, std::move(authorize)), auth), service("test-node", &handler) {
     auto started = StartServer(&service, "127.0.0.1", 0);
     EXPECT_TRUE(started.ok()) << started.status();
     server = std::move(started->server);
@@ -348,8 +348,7 @@ TEST_F(PipelineBackendTest, ConcurrentRequestsEqualTheSingleNode) {
 
 TEST_F(PipelineBackendTest, RefusesBadRequestsAndBoundsTheQueue) {
   EXPECT_EQ(backend_->Submit(Greedy({}, 4)).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(backend_->Submit(Greedy({80}, 4)).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->Submit(Greedy({80}, 4)).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(backend_->Submit(Greedy(std::vector<int32_t>(64, 1), 4)).status().code(),
             absl::StatusCode::kInvalidArgument);
   std::vector<std::shared_ptr<Sequence>> accepted;
