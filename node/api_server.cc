@@ -602,11 +602,12 @@ class ApiServer::Impl {
       case State::kReady:
         return model_;
       case State::kLoading:
-        SetError(res, 503,
-                 absl::StrCat("the model ", loading_id_, " is still loading",
-                              loading_detail_.empty() ? "" : absl::StrCat(" (", loading_detail_, ")"),
-                              "; retry soon"),
-                 dialect);
+        SetError(
+            res, 503,
+            absl::StrCat("the model ", loading_id_, " is still loading",
+                         loading_detail_.empty() ? "" : absl::StrCat(" (", loading_detail_, ")"),
+                         "; retry soon"),
+            dialect);
         return nullptr;
       case State::kFailed:
         SetError(res, 503, absl::StrCat("the model failed to load: ", load_error_.message()),
@@ -828,13 +829,13 @@ class ApiServer::Impl {
       metrics_.Set("exo_speculative_accepted_tokens_total",
                    static_cast<double>(stats.speculative_accepted));
       metrics_.Set("exo_speculative_acceptance_rate",
-                   stats.speculative_drafted > 0 ? static_cast<double>(stats.speculative_accepted) /
-                                                       stats.speculative_drafted
-                                                 : 0.0);
+                   stats.speculative_drafted > 0
+                       ? static_cast<double>(stats.speculative_accepted) / stats.speculative_drafted
+                       : 0.0);
       metrics_.Set("exo_speculative_tokens_per_pass",
-                   stats.speculative_passes > 0 ? static_cast<double>(stats.speculative_emitted) /
-                                                      stats.speculative_passes
-                                                : 0.0);
+                   stats.speculative_passes > 0
+                       ? static_cast<double>(stats.speculative_emitted) / stats.speculative_passes
+                       : 0.0);
     }
   }
 

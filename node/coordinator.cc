@@ -237,20 +237,24 @@ bool Coordinator::Deploy(const partition::ModelProfile& profile) {
     served = *std::move(loaded);
   } else {
     absl::StatusOr<std::shared_ptr<ServedModel>> front = LoadServedModelFrontEnd(options_.model);
-    absl::StatusOr<ModelIdentity> identity =
-        front.ok() ? ComputeModelIdentity(options_.model.path) : front.status();
-    if (!identity.ok()) {
-      wait(absl::StrCat("cannot read the model: ", identity.status().message()));
+    if (!identity_.has_value() && front.ok()) {  // hashing reads the whole file: once
+      absl::StatusOr<ModelIdentity> computed = ComputeModelIdentity(options_.model.path);
+      if (!computed.ok()) front = computed.status();
+      if (computed.ok()) identity_ = *std::move(computed);
+    }
+    if (!front.ok()) {
+      wait(absl::StrCat("cannot read the model: ", front.status().message()));
       return false;
     }
-    identity->name = model_id;
+    ModelIdentity identity = *identity_;
+    identity.name = model_id;
     served = *std::move(front);
     PipelineOptions po;
     po.stages = plan->addresses;
     for (const partition::Stage& s : plan->plan.stages) {
       po.layers.push_back({s.layer_begin, s.layer_end});
     }
-    po.model = *identity;
+    po.model = identity;
     po.n_layer = served->details["layers"].get<int32_t>();
     po.plan_epoch = epoch_;
     po.context = served->details["context_length"].get<int32_t>();

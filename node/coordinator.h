@@ -31,6 +31,7 @@
 #include "node/api_server.h"
 #include "node/cluster_plan.h"
 #include "node/stage_host.h"
+#include "node/tensor_fetch.h"
 #include "runtime/speculative.h"
 
 namespace exo::node {
@@ -92,9 +93,10 @@ class Coordinator {
   std::string model_id_ ABSL_GUARDED_BY(mu_);
   int32_t n_layer_ ABSL_GUARDED_BY(mu_) = 0;
   std::string status_ ABSL_GUARDED_BY(mu_) = "starting";
-  uint64_t epoch_ = 0;                   // coordinator thread only
-  std::string last_wait_reason_;         // coordinator thread only: logged once per change
-  std::shared_ptr<ServedModel> served_;  // coordinator thread only
+  uint64_t epoch_ = 0;                     // coordinator thread only
+  std::string last_wait_reason_;           // coordinator thread only: logged once per change
+  std::shared_ptr<ServedModel> served_;    // coordinator thread only
+  std::optional<ModelIdentity> identity_;  // coordinator thread only: the file's SHA-256, once
 };
 
 }  // namespace exo::node

@@ -88,7 +88,8 @@ ABSL_FLAG(std::string, cluster_key_file, "",
           "serve: read the cluster key from this file instead (trailing newline ignored).");
 ABSL_FLAG(std::string, bind, "0.0.0.0",
           "serve: address the gRPC and bus ports listen on (0.0.0.0 = all IPv4, :: = all).");
-ABSL_FLAG(int32_t, grpc_port, 52416, "serve, stage: TCP port of the node's gRPC service; 0 = any free (printed).");
+ABSL_FLAG(int32_t, grpc_port, 52416,
+          "serve, stage: TCP port of the node's gRPC service; 0 = any free (printed).");
 ABSL_FLAG(int32_t, bus_port, 52417, "serve: TCP port of the node's event bus; 0 = any free.");
 ABSL_FLAG(std::string, peers, "",
           "serve: static peers, host:port of their gRPC port, comma-separated "
@@ -111,10 +112,11 @@ ABSL_FLAG(std::string, pipeline, "",
           "generate: run through these stages, HOST:PORT[,HOST:PORT...] in pipeline order.");
 ABSL_FLAG(std::string, layers, "",
           "generate --pipeline: layer range of each stage, e.g. 0:6,6:12,12:18; default: even.");
-ABSL_FLAG(std::string, wire_dtype, "f32",
-          "generate --pipeline, serve: hidden states between stages as f32 (exact), bf16 or f16 (half "
-          "the bytes, not bit-exact; f16 overflows on models with large activations, e.g. "
-          "Gemma).");
+ABSL_FLAG(
+    std::string, wire_dtype, "f32",
+    "generate --pipeline, serve: hidden states between stages as f32 (exact), bf16 or f16 (half "
+    "the bytes, not bit-exact; f16 overflows on models with large activations, e.g. "
+    "Gemma).");
 // HTTP API (docs/api.md).
 ABSL_FLAG(int32_t, http_port, 52415, "serve: HTTP API port (0 picks a free one).");
 ABSL_FLAG(std::string, http_bind, "0.0.0.0", "serve: address the HTTP API listens on.");
@@ -126,8 +128,9 @@ ABSL_FLAG(int32_t, max_sequences, 16,
           "--ctx positions.");
 ABSL_FLAG(bool, api, true,
           "serve: serve the HTTP API and web UI (--noapi: a node that only contributes capacity).");
-ABSL_FLAG(bool, cluster, true,
-          "serve: join the cluster (gRPC, event bus, discovery); --nocluster serves the API alone.");
+ABSL_FLAG(
+    bool, cluster, true,
+    "serve: join the cluster (gRPC, event bus, discovery); --nocluster serves the API alone.");
 ABSL_FLAG(std::string, memory_limit, "",
           "serve: most memory this node offers the cluster for weights, KV cache and scratch "
           "(\"2GiB\", \"512MB\", bytes); default: what is free at start.");

@@ -249,8 +249,8 @@ class Shard {
       v1::ForwardResult result;
       result.set_sequence_id(id);
       result.set_plan_epoch(plan_epoch());
-      StatusToResult(absl::UnavailableError(absl::StrCat(
-                         "the stream to the next stage at ", next_stage_, " ended")),
+      StatusToResult(absl::UnavailableError(
+                         absl::StrCat("the stream to the next stage at ", next_stage_, " ended")),
                      &result);
       up->Write(result);
     }
@@ -287,12 +287,12 @@ class Shard {
 namespace {
 
 grpc::Status Unauthenticated(const char* rpc) {
-  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                      absl::StrCat(rpc,
-                                   " refused: the caller did not prove this cluster's key (missing "
-                                   "or invalid token in metadata '",
-                                   kSessionTokenMetadataKey,
-                                   "'; every node needs the same --cluster_key)"));
+  return grpc::Status(
+      grpc::StatusCode::UNAUTHENTICATED,
+      absl::StrCat(rpc,
+                   " refused: the caller did not prove this cluster's key (missing "
+                   "or invalid token in metadata '",
+                   kSessionTokenMetadataKey, "'; every node needs the same --cluster_key)"));
 }
 
 }  // namespace

@@ -82,8 +82,9 @@ class ShardHandler : public StageHandlers {
                          v1::LoadShardResponse* response) override;
   // One persistent stream of frames in and results out; returns when the peer closes it, after
   // cancelling the sequences that came in on it.
-  grpc::Status Forward(grpc::ServerContext* context,
-                       grpc::ServerReaderWriter<v1::ForwardResult, v1::ForwardFrame>* stream) override;
+  grpc::Status Forward(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::ForwardResult, v1::ForwardFrame>* stream) override;
   grpc::Status FetchTensors(grpc::ServerContext* context, const v1::FetchTensorsRequest* request,
                             grpc::ServerWriter<v1::TensorChunk>* writer) override;
 

@@ -1,6 +1,5 @@
 // In-process cluster nodes on loopback (ports 0, static peers, temporary state directories).
 #include "node/cluster_node.h"
-#include "node/cluster_auth.h"
 
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
@@ -14,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "node/cluster_auth.h"
 #include "node/identity.h"
 
 namespace exo::node {
