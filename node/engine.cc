@@ -145,24 +145,29 @@ Engine::~Engine() {
   thread_.join();
 }
 
-absl::StatusOr<std::shared_ptr<Sequence>> Engine::Submit(EngineRequest request) {
+absl::Status ValidateEngineRequest(const EngineRequest& request, int32_t vocab_size,
+                                   int32_t context) {
   if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
   for (int32_t id : request.prompt) {
-    if (id < 0 || id >= model_.vocab_size()) {
+    if (id < 0 || id >= vocab_size) {
       return absl::InvalidArgumentError(
           absl::StrCat("token id ", id, " is outside the vocabulary"));
     }
   }
-  if (static_cast<int64_t>(request.prompt.size()) >= model_.context()) {
+  if (static_cast<int64_t>(request.prompt.size()) >= context) {
     return absl::InvalidArgumentError(
         absl::StrCat("the prompt has ", request.prompt.size(), " tokens but the context holds ",
-                     model_.context(), " (prompt and answer together); shorten the prompt"));
+                     context, " (prompt and answer together); shorten the prompt"));
   }
   if (request.top_logprobs > 20) {
     return absl::InvalidArgumentError("top_logprobs must be at most 20");
   }
-  absl::Status sampling = runtime::ValidateSamplingParams(request.sampling);
-  if (!sampling.ok()) return sampling;
+  return runtime::ValidateSamplingParams(request.sampling);
+}
+
+absl::StatusOr<std::shared_ptr<Sequence>> Engine::Submit(EngineRequest request) {
+  absl::Status valid = ValidateEngineRequest(request, model_.vocab_size(), model_.context());
+  if (!valid.ok()) return valid;
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the engine is shutting down");
   // Requests beyond the free slots wait; at most max_queue of them.

@@ -138,6 +138,12 @@ struct EngineStats {
   int64_t speculative_emitted = 0;
 };
 
+// The checks every backend makes before queueing a request: a non-empty prompt of ids inside the
+// vocabulary that leaves room in the context, top_logprobs <= 20, valid sampling parameters.
+// InvalidArgument saying which.
+absl::Status ValidateEngineRequest(const EngineRequest& request, int32_t vocab_size,
+                                   int32_t context);
+
 // What the HTTP API generates with: the local continuous-batching Engine, or a PipelineBackend
 // (node/pipeline_backend.h) that runs sequences through the cluster's pipeline stages.
 class GenerationBackend {

@@ -44,23 +44,8 @@ PipelineBackend::~PipelineBackend() {
 }
 
 absl::StatusOr<std::shared_ptr<Sequence>> PipelineBackend::Submit(EngineRequest request) {
-  if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
-  for (int32_t id : request.prompt) {
-    if (id < 0 || id >= options_.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token id ", id, " is outside the vocabulary"));
-    }
-  }
-  if (static_cast<int64_t>(request.prompt.size()) >= options_.context) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the prompt has ", request.prompt.size(), " tokens but the context holds ",
-                     options_.context, " (prompt and answer together); shorten the prompt"));
-  }
-  if (request.top_logprobs > 20) {
-    return absl::InvalidArgumentError("top_logprobs must be at most 20");
-  }
-  absl::Status sampling = runtime::ValidateSamplingParams(request.sampling);
-  if (!sampling.ok()) return sampling;
+  absl::Status valid = ValidateEngineRequest(request, options_.vocab_size, options_.context);
+  if (!valid.ok()) return valid;
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the server is shutting down");
   if (!broken_.ok()) {

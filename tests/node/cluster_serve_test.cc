@@ -254,24 +254,37 @@ class PipelineBackendTest : public ::testing::Test {
       stages_.push_back(std::make_unique<LoopbackStage>(
           *path_, &auth_, DataPathAuthorizer(key_, absl::StrCat("stage-", i))));
     }
+    auto pipeline = Pipeline::Connect(Options(StageAddresses(), 7));
+    ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+    backend_ = PipelineBackend::Create(*std::move(pipeline), BackendOptions());
+  }
+  std::vector<std::string> StageAddresses() const {
+    std::vector<std::string> addresses;
+    for (const auto& s : stages_) addresses.push_back(s->address);
+    return addresses;
+  }
+  // A pipeline over `stages` that proves the test key: 64 positions, 2 sequences, 4-token chunks.
+  PipelineOptions Options(std::vector<std::string> stages, uint64_t epoch) const {
     PipelineOptions po;
-    for (const auto& s : stages_) po.stages.push_back(s->address);
+    po.stages = std::move(stages);
     po.model = *ComputeModelIdentity(*path_);
     po.n_layer = kLayers;
-    po.plan_epoch = 7;
+    po.n_vocab = 80;
+    po.plan_epoch = epoch;
     po.context = 64;
     po.max_sequences = 2;
     po.prefill_chunk = 4;
     po.authorize = DataPathAuthorizer(key_, "coordinator");
-    auto pipeline = Pipeline::Connect(po);
-    ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+    return po;
+  }
+  static PipelineBackendOptions BackendOptions() {
     PipelineBackendOptions bo;
     bo.max_sequences = 2;
     bo.max_queue = 2;
     bo.context = 64;
     bo.vocab_size = 80;
     bo.is_end_of_generation = [](int32_t) { return false; };
-    backend_ = PipelineBackend::Create(*std::move(pipeline), bo);
+    return bo;
   }
   void TearDown() override {
     backend_.reset();
@@ -401,21 +414,9 @@ TEST_F(PipelineBackendTest, AStageThatCannotReachTheNextEndsSequencesWithAnError
   // The first stage holds no key for its outgoing calls: the second refuses its stream, and the
   // sequences in flight end with an error instead of waiting forever.
   LoopbackStage keyless(*path_, &auth_, nullptr);
-  PipelineOptions po;
-  po.stages = {keyless.address, stages_[1]->address};
-  po.model = *ComputeModelIdentity(*path_);
-  po.n_layer = kLayers;
-  po.plan_epoch = 8;
-  po.context = 64;
-  po.max_sequences = 2;
-  po.authorize = DataPathAuthorizer(key_, "coordinator");
-  auto pipeline = Pipeline::Connect(po);
+  auto pipeline = Pipeline::Connect(Options({keyless.address, stages_[1]->address}, 8));
   ASSERT_TRUE(pipeline.ok()) << pipeline.status();
-  PipelineBackendOptions bo;
-  bo.max_sequences = 2;
-  bo.context = 64;
-  bo.vocab_size = 80;
-  auto backend = PipelineBackend::Create(*std::move(pipeline), bo);
+  auto backend = PipelineBackend::Create(*std::move(pipeline), BackendOptions());
   auto first = backend->Submit(Greedy({1, 2, 3}, 8));
   auto second = backend->Submit(Greedy({4, 5}, 8));
   ASSERT_TRUE(first.ok() && second.ok());
@@ -428,22 +429,11 @@ TEST_F(PipelineBackendTest, AStageThatCannotReachTheNextEndsSequencesWithAnError
 
 TEST_F(PipelineBackendTest, PromptLookupThroughThePipelineKeepsGreedyOutput) {
   backend_.reset();
-  PipelineOptions po;
-  for (const auto& s : stages_) po.stages.push_back(s->address);
-  po.model = *ComputeModelIdentity(*path_);
-  po.n_layer = kLayers;
-  po.n_vocab = 80;
-  po.plan_epoch = 9;
-  po.context = 64;
-  po.max_sequences = 2;
-  po.prefill_chunk = 8;
-  po.authorize = DataPathAuthorizer(key_, "coordinator");
+  PipelineOptions po = Options(StageAddresses(), 9);
+  po.prefill_chunk = 8;  // room for 4 drafts after the last token
   auto pipeline = Pipeline::Connect(po);
   ASSERT_TRUE(pipeline.ok()) << pipeline.status();
-  PipelineBackendOptions bo;
-  bo.max_sequences = 2;
-  bo.context = 64;
-  bo.vocab_size = 80;
+  PipelineBackendOptions bo = BackendOptions();
   bo.make_drafter = [] { return std::make_unique<runtime::NgramDrafter>(runtime::NgramOptions{}); };
   bo.speculative.draft_max = 4;
   backend_ = PipelineBackend::Create(*std::move(pipeline), bo);
@@ -463,10 +453,7 @@ TEST_F(PipelineBackendTest, PromptLookupThroughThePipelineKeepsGreedyOutput) {
 }
 
 TEST_F(PipelineBackendTest, StagesRefuseCallersWithoutTheKey) {
-  PipelineOptions po;
-  po.stages = {stages_[0]->address};
-  po.model = *ComputeModelIdentity(*path_);
-  po.n_layer = kLayers;
+  PipelineOptions po = Options({stages_[0]->address}, 10);
   po.authorize = DataPathAuthorizer(*ClusterKey::FromString("another-cluster"), "stranger");
   auto pipeline = Pipeline::Connect(po);
   ASSERT_FALSE(pipeline.ok());
