@@ -134,6 +134,32 @@ void Coordinator::Run() {
     status_ = absl::StrCat("failed: ", profile.status().message());
     return;
   }
+  if (!options_.draft_model_path.empty()) {
+    api_.SetLoading(id, "loading the draft model");
+    DraftModelPoolOptions draft;
+    draft.path = options_.draft_model_path;
+    draft.slots = options_.model.num_slots;
+    draft.context = options_.model.context;
+    draft.threads = options_.model.threads;
+    draft.batch = options_.model.batch;
+    draft.min_confidence = options_.draft_min_confidence;
+    absl::StatusOr<std::shared_ptr<DraftModelPool>> pool =
+        DraftModelPool::Load(draft, *(*front)->tokenizer);
+    if (!pool.ok()) {
+      Log(absl::StrCat("error: cannot serve ", options_.model.path,
+                       " with a draft model: ", pool.status().message()));
+      api_.SetLoadError(pool.status());
+      absl::MutexLock lock(&mu_);
+      status_ = absl::StrCat("failed: ", pool.status().message());
+      return;
+    }
+    draft_pool_ = *std::move(pool);
+    Log(absl::StrFormat(
+        "draft model %s from %s: %.1f MiB of weights, %.1f MiB of KV cache for %d sequences; "
+        "requests verify its drafts in each pass",
+        draft_pool_->name(), options_.draft_model_path, draft_pool_->weight_bytes() / 1048576.0,
+        draft_pool_->kv_cache_bytes() / 1048576.0, draft_pool_->slots()));
+  }
   {
     absl::MutexLock lock(&mu_);
     model_id_ = id;
@@ -219,11 +245,20 @@ bool Coordinator::Deploy(const partition::ModelProfile& profile) {
     return false;
   }
   plan->plan.epoch = epoch_;
-  const bool local =
+  const bool all_here =
       plan->plan.stages.size() == 1 && plan->plan.stages[0].node_id == state.self.node_id;
+  // Drafts are verified by a pipeline's last stage; the Engine has no verification step, so with
+  // speculation a plan on this node alone runs through this node's stage over loopback.
+  const bool speculating = options_.ngram_speculation || draft_pool_ != nullptr;
+  const bool local = all_here && !speculating;
   Log(absl::StrFormat(
       "plan epoch %d over %d node(s), %s, estimated %.1f tokens/s:\n%s", epoch_,
-      plan->devices.size(), local ? "all layers on this node" : "pipelined",
+      plan->devices.size(),
+      local      ? "all layers on this node"
+      : all_here ? "all layers on this node, served through its own stage over loopback so that "
+                   "requests verify drafts (speculative decoding instead of the Engine's "
+                   "continuous batching)"
+                 : "pipelined",
       plan->estimate.seconds_per_token > 0 ? 1.0 / plan->estimate.seconds_per_token : 0.0,
       DescribeClusterPlan(*plan)));
   std::shared_ptr<ServedModel> served;
@@ -256,6 +291,7 @@ bool Coordinator::Deploy(const partition::ModelProfile& profile) {
     }
     po.model = identity;
     po.n_layer = served->details["layers"].get<int32_t>();
+    po.n_vocab = served->tokenizer->vocab_size();  // drafted ids beyond it are not sent
     po.plan_epoch = epoch_;
     po.context = served->details["context_length"].get<int32_t>();
     po.max_sequences = options_.model.num_slots;
@@ -279,9 +315,18 @@ bool Coordinator::Deploy(const partition::ModelProfile& profile) {
     bo.vocab_size = served->tokenizer->vocab_size();
     const runtime::Tokenizer* tokenizer = served->tokenizer.get();
     bo.is_end_of_generation = [tokenizer](int32_t t) { return tokenizer->IsEndOfGeneration(t); };
-    if (options_.ngram_speculation) {
+    if (draft_pool_ != nullptr) {
+      std::shared_ptr<DraftModelPool> pool = draft_pool_;
+      bo.make_drafter = [pool](const runtime::SamplingParams& sampling) {
+        return pool->Acquire(sampling);
+      };
+      bo.speculative = options_.speculative;
+      served->details["draft_model"] = pool->name();
+    } else if (options_.ngram_speculation) {
       const runtime::NgramOptions ngram = options_.ngram;
-      bo.make_drafter = [ngram] { return std::make_unique<runtime::NgramDrafter>(ngram); };
+      bo.make_drafter = [ngram](const runtime::SamplingParams&) {
+        return std::make_unique<runtime::NgramDrafter>(ngram);
+      };
       bo.speculative = options_.speculative;
     }
     served->engine = PipelineBackend::Create(*std::move(pipeline), bo);

@@ -5,7 +5,10 @@
 //     (node/cluster_plan.h): memory decides what fits, speed and hops decide the split,
 //  3. runs the model locally (continuous-batching Engine) when the plan puts it all on this
 //     node, else sends LoadShard to every stage (peers without the file fetch their tensors from
-//     this node) and serves API requests through the pipeline (node/pipeline_backend.h),
+//     this node) and serves API requests through the pipeline (node/pipeline_backend.h). With
+//     speculative decoding (a draft model or prompt lookup) a plan that puts it all here also
+//     runs as a one-stage pipeline through this node's own stage over loopback, so that the
+//     same last-stage verification serves every plan (docs/speculative.md, "Serving"),
 //  4. watches membership: when a stage's node leaves, it re-plans over the survivors with a new
 //     epoch (keeping what need not move) and reconnects; requests arriving meanwhile get 503 with
 //     Retry-After, and when nothing fits it says how much memory is missing where.
@@ -30,6 +33,7 @@
 #include "nlohmann/json.hpp"
 #include "node/api_server.h"
 #include "node/cluster_plan.h"
+#include "node/draft_model_pool.h"
 #include "node/stage_host.h"
 #include "node/tensor_fetch.h"
 #include "runtime/speculative.h"
@@ -47,10 +51,15 @@ struct CoordinatorOptions {
   partition::Strategy strategy = partition::Strategy::kOptimal;
   int32_t max_stages = 0;  // 0: no limit
   WireDType wire_dtype = WireDType::kF32;
-  // Prompt-lookup speculative decoding for requests that run through the pipeline (each pass
-  // through every stage then verifies several drafted tokens). Not used on a single node.
+  // Speculative decoding for API requests: each pass through every stage verifies several drafted
+  // tokens. Prompt lookup (ngram_speculation), or a draft model (draft_model_path, loaded once
+  // before planning, its vocabulary checked against the model's; it proposes its argmax). Either
+  // one makes a plan that puts every layer on this node run through its own stage as a one-stage
+  // pipeline instead of the continuous-batching Engine.
   bool ngram_speculation = false;
   runtime::NgramOptions ngram;
+  std::string draft_model_path;       // empty: no draft model
+  float draft_min_confidence = 0.5f;  // the draft stops when its top probability is lower
   runtime::SpeculativeOptions speculative;
   std::ostream* log = nullptr;  // plan and progress lines; null: stderr
 };
@@ -97,6 +106,8 @@ class Coordinator {
   std::string last_wait_reason_;           // coordinator thread only: logged once per change
   std::shared_ptr<ServedModel> served_;    // coordinator thread only
   std::optional<ModelIdentity> identity_;  // coordinator thread only: the file's SHA-256, once
+  // The draft model, loaded once; every deployment's backend shares it (coordinator thread only).
+  std::shared_ptr<DraftModelPool> draft_pool_;
 };
 
 }  // namespace exo::node

@@ -50,20 +50,24 @@ ABSL_FLAG(std::string, json_out, "",
 ABSL_FLAG(std::string, logits_out, "",
           "generate: write the logits of the first generated step (float32) to this file.");
 ABSL_FLAG(std::string, speculative, "",
-          "generate: speculative decoding: off, draft (needs --draft_model) or ngram (prompt "
-          "lookup, no model needed). Default: draft when --draft_model is given, else off. "
-          "serve: ngram verifies prompt-lookup drafts in each pass through the pipeline.");
+          "generate, serve: speculative decoding: off, draft (needs --draft_model) or ngram "
+          "(prompt lookup, no model needed). Default: draft when --draft_model is given, else "
+          "off. serve verifies the drafts in each pass through the pipeline (a model on this "
+          "node alone then runs through its own stage instead of the batching Engine).");
 ABSL_FLAG(std::string, draft_model, "",
-          "generate: a smaller GGUF model with the target's vocabulary that drafts tokens.");
-ABSL_FLAG(int32_t, draft_max, 8, "generate: most tokens drafted per verification pass (1-15).");
+          "generate, serve: a smaller GGUF model with the target's vocabulary that drafts "
+          "tokens; serve loads it once on the node with the API, with a KV slot per sequence.");
+ABSL_FLAG(int32_t, draft_max, 8,
+          "generate, serve: most tokens drafted per verification pass (1-15).");
 ABSL_FLAG(int32_t, draft_min, 0,
-          "generate: fewest tokens the adaptive draft length goes down to (0 lets it stop "
+          "generate, serve: fewest tokens the adaptive draft length goes down to (0 lets it stop "
           "drafting when drafts do not pay); = --draft_max fixes the length.");
 ABSL_FLAG(double, draft_p_min, 0.5,
-          "generate: the draft model stops drafting when its top probability is below this.");
+          "generate, serve: the draft model stops drafting when its top probability is below "
+          "this.");
 ABSL_FLAG(bool, draft_greedy, false,
           "generate: the draft model proposes its most likely token even when sampling (the "
-          "output still follows the target's distribution); always on with --pipeline.");
+          "output still follows the target's distribution); always on with --pipeline and serve.");
 ABSL_FLAG(int32_t, ngram_max, 4, "generate --speculative=ngram: longest context suffix matched.");
 ABSL_FLAG(int32_t, ngram_min, 2, "generate --speculative=ngram: shortest context suffix matched.");
 ABSL_FLAG(bool, all, false, "inspect: print metadata arrays in full.");
@@ -310,6 +314,15 @@ int Serve() {
   const bool cluster = absl::GetFlag(FLAGS_cluster);
   const bool api = absl::GetFlag(FLAGS_api);
   if (!cluster && !api) return UsageError("serve with --nocluster and --noapi has nothing to do");
+  const std::string speculative_mode = absl::GetFlag(FLAGS_speculative);
+  if ((!absl::GetFlag(FLAGS_draft_model).empty() ||
+       (!speculative_mode.empty() && speculative_mode != "off")) &&
+      !(cluster && api)) {
+    return UsageError(
+        "--draft_model and --speculative apply to the node that serves the API over the cluster "
+        "(drafts are verified in each pass through the pipeline); drop them, or serve without "
+        "--noapi / --nocluster");
+  }
   exo::node::BlockShutdownSignals();  // before any thread starts
   std::unique_ptr<exo::node::ClusterNode> node;
   if (cluster) {
@@ -351,20 +364,39 @@ int Serve() {
       s.coordinator.max_stages = absl::GetFlag(FLAGS_max_stages);
       exo::node::SpeculativeCommand spec;
       if (!SpeculativeFromFlags(spec)) {
-        return UsageError(absl::StrCat("--speculative must be off or ngram for serve, got '",
+        return UsageError(absl::StrCat("--speculative must be off, draft or ngram, got '",
                                        absl::GetFlag(FLAGS_speculative), "'"));
       }
+      if (spec.mode != exo::node::SpeculativeMode::kOff) {
+        if (spec.draft_max < 1 || spec.draft_max > 15) {
+          return UsageError("--draft_max must be in [1, 15]");
+        }
+        if (spec.draft_min < 0 || spec.draft_min > spec.draft_max) {
+          return UsageError("--draft_min must be in [0, --draft_max]");
+        }
+        s.coordinator.speculative.draft_max = spec.draft_max;
+        s.coordinator.speculative.draft_min = spec.draft_min;
+        s.coordinator.speculative.adaptive = spec.draft_min < spec.draft_max;
+      }
       if (spec.mode == exo::node::SpeculativeMode::kDraftModel) {
-        return UsageError(
-            "serve does not take a draft model yet; use --speculative=ngram (prompt lookup), or "
-            "generate --pipeline --draft_model");
+        if (spec.draft_model_path.empty()) {
+          return UsageError(
+              "--speculative=draft needs --draft_model PATH (a smaller model with "
+              "the same vocabulary)");
+        }
+        if (!(spec.draft_min_confidence >= 0.0f && spec.draft_min_confidence <= 1.0f)) {
+          return UsageError("--draft_p_min must be in [0, 1]");
+        }
+        s.coordinator.draft_model_path = spec.draft_model_path;
+        s.coordinator.draft_min_confidence = spec.draft_min_confidence;
       }
       if (spec.mode == exo::node::SpeculativeMode::kNgram) {
+        if (spec.ngram_min < 1 || spec.ngram_max < spec.ngram_min) {
+          return UsageError("need 1 <= --ngram_min <= --ngram_max");
+        }
         s.coordinator.ngram_speculation = true;
         s.coordinator.ngram.ngram_max = spec.ngram_max;
         s.coordinator.ngram.ngram_min = spec.ngram_min;
-        s.coordinator.speculative.draft_max = spec.draft_max;
-        s.coordinator.speculative.draft_min = spec.draft_min;
       }
       const std::string dtype = absl::GetFlag(FLAGS_wire_dtype);
       if (dtype == "bf16") {

@@ -11,7 +11,7 @@
 
 namespace exo::node {
 
-absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
+absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options, int32_t num_slots) {
   const auto start = std::chrono::steady_clock::now();
   std::string path = options.model_path;
   if (path.empty()) {
@@ -37,6 +37,7 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   stage_options.layers = {0, config.n_layer};
   stage_options.context = std::min(options.context, config.context_length);
   stage_options.max_batch_tokens = options.batch;
+  stage_options.num_slots = num_slots;
   stage_options.pool = model.pool.get();
   ASSIGN_OR_RETURN(model.stage, runtime::Stage::Create(*model.file, stage_options));
   model.load_seconds =

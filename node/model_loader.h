@@ -28,7 +28,8 @@ struct LoadedModel {
 };
 
 // The default model when options.model_path is empty; a clear error says how to install it.
-absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options);
+// `num_slots`: sequences the stage keeps a KV cache for (serve's shared draft model has several).
+absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options, int32_t num_slots = 1);
 
 // The drafter speculative `generate` asks for proposals, or null when command.mode is kOff.
 // Checks the flags' ranges; for a draft model, loads it with `model`'s context, threads and batch

@@ -133,7 +133,7 @@ void PipelineBackend::StartOne(std::shared_ptr<Sequence> sequence, EngineRequest
   r.top_logprobs = std::max(0, request.top_logprobs);
   r.is_stop_token = options_.is_end_of_generation;
   std::shared_ptr<runtime::Drafter> drafter;
-  if (options_.make_drafter) drafter = options_.make_drafter();
+  if (options_.make_drafter) drafter = options_.make_drafter(r.sampling);
   r.drafter = drafter.get();
   r.speculative = options_.speculative;
   Sequence* key = sequence.get();

@@ -33,8 +33,10 @@ struct PipelineBackendOptions {
   std::function<bool(int32_t)> is_end_of_generation;
   absl::Duration poll_interval = absl::Milliseconds(20);  // how often cancellations are checked
   // Speculative decoding through the pipeline: makes each sequence's drafter (prompt lookup, or
-  // a draft model with one-hot proposals); empty: off. The drafter lives until the sequence ends.
-  std::function<std::unique_ptr<runtime::Drafter>()> make_drafter;
+  // a draft model with one-hot proposals) from the request's sampling parameters; empty: off. A
+  // null drafter runs that sequence without speculation. The drafter lives until the sequence
+  // ends.
+  std::function<std::unique_ptr<runtime::Drafter>(const runtime::SamplingParams&)> make_drafter;
   runtime::SpeculativeOptions speculative;
 };
 

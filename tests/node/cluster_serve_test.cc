@@ -15,6 +15,7 @@
 #include "node/cluster_auth.h"
 #include "node/cluster_plan.h"
 #include "node/coordinator.h"
+#include "node/draft_model_pool.h"
 #include "node/pipeline.h"
 #include "node/pipeline_backend.h"
 #include "node/shard_handler.h"
@@ -22,6 +23,7 @@
 #include "node/tensor_fetch.h"
 #include "runtime/generator.h"
 #include "runtime/gguf.h"
+#include "runtime/tokenizer.h"
 #include "synthetic_model_testlib.h"
 
 namespace exo::node {
@@ -434,7 +436,9 @@ TEST_F(PipelineBackendTest, PromptLookupThroughThePipelineKeepsGreedyOutput) {
   auto pipeline = Pipeline::Connect(po);
   ASSERT_TRUE(pipeline.ok()) << pipeline.status();
   PipelineBackendOptions bo = BackendOptions();
-  bo.make_drafter = [] { return std::make_unique<runtime::NgramDrafter>(runtime::NgramOptions{}); };
+  bo.make_drafter = [](const runtime::SamplingParams&) {
+    return std::make_unique<runtime::NgramDrafter>(runtime::NgramOptions{});
+  };
   bo.speculative.draft_max = 4;
   backend_ = PipelineBackend::Create(*std::move(pipeline), bo);
   // Repetitive prompts, so prompt lookup finds drafts.
@@ -450,6 +454,125 @@ TEST_F(PipelineBackendTest, PromptLookupThroughThePipelineKeepsGreedyOutput) {
   EXPECT_GT(stats.speculative_drafted, 0);
   EXPECT_LE(stats.speculative_accepted, stats.speculative_drafted);
   EXPECT_EQ(stats.generated_tokens, 40);
+}
+
+// serve --draft_model: one shared draft model, a KV slot per sequence that drafts. The model
+// drafts for itself here, so its drafts are the target's greedy choices.
+std::shared_ptr<DraftModelPool> LoadDraftPool(const std::string& draft, const std::string& target,
+                                              int32_t slots) {
+  auto file = runtime::GgufFile::Open(target);
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return nullptr;
+  auto tokenizer = runtime::Tokenizer::FromGguf(**file);
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  if (!tokenizer.ok()) return nullptr;
+  DraftModelPoolOptions o;
+  o.path = draft;
+  o.slots = slots;
+  o.context = 64;
+  o.threads = 1;
+  o.batch = 16;
+  o.min_confidence = 0.0f;  // always draft, so every pass carries drafts
+  auto pool = DraftModelPool::Load(o, **tokenizer);
+  EXPECT_TRUE(pool.ok()) << pool.status();
+  return pool.ok() ? *pool : nullptr;
+}
+
+TEST_F(PipelineBackendTest, DraftModelThroughThePipelineKeepsGreedyOutput) {
+  backend_.reset();
+  PipelineOptions po = Options(StageAddresses(), 11);
+  po.prefill_chunk = 8;  // room for 7 drafts after the last token
+  auto pipeline = Pipeline::Connect(po);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  // One draft slot for two sequences in flight: the second runs without drafts, and the slot is
+  // free again for the third.
+  std::shared_ptr<DraftModelPool> pool = LoadDraftPool(*path_, *path_, 1);
+  ASSERT_NE(pool, nullptr);
+  PipelineBackendOptions bo = BackendOptions();
+  bo.make_drafter = [pool](const runtime::SamplingParams& sampling) {
+    return pool->Acquire(sampling);
+  };
+  bo.speculative.draft_max = 4;
+  bo.speculative.adaptive = false;  // 4 drafts every pass
+  backend_ = PipelineBackend::Create(*std::move(pipeline), bo);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9, 13, 2}, {3, 3, 70, 12, 44}};
+  std::vector<std::shared_ptr<Sequence>> sequences;
+  for (const auto& prompt : prompts) sequences.push_back(*backend_->Submit(Greedy(prompt, 20)));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(Drain(*sequences[i]), SingleNode(prompts[i], 20)) << i;
+    EXPECT_EQ(sequences[i]->finish_reason(), FinishReason::kLength) << sequences[i]->error();
+  }
+  const EngineStats two = backend_->stats();
+  EXPECT_GT(two.speculative_passes, 0);
+  EXPECT_GT(two.speculative_drafted, 0);
+  EXPECT_GT(two.speculative_accepted, 0);
+  EXPECT_LE(two.speculative_accepted, two.speculative_drafted);
+  // Only the sequence with the slot counts passes, and it took several tokens per pass.
+  EXPECT_LT(two.speculative_passes, 20);
+  EXPECT_EQ(two.generated_tokens, 40);
+
+  auto third = backend_->Submit(Greedy({22, 23, 24}, 12));
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(Drain(**third), SingleNode({22, 23, 24}, 12));
+  EXPECT_GT(backend_->stats().speculative_drafted, two.speculative_drafted);
+}
+
+TEST_F(PipelineBackendTest, DraftModelFreesItsSlotsWhenSequencesEnd) {
+  std::shared_ptr<DraftModelPool> pool = LoadDraftPool(*path_, *path_, 2);
+  ASSERT_NE(pool, nullptr);
+  runtime::SamplingParams greedy;
+  greedy.temperature = 0;
+  auto first = pool->Acquire(greedy);
+  auto second = pool->Acquire(greedy);
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(pool->Acquire(greedy), nullptr);  // both slots drafting
+  second.reset();
+  auto again = pool->Acquire(greedy);
+  ASSERT_NE(again, nullptr);
+  // Each slot keeps its own cache: drafting on one does not disturb the other.
+  runtime::DraftProposal a, b;
+  ASSERT_TRUE(first->Draft(std::vector<int32_t>{1, 5, 9}, 3, a).ok());
+  ASSERT_TRUE(again->Draft(std::vector<int32_t>{3, 3, 70, 12}, 3, b).ok());
+  runtime::DraftProposal a2;
+  ASSERT_TRUE(first->Draft(std::vector<int32_t>{1, 5, 9}, 3, a2).ok());
+  EXPECT_EQ(a.tokens, a2.tokens);
+  EXPECT_TRUE(a.deterministic());  // one-hot proposals: only ids travel
+  // A context that fills the draft's cache gets no proposals instead of an error.
+  runtime::DraftProposal full;
+  ASSERT_TRUE(first->Draft(std::vector<int32_t>(64, 7), 3, full).ok());
+  EXPECT_TRUE(full.tokens.empty());
+  // The pool outlives its owner while a drafter holds it.
+  pool.reset();
+  ASSERT_TRUE(first->Draft(std::vector<int32_t>{1, 5, 9, 2}, 2, a).ok());
+}
+
+TEST_F(PipelineBackendTest, DraftModelWithAnotherVocabularyIsRefused) {
+  runtime::synthetic::SyntheticModelOptions o;
+  o.arch = "llama";
+  o.n_layer = 1;
+  o.vocab_size = 300;
+  o.tokenizer = runtime::synthetic::SyntheticTokenizer::kGpt2;
+  const std::string other = *dir_ + "/other_vocab.gguf";
+  ASSERT_TRUE(runtime::synthetic::WriteSyntheticModel(o, other).ok());
+  auto file = runtime::GgufFile::Open(*path_);
+  ASSERT_TRUE(file.ok());
+  auto tokenizer = runtime::Tokenizer::FromGguf(**file);
+  ASSERT_TRUE(tokenizer.ok());
+  DraftModelPoolOptions d;
+  d.path = other;
+  d.slots = 1;
+  d.context = 64;
+  d.threads = 1;
+  const auto pool = DraftModelPool::Load(d, **tokenizer);
+  ASSERT_FALSE(pool.ok());
+  EXPECT_EQ(pool.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(pool.status().message()), HasSubstr("cannot draft for this model"));
+  EXPECT_THAT(std::string(pool.status().message()), HasSubstr(other));
+  d.path = *dir_ + "/missing.gguf";
+  const auto missing = DraftModelPool::Load(d, **tokenizer);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("draft model"));
 }
 
 TEST_F(PipelineBackendTest, StagesRefuseCallersWithoutTheKey) {
