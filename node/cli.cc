@@ -15,6 +15,9 @@
 #include "kernels/thread_pool.h"
 #include "kernels/types.h"
 #include "nlohmann/json.hpp"
+#include "node/cluster_cli.h"
+#include "node/cluster_generate.h"
+#include "node/identity.h"
 #include "node/model_loader.h"
 #include "node/paths.h"
 #include "runtime/chat_template.h"
@@ -295,6 +298,30 @@ absl::Status Inspect(const std::string& path, bool all_values, std::ostream& out
 }  // namespace
 
 int RunGenerate(const GenerateCommand& command, std::ostream& out, std::ostream& err) {
+  const NodeStatus node =
+      ReadNodeStatus(command.state_dir.empty() ? DefaultStateDir() : command.state_dir);
+  if (node.running) {
+    // What only the in-process path can do.
+    std::string needs_local;
+    if (command.local) {
+      needs_local = "--local";
+    } else if (!command.logits_out.empty()) {
+      needs_local = "--logits_out needs the model in this process";
+    } else if (command.speculative.mode != SpeculativeMode::kOff) {
+      needs_local = "speculative decoding runs in-process (or with --pipeline)";
+    } else if (command.max_tokens <= 0) {
+      needs_local = "-n is not above 0";
+    }
+    const DaemonChoice daemon = ChooseDaemon(node, command.model.model_path);
+    if (daemon.use && needs_local.empty()) {
+      ClusterGenerateOptions options;
+      options.api_key = command.api_key;
+      options.ready_timeout_s = command.ready_timeout_s;
+      return RunClusterGenerate(command, daemon, options, out, err);
+    }
+    err << "exo-node: generating in-process ("
+        << (needs_local.empty() ? daemon.why_not : needs_local) << ")\n";
+  }
   absl::Status status = Generate(command, out, err);
   return status.ok() ? 0 : Fail(err, status);
 }

@@ -46,6 +46,13 @@ struct GenerateCommand {
   std::string json_out;        // write {"prompt_tokens", "tokens", "text"} here
   std::string logits_out;      // write the first step's logits (f32 little-endian) here
   SpeculativeCommand speculative;
+  // Through the running node (node/cluster_generate.h): unless `local`, generate sends the
+  // prompt to the HTTP API of the node whose state directory is `state_dir` (empty: the
+  // default) when that node runs, serves its API and serves the requested model.
+  bool local = false;
+  std::string state_dir;
+  std::string api_key;            // the node's --api_key, if it has one
+  int32_t ready_timeout_s = 600;  // how long to wait while the node loads or re-plans
 };
 
 struct ChatCommand {
@@ -63,6 +70,8 @@ struct BenchCommand {
   bool json = false;
 };
 
+// Generates through the running node when there is a suitable one (see GenerateCommand::local),
+// else in-process.
 int RunGenerate(const GenerateCommand& command, std::ostream& out, std::ostream& err);
 int RunChat(const ChatCommand& command, std::istream& in, std::ostream& out, std::ostream& err);
 int RunBench(const BenchCommand& command, std::ostream& out, std::ostream& err);

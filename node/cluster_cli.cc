@@ -30,42 +30,29 @@
 namespace exo::node {
 namespace {
 
-constexpr int64_t kStaleMillis = 5000;
+bool PidAlive(int64_t pid) {
+  return pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+}
 
-struct DaemonStatus {
-  nlohmann::json json = nlohmann::json::object();
-  std::string path;
-  bool running = false;    // the file says running, its pid lives, and it is fresh
-  int64_t age_millis = 0;  // since the file was written
-  std::string why_not_running;
-};
-
-DaemonStatus ReadStatusOrThrow(const std::string& state_dir) {
-  DaemonStatus status;
+NodeStatus EvaluateNodeStatusOrThrow(nlohmann::json status_json, const std::string& state_dir,
+                                     int64_t now_unix_millis,
+                                     const std::function<bool(int64_t pid)>& pid_alive) {
+  NodeStatus status;
   status.path = absl::StrCat(state_dir, "/", kStatusFile);
-  std::ifstream in(status.path);
-  if (!in) {
-    status.why_not_running = absl::StrCat("no node has run with state directory ", state_dir, " (",
-                                          status.path, " is missing)");
-    return status;
-  }
-  status.json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (status.json.is_discarded() || !status.json.is_object()) {
+  if (status_json.is_discarded() || !status_json.is_object()) {
     status.why_not_running = absl::StrCat(status.path, " is not valid JSON");
-    status.json = nlohmann::json::object();
     return status;
   }
-  const int64_t now = absl::ToUnixMillis(absl::Now());
-  status.age_millis = now - status.json.value("updated_unix_millis", int64_t{0});
+  status.json = std::move(status_json);
+  status.age_millis = now_unix_millis - status.json.value("updated_unix_millis", int64_t{0});
   const int64_t pid = status.json.value("pid", int64_t{0});
-  const bool alive = pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
   if (!status.json.value("running", false)) {
     status.why_not_running =
         absl::StrCat("the node with state directory ", state_dir, " has stopped");
-  } else if (!alive) {
+  } else if (!pid_alive(pid)) {
     status.why_not_running = absl::StrCat("the node with state directory ", state_dir, " (pid ",
                                           pid, ") is no longer running");
-  } else if (status.age_millis > kStaleMillis) {
+  } else if (status.age_millis > kStatusStaleMillis) {
     status.why_not_running =
         absl::StrCat("the node with state directory ", state_dir,
                      " has not updated its status for ", status.age_millis / 1000, " s (hung?)");
@@ -75,18 +62,39 @@ DaemonStatus ReadStatusOrThrow(const std::string& state_dir) {
   return status;
 }
 
+}  // namespace
+
 // The status file is written by exo-node, but may be damaged or from another version: a field of
 // the wrong type makes the file count as unreadable rather than crashing the command.
-DaemonStatus ReadStatus(const std::string& state_dir) {
+NodeStatus EvaluateNodeStatus(nlohmann::json status_json, const std::string& state_dir,
+                              int64_t now_unix_millis,
+                              const std::function<bool(int64_t pid)>& pid_alive) {
   try {
-    return ReadStatusOrThrow(state_dir);
+    return EvaluateNodeStatusOrThrow(std::move(status_json), state_dir, now_unix_millis, pid_alive);
   } catch (const nlohmann::json::exception& e) {
-    DaemonStatus status;
+    NodeStatus status;
     status.path = absl::StrCat(state_dir, "/", kStatusFile);
     status.why_not_running = absl::StrCat(status.path, " is damaged (", e.what(), ")");
     return status;
   }
 }
+
+NodeStatus ReadNodeStatus(const std::string& state_dir) {
+  const std::string path = absl::StrCat(state_dir, "/", kStatusFile);
+  std::ifstream in(path);
+  if (!in) {
+    NodeStatus status;
+    status.path = path;
+    status.why_not_running = absl::StrCat("no node has run with state directory ", state_dir, " (",
+                                          path, " is missing)");
+    return status;
+  }
+  nlohmann::json parsed = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return EvaluateNodeStatus(std::move(parsed), state_dir, absl::ToUnixMillis(absl::Now()),
+                            PidAlive);
+}
+
+namespace {
 
 std::string Gib(uint64_t bytes) { return absl::StrFormat("%.1f", bytes / 1073741824.0); }
 
@@ -100,7 +108,7 @@ std::string Age(int64_t millis) {
 
 static int RunPeersOrThrow(const PeersCommand& command, std::ostream& out, std::ostream& err) {
   const std::string state_dir = command.state_dir.empty() ? DefaultStateDir() : command.state_dir;
-  DaemonStatus status = ReadStatus(state_dir);
+  NodeStatus status = ReadNodeStatus(state_dir);
   if (!status.running) {
     err << "exo-node: error: " << status.why_not_running
         << "; start one with `exo-node serve` (or pass its --state_dir)\n";
@@ -204,7 +212,7 @@ bool FileContains(const std::string& path, const std::string& text) {
 static int RunDoctorOrThrow(const DoctorCommand& command, std::ostream& out, std::ostream& err) {
   const std::string state_dir = command.state_dir.empty() ? DefaultStateDir() : command.state_dir;
   Report report(out);
-  DaemonStatus status = ReadStatus(state_dir);
+  NodeStatus status = ReadNodeStatus(state_dir);
   const nlohmann::json& s = status.json;
   uint16_t grpc_port = command.grpc_port != 0 ? command.grpc_port : kDefaultGrpcPort;
   uint16_t bus_port = command.bus_port != 0 ? command.bus_port : kDefaultBusPort;

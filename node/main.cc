@@ -42,6 +42,11 @@ ABSL_FLAG(double, frequency_penalty, 0.0, "OpenAI-style frequency penalty in [-2
 ABSL_FLAG(int32_t, ctx, 4096, "Context size in tokens (capped at the model's own).");
 ABSL_FLAG(int32_t, threads, 0, "Compute threads; 0 uses one per physical core.");
 ABSL_FLAG(int32_t, batch, 256, "Prompt tokens processed per forward pass.");
+ABSL_FLAG(bool, local, false,
+          "generate: run the model in this process even when a running node (exo-node serve) "
+          "serves it over the cluster.");
+ABSL_FLAG(int32_t, ready_timeout_s, 600,
+          "generate: how long to wait while the running node loads its model or re-plans.");
 ABSL_FLAG(bool, chat_template, false,
           "generate: wrap --prompt as a user turn of the model's chat template.");
 ABSL_FLAG(std::string, system, "", "chat: a system prompt.");
@@ -83,8 +88,8 @@ ABSL_FLAG(std::string, strategy, "optimal",
 ABSL_FLAG(int32_t, max_stages, 0, "plan, serve: at most this many pipeline stages; 0 = no limit.");
 ABSL_FLAG(bool, json, false, "bench, peers: print the figures as JSON.");
 ABSL_FLAG(std::string, state_dir, "",
-          "serve, peers, doctor: the node's state directory (node id, status file). Default: "
-          "$EXO_HOME/state.");
+          "serve, peers, doctor, generate, plan: the node's state directory (node id, status "
+          "file). Default: $EXO_HOME/state.");
 ABSL_FLAG(std::string, cluster_key, "",
           "serve: the shared secret of this cluster. Nodes with another key never join. Default: "
           "the built-in key \"exo-default\", so unconfigured nodes on one network cluster.");
@@ -125,11 +130,12 @@ ABSL_FLAG(
 ABSL_FLAG(int32_t, http_port, 52415, "serve: HTTP API port (0 picks a free one).");
 ABSL_FLAG(std::string, http_bind, "0.0.0.0", "serve: address the HTTP API listens on.");
 ABSL_FLAG(std::string, api_key, "",
-          "serve: require 'Authorization: Bearer KEY' on the HTTP API (empty: no key).");
+          "serve: require 'Authorization: Bearer KEY' on the HTTP API (empty: no key). "
+          "generate, plan: the key to send to the running node's API.");
 ABSL_FLAG(int32_t, max_queue, 64, "serve: requests that may wait for a free sequence slot.");
 ABSL_FLAG(int32_t, max_sequences, 16,
-          "serve: sequences generated together (continuous batching); each has a KV cache of "
-          "--ctx positions.");
+          "serve, plan: sequences generated together (continuous batching); each has a KV "
+          "cache of --ctx positions.");
 ABSL_FLAG(bool, api, true,
           "serve: serve the HTTP API and web UI (--noapi: a node that only contributes capacity).");
 ABSL_FLAG(
@@ -147,8 +153,10 @@ namespace {
 constexpr char kUsage[] = R"(peer-to-peer cluster inference for GGUF models.
 
 Usage:
-  exo-node generate [--model PATH] --prompt TEXT [-n N] [--temp T] [--seed S] ...
-      Continue TEXT with the model, streaming tokens; prints speed figures at the end.
+  exo-node generate [--model PATH] --prompt TEXT [-n N] [--temp T] [--seed S] [--local] ...
+      Continue TEXT with the model, streaming tokens; prints speed figures at the end. When
+      `exo-node serve` runs here (--state_dir) with its API and that model, generate goes
+      through it, so the model runs over the cluster; --local runs it in this process.
       Speculative decoding: --draft_model PATH (same vocabulary) or --speculative=ngram.
   exo-node chat [--model PATH] [--system TEXT] ...
       Interactive chat using the model's own chat template.
@@ -168,9 +176,11 @@ Usage:
   exo-node bench [--model PATH] [--pp 512] [--tg 128] [--reps 3] [--json]
       Prompt-processing and decode speed, bytes per token, memory bandwidth and roofline,
       peak RSS and cold start, as llama-bench reports them.
-  exo-node plan --fleet FILE [--model PATH] [--strategy optimal|ring] [--max_stages N] [--ctx N]
-      Offline: the plan a cluster of the described nodes would use, with each stage's memory
-      and estimated time per token, against the single-node and ring baselines.
+  exo-node plan [--fleet FILE | --state_dir DIR] [--model PATH] [--strategy optimal|ring]
+                [--max_stages N] [--ctx N] [--max_sequences N]
+      The plan the running node's cluster (this node and its up peers) would use, or, with
+      --fleet, a cluster of the nodes described in FILE: each stage's memory and estimated
+      time per token, against the single-node and ring baselines.
   exo-node peers [--state_dir DIR] [--json]
       The cluster as the node running on this machine sees it.
   exo-node doctor [--state_dir DIR]
@@ -494,6 +504,11 @@ int main(int argc, char** argv) {
       return UsageError(absl::StrCat("--speculative must be off, draft or ngram, got '",
                                      absl::GetFlag(FLAGS_speculative), "'"));
     }
+    g.local = absl::GetFlag(FLAGS_local);
+    g.state_dir = absl::GetFlag(FLAGS_state_dir);
+    g.api_key = absl::GetFlag(FLAGS_api_key);
+    g.ready_timeout_s = absl::GetFlag(FLAGS_ready_timeout_s);
+    if (g.ready_timeout_s < 0) return UsageError("--ready_timeout_s must be 0 or more");
     return exo::node::RunGenerate(g, std::cout, std::cerr);
   }
   if (command == "chat") {
@@ -520,7 +535,8 @@ int main(int argc, char** argv) {
     exo::node::PlanCommand p;
     p.model_path = absl::GetFlag(FLAGS_model);
     p.fleet_path = absl::GetFlag(FLAGS_fleet);
-    if (p.fleet_path.empty()) return UsageError("plan needs --fleet FILE");
+    p.state_dir = absl::GetFlag(FLAGS_state_dir);
+    p.api_key = absl::GetFlag(FLAGS_api_key);
     const std::string strategy = absl::GetFlag(FLAGS_strategy);
     if (strategy == "ring") {
       p.strategy = exo::partition::Strategy::kRing;
@@ -532,6 +548,13 @@ int main(int argc, char** argv) {
     if (p.max_stages < 0) return UsageError("--max_stages must be >= 0");
     p.profile.context = absl::GetFlag(FLAGS_ctx);
     p.profile.max_batch_tokens = absl::GetFlag(FLAGS_batch);
+    if (p.fleet_path.empty()) {
+      // The live cluster: size the model as `serve` does with the same flags.
+      p.profile.num_slots = absl::GetFlag(FLAGS_max_sequences);
+      if (p.profile.num_slots < 1) return UsageError("--max_sequences must be at least 1");
+      p.profile.max_logit_rows = p.profile.num_slots;
+      p.profile.max_batch_tokens = std::max(p.profile.max_batch_tokens, p.profile.num_slots);
+    }
     return exo::node::RunPlan(p, std::cout, std::cerr);
   }
   if (command == "serve") {

@@ -1,5 +1,6 @@
 #include "node/plan_cmd.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <fstream>
@@ -12,6 +13,9 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "node/cluster_cli.h"
+#include "node/cluster_generate.h"
+#include "node/identity.h"
 #include "node/paths.h"
 #include "partition/plan.h"
 #include "runtime/gguf.h"
@@ -198,6 +202,56 @@ absl::StatusOr<Fleet> ParseFleet(const std::string& json_text) {
   return fleet;
 }
 
+namespace {
+
+absl::StatusOr<partition::DeviceProfile> DeviceFromCapabilities(const Json& caps,
+                                                                const std::string& node_id,
+                                                                const std::string& where) {
+  if (node_id.empty()) return absl::InvalidArgumentError(where + " has no node_id");
+  if (!caps.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, " (", node_id, ") has no capabilities"));
+  }
+  partition::DeviceProfile device;
+  device.node_id = node_id;
+  device.memory_bytes = caps.value("memory_bytes", uint64_t{0});
+  device.decode_bytes_per_second = caps.value("memory_bandwidth_bytes_per_second", 0.0);
+  device.device_kind = caps.value("device_kind", "");
+  if (!std::isfinite(device.decode_bytes_per_second) || device.decode_bytes_per_second < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, " (", node_id, ") has a bad memory bandwidth"));
+  }
+  return device;
+}
+
+}  // namespace
+
+absl::StatusOr<Fleet> FleetFromStatus(const Json& status) {
+  if (!status.is_object()) return absl::InvalidArgumentError("the status is not a JSON object");
+  try {
+    Fleet fleet;
+    const std::string self_id = status.value("node_id", "");
+    ASSIGN_OR_RETURN(
+        partition::DeviceProfile self,
+        DeviceFromCapabilities(status.value("capabilities", Json()), self_id, "this node"));
+    fleet.devices.push_back(std::move(self));
+    const Json peers = status.value("peers", Json::array());
+    if (!peers.is_array()) return absl::InvalidArgumentError("\"peers\" is not an array");
+    for (const Json& peer : peers) {
+      if (!peer.is_object() || peer.value("state", "") != "up") continue;
+      const std::string id = peer.value("node_id", "");
+      if (FindDevice(fleet, id) != nullptr) continue;  // a peer reporting our own id
+      ASSIGN_OR_RETURN(partition::DeviceProfile device,
+                       DeviceFromCapabilities(peer.value("capabilities", Json()), id, "a peer"));
+      fleet.devices.push_back(std::move(device));
+    }
+    std::sort(fleet.devices.begin(), fleet.devices.end(),
+              [](const auto& a, const auto& b) { return a.node_id < b.node_id; });
+    return fleet;
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("the status is damaged (", e.what(), ")"));
+  }
+}
+
 std::string FormatPlanReport(const partition::Plan& plan, const partition::ModelProfile& model,
                              const Fleet& fleet, partition::Strategy strategy) {
   std::ostringstream out;
@@ -257,27 +311,73 @@ std::string FormatPlanReport(const partition::Plan& plan, const partition::Model
   return out.str();
 }
 
-int RunPlan(const PlanCommand& command, std::ostream& out, std::ostream& err) {
-  auto fail = [&](const absl::Status& status) {
-    err << "exo-node plan: error: " << status.message() << "\n";
-    return 1;
-  };
-  if (command.fleet_path.empty()) {
-    return fail(absl::InvalidArgumentError(
-        "plan needs --fleet FILE, a JSON list of nodes (see docs/planner.md)"));
-  }
-  std::ifstream fleet_file(command.fleet_path);
+namespace {
+
+absl::StatusOr<Fleet> ReadFleetFile(const std::string& path) {
+  std::ifstream fleet_file(path);
   if (!fleet_file) {
-    return fail(
-        absl::NotFoundError(absl::StrCat("cannot open the fleet file ", command.fleet_path)));
+    return absl::NotFoundError(absl::StrCat("cannot open the fleet file ", path));
   }
   std::stringstream fleet_text;
   fleet_text << fleet_file.rdbuf();
   absl::StatusOr<Fleet> fleet = ParseFleet(fleet_text.str());
   if (!fleet.ok()) {
-    return fail(absl::InvalidArgumentError(
-        absl::StrCat(command.fleet_path, ": ", fleet.status().message())));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", fleet.status().message()));
   }
+  return fleet;
+}
+
+// The plan the node's coordinator runs now, from its API's GET /v1/cluster; "" when the node
+// serves no API or has no plan in force.
+std::string PlanInForce(const NodeStatus& node, const std::string& api_key) {
+  const Json caps = node.json.value("capabilities", Json::object());
+  const int64_t port = caps.is_object() ? caps.value("http_port", int64_t{0}) : 0;
+  if (port <= 0 || port > 65535) return "";
+  absl::StatusOr<Json> view =
+      GetNodeJson("127.0.0.1", static_cast<uint16_t>(port), api_key, "/v1/cluster");
+  if (!view.ok()) return absl::StrCat("(cannot read it: ", view.status().message(), ")");
+  std::string plan = DescribePlanInForce(*view);
+  if (plan.empty()) return "";
+  const Json& p = (*view)["plan"];
+  if (p.contains("model") && p["model"].is_string()) {
+    plan = absl::StrCat("model ", p["model"].get<std::string>(), ", ", plan);
+  }
+  if (p.contains("epoch") && p["epoch"].is_number()) {
+    absl::StrAppend(&plan, " (epoch ", p["epoch"].dump(), ")");
+  }
+  return plan;
+}
+
+}  // namespace
+
+int RunPlan(const PlanCommand& command, std::ostream& out, std::ostream& err) {
+  auto fail = [&](const absl::Status& status) {
+    err << "exo-node plan: error: " << status.message() << "\n";
+    return 1;
+  };
+  absl::StatusOr<Fleet> fleet;
+  std::string in_force;
+  std::string fleet_source;
+  if (!command.fleet_path.empty()) {
+    fleet = ReadFleetFile(command.fleet_path);
+  } else {
+    const std::string state_dir = command.state_dir.empty() ? DefaultStateDir() : command.state_dir;
+    const NodeStatus node = ReadNodeStatus(state_dir);
+    if (!node.running) {
+      return fail(absl::FailedPreconditionError(
+          absl::StrCat("no running node in ", state_dir, " (", node.why_not_running,
+                       "); start `exo-node serve` or pass --fleet FILE")));
+    }
+    fleet = FleetFromStatus(node.json);
+    if (!fleet.ok()) {
+      return fail(
+          absl::InvalidArgumentError(absl::StrCat(node.path, ": ", fleet.status().message())));
+    }
+    fleet_source = absl::StrCat("the live cluster of node ", node.json.value("node_id", ""),
+                                " (this node and its up peers, 1 ms links)");
+    in_force = PlanInForce(node, command.api_key);
+  }
+  if (!fleet.ok()) return fail(fleet.status());
   std::string path = command.model_path.empty() ? DefaultModelPath() : command.model_path;
   absl::StatusOr<std::unique_ptr<runtime::GgufFile>> file = runtime::GgufFile::Open(path);
   if (!file.ok()) {
@@ -295,11 +395,13 @@ int RunPlan(const PlanCommand& command, std::ostream& out, std::ostream& err) {
   out << absl::StrFormat("model: %s (%s), %d layers, context %d tokens: %s to hold in one stage\n",
                          config->name, path, model->n_layers, model->context_length,
                          partition::FormatBytes(partition::ModelMemoryBytes(*model)));
+  if (command.fleet_path.empty()) out << "fleet: " << fleet_source << "\n";
   partition::PlannerOptions options{.strategy = command.strategy, .max_stages = command.max_stages};
   absl::StatusOr<partition::Plan> plan =
       partition::MakePlan(*model, fleet->devices, fleet->links, options);
   if (!plan.ok()) return fail(plan.status());
   out << FormatPlanReport(*plan, *model, *fleet, command.strategy);
+  if (!in_force.empty()) out << "in force on the node: " << in_force << "\n";
   return 0;
 }
 

@@ -1,6 +1,6 @@
-// `exo-node plan`: prints the plan a cluster would use for a model, offline, from a fleet
-// description. The live cluster view feeds the same planner later; this command and its tests
-// need no network.
+// `exo-node plan`: prints the plan a cluster would use for a model: the live cluster of the node
+// running on this machine (its status file: this node and every up peer), or, offline, a fleet
+// description. Only the optional "plan in force" line talks to the node's API.
 //
 // Fleet file (JSON):
 //   {
@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "node/model_profile.h"
 #include "partition/planner.h"
 #include "partition/profile.h"
@@ -41,6 +42,12 @@ absl::StatusOr<Fleet> ParseFleet(const std::string& json_text);
 // "64GiB", "400GB/s", "1.5e9": bytes (per second when allow_rate). InvalidArgument otherwise.
 absl::StatusOr<double> ParseByteQuantity(const std::string& text, bool allow_rate);
 
+// Pure: the live fleet from a node's status file (<state_dir>/cluster.json): this node and every
+// peer whose state is "up", with the memory, bandwidth and device kind their capabilities carry,
+// and the planner's default links (1 ms a hop, as the coordinator plans). InvalidArgument when
+// the file lacks what planning needs.
+absl::StatusOr<Fleet> FleetFromStatus(const nlohmann::json& status);
+
 // The plan as a table: each stage's node, layers, memory and time per token, the totals, and the
 // single-node and ring baselines. `fleet` gives the memory each node has.
 std::string FormatPlanReport(const partition::Plan& plan, const partition::ModelProfile& model,
@@ -48,14 +55,16 @@ std::string FormatPlanReport(const partition::Plan& plan, const partition::Model
 
 struct PlanCommand {
   std::string model_path;  // empty: the default model
-  std::string fleet_path;
+  std::string fleet_path;  // empty: the live cluster of the node with `state_dir`
+  std::string state_dir;   // empty: the default state directory
+  std::string api_key;     // for the node's API (the plan in force)
   partition::Strategy strategy = partition::Strategy::kOptimal;
   int32_t max_stages = 0;
   ModelProfileOptions profile;
 };
 
 // Exit code 0 with the plan on `out`; 1 with a one-line error on `err` when the model or fleet
-// cannot be read or nothing fits.
+// cannot be read, no node runs (without --fleet), or nothing fits.
 int RunPlan(const PlanCommand& command, std::ostream& out, std::ostream& err);
 
 }  // namespace exo::node
