@@ -363,9 +363,10 @@ absl::Status StreamOnce(httplib::Client& client, const std::string& url, const A
     return absl::UnavailableError(ErrorMessage(error_body));
   }
   if (status != 0 && status != 200) {
-    return absl::FailedPreconditionError(absl::StrCat("the node at ", url, " refused the request (",
-                                                      "HTTP ", status,
-                                                      "): ", ErrorMessage(error_body)));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the node at ", url, " refused the request (HTTP ", status, "): ", ErrorMessage(error_body),
+        status == 401 ? "; pass the node's key with --api_key KEY"
+                      : (status == 400 ? "; check the flags, or pass --local" : "")));
   }
   if (!sent || !ended) {
     const std::string why =
@@ -394,6 +395,8 @@ int RunClusterGenerate(const GenerateCommand& command, const DaemonChoice& daemo
   const ApiRequest api = BuildApiRequest(command, daemon.served_model);
   StreamResult result;
   bool announced = false;
+  constexpr int kMaxRefusals = 10;
+  int refusals = 0;
   while (true) {
     if (absl::Status ready = WaitUntilReady(*client, url, deadline, err); !ready.ok()) {
       return fail(ready);
@@ -413,13 +416,16 @@ int RunClusterGenerate(const GenerateCommand& command, const DaemonChoice& daemo
       if (result.pieces > 0) out << "\n" << std::flush;
       return fail(streamed);
     }
-    if (Clock::now() >= deadline) {
-      return fail(absl::DeadlineExceededError(
-          absl::StrCat("the node at ", url, " kept answering 503 (", streamed.message(),
-                       "); try again later, or pass --local")));
+    // A node that re-plans also fails /health, which the wait above covers; one whose /health
+    // is fine but keeps refusing requests with 503 (e.g. it has no model) will not recover.
+    if (Clock::now() >= deadline || ++refusals > kMaxRefusals) {
+      return fail(absl::UnavailableError(absl::StrCat("the node at ", url, " kept answering 503 (",
+                                                      streamed.message(),
+                                                      "); try again later, or pass --local")));
     }
-    err << "exo-node: the node is busy (" << streamed.message() << "); waiting\n";
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (refusals == 1)
+      err << "exo-node: the node is busy (" << streamed.message() << "); waiting\n";
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   out << "\n" << std::flush;
 

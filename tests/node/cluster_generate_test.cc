@@ -377,9 +377,7 @@ std::string ClusterView() {
   return R"({"plan": {"stages": [{"node": "aaaa", "layer_begin": 0, "layer_end": 18}]}})";
 }
 
-DaemonChoice Daemon(uint16_t port) {
-  return DaemonChoice{true, "", kSelf, port, "model-id"};
-}
+DaemonChoice Daemon(uint16_t port) { return DaemonChoice{true, "", kSelf, port, "model-id"}; }
 
 TEST(RunClusterGenerate, StreamsTheTextAndSummarises) {
   ScriptedServer server([](const std::string& line) {
@@ -477,6 +475,33 @@ TEST(RunClusterGenerate, ADroppedStreamIsAnError) {
   EXPECT_EQ(RunClusterGenerate(Command(), Daemon(server.port()), {}, out, err), 1);
   EXPECT_THAT(err.str(), HasSubstr("dropped after 1 piece(s) of text"));
   EXPECT_EQ(out.str(), " Paris\n");
+}
+
+TEST(RunClusterGenerate, GivesUpWhenRequestsKeepGetting503WhileHealthy) {
+  ScriptedServer server([](const std::string& line) {
+    if (absl::StartsWith(line, "POST")) {
+      return ScriptedServer::Reply(503, "application/json",
+                                   R"({"error":{"message":"no model is loaded"}})");
+    }
+    return ScriptedServer::Reply(200, "application/json", "{}");
+  });
+  std::ostringstream out, err;
+  EXPECT_EQ(RunClusterGenerate(Command(), Daemon(server.port()), {}, out, err), 1);
+  EXPECT_THAT(err.str(), HasSubstr("kept answering 503 (no model is loaded)"));
+}
+
+TEST(RunClusterGenerate, AMissingKeySaysWhichFlagToPass) {
+  ScriptedServer server([](const std::string& line) {
+    if (absl::StartsWith(line, "POST")) {
+      return ScriptedServer::Reply(401, "application/json",
+                                   R"({"error":{"message":"missing or wrong API key"}})");
+    }
+    return ScriptedServer::Reply(200, "application/json", "{}");
+  });
+  std::ostringstream out, err;
+  EXPECT_EQ(RunClusterGenerate(Command(), Daemon(server.port()), {}, out, err), 1);
+  EXPECT_THAT(err.str(), HasSubstr("(HTTP 401): missing or wrong API key; pass the node's key "
+                                   "with --api_key KEY"));
 }
 
 TEST(RunClusterGenerate, NoAnswerSaysToCheckTheNode) {
