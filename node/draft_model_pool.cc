@@ -86,7 +86,8 @@ std::unique_ptr<runtime::Drafter> DraftModelPool::Acquire(const runtime::Samplin
   draft.one_hot_proposals = true;
   absl::StatusOr<std::unique_ptr<runtime::DraftModelDrafter>> drafter =
       runtime::DraftModelDrafter::Create(*model_.stage, slot, sampling, draft);
-  if (!drafter.ok()) return nullptr;  // sampling was validated by the API; run without drafts
+  // Only invalid sampling parameters fail here, and the pipeline refuses the request for them.
+  if (!drafter.ok()) return nullptr;
   free_[slot] = false;
   return std::make_unique<SlotDrafter>(shared_from_this(), slot, *std::move(drafter));
 }

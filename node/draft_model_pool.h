@@ -13,7 +13,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,8 +45,8 @@ class DraftModelPool : public std::enable_shared_from_this<DraftModelPool> {
   DraftModelPool& operator=(const DraftModelPool&) = delete;
 
   // A drafter on a free slot that draws with `sampling`'s penalties, or null when every slot is
-  // drafting for another sequence. The drafter keeps the pool alive and frees its slot when
-  // destroyed.
+  // drafting for another sequence (or `sampling` is invalid, which the request's own validation
+  // reports). The drafter keeps the pool alive and frees its slot when destroyed.
   std::unique_ptr<runtime::Drafter> Acquire(const runtime::SamplingParams& sampling)
       ABSL_LOCKS_EXCLUDED(mu_);
 
