@@ -364,9 +364,9 @@ int RunPlan(const PlanCommand& command, std::ostream& out, std::ostream& err) {
     const std::string state_dir = command.state_dir.empty() ? DefaultStateDir() : command.state_dir;
     const NodeStatus node = ReadNodeStatus(state_dir);
     if (!node.running) {
-      return fail(absl::FailedPreconditionError(
-          absl::StrCat("no running node in ", state_dir, " (", node.why_not_running,
-                       "); start `exo-node serve` or pass --fleet FILE")));
+      return fail(absl::FailedPreconditionError(absl::StrCat(
+          "no running node in ", state_dir, "; start `exo-node serve` or pass --fleet FILE (",
+          node.why_not_running, ")")));
     }
     fleet = FleetFromStatus(node.json);
     if (!fleet.ok()) {
