@@ -11,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "node/api_routing.h"
+#include "node/cluster_node.h"
 #include "node/paths.h"
 
 namespace exo::node {
@@ -97,16 +99,36 @@ absl::StatusOr<std::unique_ptr<HttpService>> HttpService::Start(const HttpServic
     }
     return view;
   };
+  ClusterNode* cluster = options.cluster;
+  if (cluster != nullptr) {
+    http.routes = [cluster]() {
+      const MembershipState state = cluster->Snapshot();
+      // This node's own endpoint is never dialled (its requests are answered here).
+      return ApiServerOptions::ClusterRoutes{
+          state.self.node_id, ApiEndpoints(state, cluster->capabilities(), "127.0.0.1")};
+    };
+  }
   absl::StatusOr<std::unique_ptr<ApiServer>> server = ApiServer::Start(http);
   if (!server.ok()) return server.status();
   service->server_ = std::move(*server);
   port->store(service->server_->port());
+  if (cluster != nullptr) {
+    // Peers learn where this API is and which model it serves; the API node with the lowest id
+    // among those serving a model coordinates it, the others pass requests there.
+    cluster->SetHttpApi(static_cast<uint16_t>(service->server_->port()),
+                        options.model.path.empty()
+                            ? ""
+                            : std::filesystem::path(options.model.path).stem().string());
+  }
   const std::string host = http.host == "0.0.0.0" ? "127.0.0.1" : http.host;
   out << "exo-node: http listening on http://" << host << ":" << service->server_->port()
       << std::endl;
   if (options.model.path.empty()) {
-    err << "exo-node: no model given and the default model is not installed; serving without "
-           "one (pass --model PATH)\n";
+    err << (cluster != nullptr
+                ? "exo-node: no model given and the default model is not installed; this node "
+                  "passes API requests to the cluster node that serves a model\n"
+                : "exo-node: no model given and the default model is not installed; serving "
+                  "without one (pass --model PATH)\n");
     return service;
   }
   ApiServer* api = service->server_.get();

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -16,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "kernels/types.h"
+#include "node/api_proxy.h"
 #include "node/api_request.h"
 #include "node/api_webui.h"
 #include "runtime/model_config.h"
@@ -496,10 +498,7 @@ absl::StatusOr<std::vector<int32_t>> BuildPrompt(const ServedModel& model,
 }
 
 bool ModelMatches(const ServedModel& model, const std::string& asked, bool ollama) {
-  if (asked == model.id) return true;
-  if (asked.empty()) return ollama;
-  if (ollama && asked == model.id + ":latest") return true;
-  return asked == model.id + ".gguf";
+  return ModelNameMatches(model.id, asked, ollama);
 }
 
 }  // namespace
@@ -557,9 +556,16 @@ class ApiServer::Impl {
     state_ = State::kFailed;
     load_error_ = status;
   }
+  void SetFollowing(const std::string& id, const std::string& detail) {
+    absl::MutexLock lock(&mu_);
+    state_ = State::kFollowing;
+    loading_id_ = id;
+    loading_detail_ = detail;
+    model_.reset();
+  }
 
  private:
-  enum class State { kNoModel, kLoading, kReady, kFailed };
+  enum class State { kNoModel, kLoading, kReady, kFailed, kFollowing };
 
   void Describe() {
     metrics_.Describe("exo_generated_tokens_total", "counter", "Tokens generated.");
@@ -586,8 +592,10 @@ class ApiServer::Impl {
                       "Speculative decoding: accepted / drafted tokens so far.");
     metrics_.Describe("exo_speculative_tokens_per_pass", "gauge",
                       "Speculative decoding: tokens generated per verification pass so far.");
+    metrics_.Describe("exo_proxied_requests_total", "counter",
+                      "Requests this node passed to the model's coordinator, by node.");
     metrics_.Describe("exo_node_state", "gauge",
-                      "1 for this node's current state (no_model, loading, ready, failed).");
+                      "1 for this node's current state (no_model, loading, ready, failed, proxy).");
   }
 
   std::shared_ptr<ServedModel> model() const {
@@ -616,8 +624,61 @@ class ApiServer::Impl {
       case State::kNoModel:
         SetError(res, 503, "no model is loaded on this node (start it with --model PATH)", dialect);
         return nullptr;
+      case State::kFollowing:
+        res.set_header("Retry-After", "1");
+        SetError(res, 503,
+                 absl::StrCat("this node serves ", loading_id_, " through its coordinator (",
+                              loading_detail_, "), which cannot be reached now; retry soon"),
+                 dialect);
+        return nullptr;
     }
     return nullptr;
+  }
+
+  // The node that answers a request for `asked` when it is not this one; nullopt when this node
+  // answers (it coordinates the model, the request was proxied here already, or no node in the
+  // cluster serves the model).
+  std::optional<ApiEndpoint> Upstream(const httplib::Request& req, const std::string& asked,
+                                      bool ollama, std::string* self_id) const {
+    if (!options_.routes || req.has_header(kForwardedByHeader)) return std::nullopt;
+    if (auto m = model(); m != nullptr && ModelMatches(*m, asked, ollama)) return std::nullopt;
+    const ApiServerOptions::ClusterRoutes routes = options_.routes();
+    *self_id = routes.self_id;
+    std::optional<ApiEndpoint> target = RouteModel(routes.endpoints, asked, ollama);
+    if (!target.has_value() || target->self) return std::nullopt;
+    return target;
+  }
+
+  // Proxies the request when another node answers it; true when `res` is filled.
+  bool MaybeProxy(const httplib::Request& req, httplib::Response& res, const std::string& asked,
+                  ApiDialect dialect) {
+    std::string self_id;
+    std::optional<ApiEndpoint> target = Upstream(req, asked, IsOllama(dialect), &self_id);
+    if (!target.has_value()) return false;
+    std::string error;
+    if (ProxyRequest(req, res, *target, self_id, &error)) {
+      metrics_.Add("exo_proxied_requests_total", 1, {{"node", target->node_id}});
+      return true;
+    }
+    res.set_header("Retry-After", "1");
+    SetError(res, 502,
+             absl::StrCat("the model ", target->model, " is served by node ",
+                          target->node_id.substr(0, 12), " at ", EndpointAddress(*target),
+                          ", which did not answer (", error, "); retry soon"),
+             dialect);
+    return true;
+  }
+
+  // Every model the cluster serves besides `listed` (ids), from the routes.
+  std::vector<std::string> RemoteModels(const std::vector<std::string>& listed) const {
+    std::vector<std::string> out;
+    if (!options_.routes) return out;
+    for (const ApiEndpoint& e : ModelCoordinators(options_.routes().endpoints)) {
+      if (std::find(listed.begin(), listed.end(), e.model) == listed.end()) {
+        out.push_back(e.model);
+      }
+    }
+    return out;
   }
 
   bool Authorized(const httplib::Request& req) const {
@@ -702,6 +763,10 @@ class ApiServer::Impl {
           res.status = 503;
           body = {{"status", "error"}, {"error", std::string(load_error_.message())}};
           break;
+        case State::kFollowing:
+          body = {{"status", "ok"}, {"model", loading_id_}, {"role", "proxy"}};
+          if (!loading_detail_.empty()) body["detail"] = loading_detail_;
+          break;
       }
       res.set_content(Dump(body), "application/json");
     });
@@ -711,10 +776,16 @@ class ApiServer::Impl {
     });
     server_.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       json data = json::array();
-      if (auto m = model()) data.push_back(ModelEntry(*m));
+      std::vector<std::string> listed;
+      if (auto m = model()) {
+        data.push_back(ModelEntry(m->id));
+        listed.push_back(m->id);
+      }
+      for (const std::string& id : RemoteModels(listed)) data.push_back(ModelEntry(id));
       res.set_content(Dump({{"object", "list"}, {"data", data}}), "application/json");
     });
     server_.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+      if (MaybeProxy(req, res, req.matches[1], ApiDialect::kOpenAiChat)) return;
       auto m = model();
       if (m == nullptr || !ModelMatches(*m, req.matches[1], false)) {
         SetError(res, 404,
@@ -723,9 +794,19 @@ class ApiServer::Impl {
                  ApiDialect::kOpenAiChat, "model_not_found");
         return;
       }
-      res.set_content(Dump(ModelEntry(*m)), "application/json");
+      res.set_content(Dump(ModelEntry(m->id)), "application/json");
     });
-    server_.Get("/v1/cluster", [this](const httplib::Request&, httplib::Response& res) {
+    server_.Get("/v1/cluster", [this](const httplib::Request& req, httplib::Response& res) {
+      // A node that serves no model itself shows the coordinator's view (its plan and stages).
+      if (model() == nullptr) {
+        std::string self_id;
+        if (std::optional<ApiEndpoint> target = Upstream(req, "", false, &self_id)) {
+          if (std::optional<std::string> body = FetchFrom(*target, req, self_id)) {
+            res.set_content(*body, "application/json");
+            return;
+          }
+        }
+      }
       res.set_content(Dump(ClusterView()), "application/json");
     });
     server_.Get("/api/version", [](const httplib::Request&, httplib::Response& res) {
@@ -733,7 +814,12 @@ class ApiServer::Impl {
     });
     server_.Get("/api/tags", [this](const httplib::Request&, httplib::Response& res) {
       json models = json::array();
-      if (auto m = model()) models.push_back(OllamaTag(*m));
+      std::vector<std::string> listed;
+      if (auto m = model()) {
+        models.push_back(OllamaTag(*m));
+        listed.push_back(m->id);
+      }
+      for (const std::string& id : RemoteModels(listed)) models.push_back(RemoteOllamaTag(id));
       res.set_content(Dump({{"models", models}}), "application/json");
     });
     server_.Get("/api/ps", [this](const httplib::Request&, httplib::Response& res) {
@@ -749,6 +835,7 @@ class ApiServer::Impl {
         auto it = body->find(key);
         if (it != body->end() && it->is_string()) name = it->get<std::string>();
       }
+      if (!name.empty() && MaybeProxy(req, res, name, ApiDialect::kOllamaChat)) return;
       auto m = model();
       if (m == nullptr || name.empty() || !ModelMatches(*m, name, true)) {
         return SetError(res, 404, absl::StrCat("model '", name.substr(0, 256), "' not found"),
@@ -784,8 +871,14 @@ class ApiServer::Impl {
     return absl::StartsWith(path, "/v1/models/") ? "/v1/models/{id}" : "other";
   }
 
-  json ModelEntry(const ServedModel& m) const {
-    return {{"id", m.id}, {"object", "model"}, {"created", created_}, {"owned_by", "exo-node"}};
+  json ModelEntry(const std::string& id) const {
+    return {{"id", id}, {"object", "model"}, {"created", created_}, {"owned_by", "exo-node"}};
+  }
+
+  // A model another node serves: what its name says (its details are on that node's /api/show).
+  static json RemoteOllamaTag(const std::string& id) {
+    return {{"name", id}, {"model", id},  {"modified_at", Rfc3339Now()},
+            {"size", 0},  {"digest", ""}, {"details", {{"format", "gguf"}}}};
   }
 
   json OllamaTag(const ServedModel& m) const {
@@ -808,12 +901,13 @@ class ApiServer::Impl {
     std::string state;
     {
       absl::MutexLock lock(&mu_);
-      state = state_ == State::kReady     ? "ready"
-              : state_ == State::kLoading ? "loading"
-              : state_ == State::kFailed  ? "failed"
-                                          : "no_model";
+      state = state_ == State::kReady       ? "ready"
+              : state_ == State::kLoading   ? "loading"
+              : state_ == State::kFailed    ? "failed"
+              : state_ == State::kFollowing ? "proxy"
+                                            : "no_model";
     }
-    for (const char* s : {"no_model", "loading", "ready", "failed"}) {
+    for (const char* s : {"no_model", "loading", "ready", "failed", "proxy"}) {
       metrics_.Set("exo_node_state", s == state ? 1 : 0, {{"state", s}});
     }
     if (auto m = model()) {
@@ -872,6 +966,7 @@ class ApiServer::Impl {
   void HandleGeneration(const httplib::Request& req, httplib::Response& res, ApiDialect dialect) {
     absl::StatusOr<GenerationRequest> request = ParseGenerationRequest(req.body, dialect);
     if (!request.ok()) return SetStatusError(res, request.status(), dialect);
+    if (MaybeProxy(req, res, request->model, dialect)) return;
     std::shared_ptr<ServedModel> model = ReadyModel(res, dialect);
     if (model == nullptr) return;
     if (!ModelMatches(*model, request->model, IsOllama(dialect))) {
@@ -973,6 +1068,9 @@ void ApiServer::SetLoading(const std::string& model_id, const std::string& detai
 }
 void ApiServer::SetModel(std::shared_ptr<ServedModel> model) { impl_->SetModel(std::move(model)); }
 void ApiServer::SetLoadError(const absl::Status& status) { impl_->SetLoadError(status); }
+void ApiServer::SetFollowing(const std::string& model_id, const std::string& detail) {
+  impl_->SetFollowing(model_id, detail);
+}
 Metrics& ApiServer::metrics() { return impl_->metrics(); }
 
 // ---- Loading

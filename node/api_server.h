@@ -12,11 +12,13 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/thread_pool.h"
 #include "nlohmann/json.hpp"
+#include "node/api_routing.h"
 #include "node/engine.h"
 #include "node/metrics.h"
 #include "runtime/chat_template.h"
@@ -48,6 +50,14 @@ struct ApiServerOptions {
   int32_t threads = 96;  // HTTP worker threads: at least concurrent streams + queued requests
   // Returns the cluster view for GET /v1/cluster (and the web UI); called per request.
   std::function<nlohmann::json()> cluster_view;
+  // In a cluster: this node's id and every API endpoint that serves a model
+  // (node/api_routing.h), read per request. A request for a model whose coordinator is another
+  // node is proxied there (node/api_proxy.h); /v1/models and /api/tags list every model served.
+  struct ClusterRoutes {
+    std::string self_id;
+    std::vector<ApiEndpoint> endpoints;
+  };
+  std::function<ClusterRoutes()> routes;
 };
 
 class ApiServer {
@@ -64,6 +74,9 @@ class ApiServer {
   // served so far; requests already running keep it until they end.
   void SetLoading(const std::string& model_id, const std::string& detail = "");
   void SetModel(std::shared_ptr<ServedModel> model);
+  // This node serves the model `model_id` but another node coordinates it (`detail` says which):
+  // requests for it are proxied there; health is ok. Drops the model served so far.
+  void SetFollowing(const std::string& model_id, const std::string& detail);
   void SetLoadError(const absl::Status& status);
   Metrics& metrics();
 

@@ -64,6 +64,8 @@ NodeCapabilities FromProto(const exo::v1::Capabilities& c) {
   caps.device_kind = c.device_kind().substr(0, 64);
   caps.grpc_port = static_cast<uint16_t>(c.grpc_port());
   caps.bus_port = static_cast<uint16_t>(c.bus_port());
+  caps.http_port = c.http_port() <= 65535 ? static_cast<uint16_t>(c.http_port()) : 0;
+  caps.served_model = c.served_model().substr(0, 256);
   return caps;
 }
 
@@ -74,7 +76,9 @@ nlohmann::json CapabilitiesJson(const NodeCapabilities& c) {
           {"memory_bandwidth_bytes_per_second", c.memory_bandwidth_bytes_per_second},
           {"device_kind", c.device_kind},
           {"grpc_port", c.grpc_port},
-          {"bus_port", c.bus_port}};
+          {"bus_port", c.bus_port},
+          {"http_port", c.http_port},
+          {"served_model", c.served_model}};
 }
 
 }  // namespace
@@ -361,7 +365,24 @@ exo::v1::Capabilities ClusterNode::CapabilitiesProto() const {
   c.set_device_kind(capabilities_.device_kind);
   c.set_grpc_port(grpc_port_);
   c.set_bus_port(capabilities_.bus_port);
+  absl::MutexLock lock(&api_mu_);
+  c.set_http_port(http_port_);
+  c.set_served_model(served_model_);
   return c;
+}
+
+NodeCapabilities ClusterNode::capabilities() const {
+  NodeCapabilities c = capabilities_;
+  absl::MutexLock lock(&api_mu_);
+  c.http_port = http_port_;
+  c.served_model = served_model_;
+  return c;
+}
+
+void ClusterNode::SetHttpApi(uint16_t http_port, const std::string& served_model) {
+  absl::MutexLock lock(&api_mu_);
+  http_port_ = http_port;
+  served_model_ = served_model;
 }
 
 grpc::Status ClusterNode::HandleHello(const std::string& peer, const exo::v1::HelloRequest& request,
@@ -603,7 +624,7 @@ void ClusterNode::WriteStatus(bool running) {
                               {"send_errors", stats.send_errors},
                               {"conflicts", stats.conflicts}};
     }
-    status["capabilities"] = CapabilitiesJson(capabilities_);
+    status["capabilities"] = CapabilitiesJson(capabilities());
     nlohmann::json peers = nlohmann::json::array();
     for (const auto& [id, peer] : state_.peers) {
       peers.push_back({{"node_id", id},

@@ -96,7 +96,11 @@ class ClusterNode {
   std::string cluster_fingerprint() const { return options_.cluster_key.Fingerprint(); }
   bool default_cluster_key() const { return options_.cluster_key.is_default(); }
   const std::string& state_dir() const { return options_.state_dir; }
-  const NodeCapabilities& capabilities() const { return capabilities_; }
+  // This node's capabilities, including the HTTP API it advertises (SetHttpApi).
+  NodeCapabilities capabilities() const ABSL_LOCKS_EXCLUDED(api_mu_);
+  // Advertises this node's HTTP API (port, 0: none) and the model it serves ("" when none) to
+  // peers in heartbeats, Hello answers and the status file, from the next one on.
+  void SetHttpApi(uint16_t http_port, const std::string& served_model) ABSL_LOCKS_EXCLUDED(api_mu_);
   MembershipState Snapshot() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // A discovery source (static list, mDNS) found an address worth a Hello.
@@ -144,7 +148,10 @@ class ClusterNode {
   void WriteStatus(bool running) ABSL_LOCKS_EXCLUDED(mu_);
 
   ClusterNodeOptions options_;
-  NodeCapabilities capabilities_;
+  NodeCapabilities capabilities_;  // fixed after Start, except the API fields below
+  mutable absl::Mutex api_mu_;
+  uint16_t http_port_ ABSL_GUARDED_BY(api_mu_) = 0;
+  std::string served_model_ ABSL_GUARDED_BY(api_mu_);
   uint16_t grpc_port_ = 0;
   std::unique_ptr<NodeServiceImpl> service_;
   std::unique_ptr<PeerAuthenticator> stage_authenticator_;

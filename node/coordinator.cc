@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
+#include "node/api_routing.h"
 #include "node/cluster_node.h"
 #include "node/model_profile.h"
 #include "node/pipeline.h"
@@ -172,6 +173,10 @@ void Coordinator::Run() {
   front->reset();  // each deployment maps its own copy
 
   while (!stop_.HasBeenNotified()) {
+    if (!Elected(id)) {
+      if (!Sleep(options_.check_interval)) break;
+      continue;
+    }
     if (served_ == nullptr) {
       if (!Deploy(*profile)) {
         if (!Sleep(absl::Seconds(1))) break;
@@ -215,6 +220,33 @@ void Coordinator::Run() {
     }
   }
   served_.reset();
+}
+
+bool Coordinator::Elected(const std::string& model_id) {
+  const std::optional<ApiEndpoint> elected =
+      CoordinatorOf(ApiEndpoints(node_.Snapshot(), node_.capabilities(), "127.0.0.1"), model_id);
+  if (!elected.has_value() || elected->self) {
+    if (!following_.empty()) {
+      Log(absl::StrCat("the coordinator of ", model_id, " (", following_,
+                       ") is gone; this node coordinates it now"));
+      following_.clear();
+    }
+    return true;
+  }
+  const std::string detail =
+      absl::StrCat("node ", elected->node_id.substr(0, 12), " at ", EndpointAddress(*elected));
+  if (detail != following_) {
+    Log(absl::StrCat(model_id, " is coordinated by ", detail,
+                     " (the lowest id serving it): this node passes its API requests there and "
+                     "serves layers when that node's plan asks"));
+    following_ = detail;
+    served_.reset();
+    api_.SetFollowing(model_id, absl::StrCat("coordinated by ", detail));
+    absl::MutexLock lock(&mu_);
+    plan_.reset();
+    status_ = absl::StrCat("following ", detail);
+  }
+  return false;
 }
 
 bool Coordinator::Deploy(const partition::ModelProfile& profile) {

@@ -89,6 +89,9 @@ class Coordinator {
   void Log(const std::string& line);
   // Plans and brings the plan up; false while it cannot (the reason is in the API's health).
   bool Deploy(const partition::ModelProfile& profile);
+  // Whether this node coordinates `model_id` (the lowest id among the API nodes serving it);
+  // when another node does, drops what this node served and lets the API proxy there.
+  bool Elected(const std::string& model_id);
   std::string SelfAddress() const;
 
   ClusterNode& node_;
@@ -104,6 +107,7 @@ class Coordinator {
   std::string status_ ABSL_GUARDED_BY(mu_) = "starting";
   uint64_t epoch_ = 0;                     // coordinator thread only
   std::string last_wait_reason_;           // coordinator thread only: logged once per change
+  std::string following_;                  // coordinator thread only: who coordinates, if not us
   std::shared_ptr<ServedModel> served_;    // coordinator thread only
   std::optional<ModelIdentity> identity_;  // coordinator thread only: the file's SHA-256, once
   // The draft model, loaded once; every deployment's backend shares it (coordinator thread only).

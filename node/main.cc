@@ -360,8 +360,8 @@ int Serve() {
     s.model.batch = absl::GetFlag(FLAGS_batch);
     s.model.num_slots = absl::GetFlag(FLAGS_max_sequences);
     s.model.max_queue = absl::GetFlag(FLAGS_max_queue);
+    s.cluster = node.get();  // null with --nocluster
     if (node != nullptr && !s.model.path.empty()) {
-      s.cluster = node.get();
       const int32_t wait = absl::GetFlag(FLAGS_plan_wait_ms);
       if (wait < 0) return UsageError("--plan_wait_ms must be 0 or more");
       s.coordinator.settle = absl::Milliseconds(wait);

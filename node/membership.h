@@ -35,6 +35,10 @@ struct NodeCapabilities {
   std::string device_kind;
   uint16_t grpc_port = 0;
   uint16_t bus_port = 0;
+  // The HTTP API (0: none) and the model it serves ("" when none): the API node with the lowest
+  // id among those serving a model coordinates it (node/api_routing.h).
+  uint16_t http_port = 0;
+  std::string served_model;
 };
 
 struct NodeLoad {

@@ -9,6 +9,7 @@
 
 #include <string>
 
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "synthetic_model_testlib.h"
@@ -22,9 +23,25 @@ struct HttpResponse {
   std::string body;
 };
 
-// One request on a fresh connection ("Connection: close"), read to the end. No chunked bodies.
+// A chunked body's data ("<hex size>\r\n<data>\r\n" ... "0\r\n\r\n").
+std::string Unchunk(const std::string& raw) {
+  std::string out;
+  size_t at = 0;
+  while (at < raw.size()) {
+    const size_t line_end = raw.find("\r\n", at);
+    if (line_end == std::string::npos) break;
+    const size_t size = std::stoul(raw.substr(at, line_end - at), nullptr, 16);
+    if (size == 0) break;
+    out += raw.substr(line_end + 2, size);
+    at = line_end + 2 + size + 2;
+  }
+  return out;
+}
+
+// One request on a fresh connection ("Connection: close"), read to the end; `extra_headers` are
+// "Name: value\r\n" lines.
 HttpResponse Fetch(int port, const std::string& method, const std::string& path,
-                   const std::string& body = "") {
+                   const std::string& body = "", const std::string& extra_headers = "") {
   HttpResponse response;
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address = {};
@@ -37,7 +54,8 @@ HttpResponse Fetch(int port, const std::string& method, const std::string& path,
   }
   const std::string request = method + " " + path + " HTTP/1.1\r\nHost: localhost\r\n" +
                               "Connection: close\r\nContent-Type: application/json\r\n" +
-                              "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+                              extra_headers + "Content-Length: " + std::to_string(body.size()) +
+                              "\r\n\r\n" + body;
   (void)!write(fd, request.data(), request.size());
   std::string raw;
   char buffer[4096];
@@ -49,6 +67,9 @@ HttpResponse Fetch(int port, const std::string& method, const std::string& path,
   response.status = std::stoi(raw.substr(9, 3));
   response.headers = raw.substr(0, split);
   response.body = raw.substr(split + 4);
+  if (response.headers.find("Transfer-Encoding: chunked") != std::string::npos) {
+    response.body = Unchunk(response.body);
+  }
   return response;
 }
 
@@ -92,17 +113,22 @@ TEST(ApiServerTest, HealthFollowsLoadingAndGenerationWaitsWith503) {
   EXPECT_NE(r.body.find("exo_node_state{state=\"failed\"} 1"), std::string::npos);
 }
 
-TEST(ApiServerTest, SyntheticModelAnswersCompletions) {
+// A tiny synthetic model with a 64-position context, ready to serve.
+absl::StatusOr<std::shared_ptr<ServedModel>> TinyModel() {
   runtime::synthetic::SyntheticModelOptions model_options;
   const std::string path =
       ::testing::TempDir() + "/api_server_test." + std::to_string(getpid()) + ".tiny.gguf";
-  ASSERT_TRUE(runtime::synthetic::WriteSyntheticModel(model_options, path).ok());
+  RETURN_IF_ERROR(runtime::synthetic::WriteSyntheticModel(model_options, path).status());
   ServeModelOptions options;
   options.path = path;
   options.context = 64;
   options.num_slots = 2;
   options.threads = 1;
-  auto model = LoadServedModel(options);
+  return LoadServedModel(options);
+}
+
+TEST(ApiServerTest, SyntheticModelAnswersCompletions) {
+  auto model = TinyModel();
   ASSERT_TRUE(model.ok()) << model.status();
   const std::string id = (*model)->id;
   auto server = StartServer();
@@ -140,6 +166,75 @@ TEST(ApiServerTest, SyntheticModelAnswersCompletions) {
   EXPECT_NE(r.headers.find("text/javascript"), std::string::npos);
   r = Fetch(server->port(), "GET", "/nothing.js");
   EXPECT_EQ(r.status, 404);
+}
+
+// A node that does not serve the model passes requests to the node that does (its coordinator),
+// streams included, and says clearly when that node cannot be reached.
+TEST(ApiServerTest, ProxiesRequestsToTheModelsCoordinator) {
+  auto model = TinyModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::string id = (*model)->id;
+  auto coordinator = StartServer();
+  ASSERT_NE(coordinator, nullptr);
+  coordinator->SetModel(*model);
+  const ApiEndpoint target{"node-b", "127.0.0.1", static_cast<uint16_t>(coordinator->port()), id,
+                           false};
+  ApiServerOptions options;
+  options.host = "127.0.0.1";
+  options.port = 0;
+  options.threads = 8;
+  options.routes = [target] { return ApiServerOptions::ClusterRoutes{"node-a", {target}}; };
+  auto front = ApiServer::Start(options);
+  ASSERT_TRUE(front.ok()) << front.status();
+  (*front)->SetFollowing(id, "coordinated by node-b");
+  HttpResponse r = Fetch((*front)->port(), "GET", "/health");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(nlohmann::json::parse(r.body)["role"], "proxy");
+
+  nlohmann::json body = nlohmann::json::parse(kCompletion);
+  body["model"] = id;
+  const HttpResponse direct = Fetch(coordinator->port(), "POST", "/v1/completions", body.dump());
+  ASSERT_EQ(direct.status, 200) << direct.body;
+  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["choices"][0]["text"],
+            nlohmann::json::parse(direct.body)["choices"][0]["text"]);
+
+  body["stream"] = true;
+  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump());
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.headers.find("text/event-stream"), std::string::npos) << r.headers;
+  EXPECT_NE(r.body.find("data: [DONE]"), std::string::npos) << r.body;
+  body["stream"] = false;
+
+  // Errors come back as the coordinator gave them.
+  body["prompt"] = std::string(200, 'a');
+  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(nlohmann::json::parse(r.body)["error"]["code"], "context_length_exceeded");
+  body["prompt"] = "abc";
+
+  r = Fetch((*front)->port(), "GET", "/v1/models");
+  EXPECT_EQ(nlohmann::json::parse(r.body)["data"][0]["id"], id);
+  r = Fetch((*front)->port(), "GET", "/api/tags");
+  EXPECT_EQ(nlohmann::json::parse(r.body)["models"][0]["name"], id);
+  r = Fetch((*front)->port(), "GET", "/v1/models/" + id);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(nlohmann::json::parse(r.body)["id"], id);
+
+  // A request some node proxied already is never proxied again (no loops between nodes whose
+  // views disagree): this node answers it itself.
+  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump(),
+            "X-Exo-Forwarded-By: node-c\r\n");
+  EXPECT_EQ(r.status, 503);
+
+  coordinator.reset();
+  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump());
+  EXPECT_EQ(r.status, 502);
+  EXPECT_NE(r.headers.find("Retry-After"), std::string::npos);
+  EXPECT_NE(nlohmann::json::parse(r.body)["error"]["message"].get<std::string>().find("node-b"),
+            std::string::npos)
+      << r.body;
 }
 
 }  // namespace
