@@ -49,6 +49,31 @@ absl::StatusOr<ClusterPlan> PlanCluster(const MembershipState& state, const Node
   }
   ASSIGN_OR_RETURN(result.estimate,
                    partition::EstimatePlan(result.plan, model, result.devices, options.links));
+  // The planner's estimate starts the token's round at the first stage; requests start here, so
+  // a plan whose first stage is another node pays one more hop. When this node alone holds the
+  // model as fast as that, it keeps it (no hop, no pipeline, the Engine's batching).
+  const std::string& self_id = state.self.node_id;
+  if (result.plan.stages.front().node_id != self_id) {
+    const double extra =
+        partition::FindLink(options.links, self_id, result.plan.stages.front().node_id)
+            .latency_seconds;
+    std::vector<partition::DeviceProfile> alone;
+    for (const partition::DeviceProfile& d : result.devices) {
+      if (d.node_id == self_id) alone.push_back(d);
+    }
+    absl::StatusOr<partition::Plan> here =
+        partition::MakePlan(model, alone, options.links, options.planner);
+    if (here.ok()) {
+      absl::StatusOr<partition::PlanEstimate> estimate =
+          partition::EstimatePlan(*here, model, alone, options.links);
+      if (estimate.ok() &&
+          estimate->seconds_per_token <= result.estimate.seconds_per_token + extra) {
+        here->epoch = result.plan.epoch;
+        result.plan = *std::move(here);
+        result.estimate = *std::move(estimate);
+      }
+    }
+  }
   for (const partition::Stage& stage : result.plan.stages) {
     if (stage.node_id == state.self.node_id) {
       result.addresses.push_back(self_address);

@@ -151,6 +151,18 @@ TEST(ClusterPlan, AModelThatFitsOnThisNodeStaysHere) {
   EXPECT_EQ(plan->addresses[0], "127.0.0.1:1");
 }
 
+// Requests start on this node: a peer as fast as this node that could hold the model alone would
+// only add a hop, so the model stays here.
+TEST(ClusterPlan, AnEquallyFastPeerDoesNotTakeTheModelAway) {
+  for (const char* peer : {"a", "z"}) {  // sorted before and after "self"
+    const MembershipState state = Fleet({{peer, 4000, PeerState::kUp}});
+    auto plan = PlanCluster(state, Caps(4000), "127.0.0.1:1", EightLayerModel(), {});
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ASSERT_EQ(plan->plan.stages.size(), 1u) << peer;
+    EXPECT_EQ(plan->plan.stages[0].node_id, "self") << peer;
+  }
+}
+
 TEST(ClusterPlan, SaysHowMuchIsMissingWhenNothingFits) {
   const MembershipState state = Fleet({{"a", 200, PeerState::kUp}});
   auto plan = PlanCluster(state, Caps(200), "127.0.0.1:1", EightLayerModel(), {});
