@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -199,6 +200,21 @@ std::vector<std::string> ShardTensorNames(const runtime::GgufFile& file, runtime
   return names;
 }
 
+namespace {
+
+// Serving a peer's tensors must not make them part of this node's resident memory (a stage's
+// RSS follows its own share): drops the whole pages of [data, data + size) from this process's
+// mapping. The file is mapped read-only, so nothing is lost: the bytes stay in the page cache
+// and a local stage that uses them faults them back in.
+void ReleasePages(const uint8_t* data, uint64_t size) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size) & ~(page - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
+
 grpc::Status ServeTensors(const runtime::GgufFile& file, const std::string& path,
                           const ModelIdentity& identity, const v1::FetchTensorsRequest& request,
                           grpc::ServerWriter<v1::TensorChunk>* writer, size_t chunk_bytes) {
@@ -253,6 +269,7 @@ grpc::Status ServeTensors(const runtime::GgufFile& file, const std::string& path
       if (off == info->nbytes) chunk.set_sha256(hasher.Finish());
       if (!writer->Write(chunk)) return grpc::Status(grpc::StatusCode::CANCELLED, "peer left");
     } while (off < info->nbytes);
+    ReleasePages(info->data, info->nbytes);
   }
   return grpc::Status::OK;
 }
