@@ -149,6 +149,12 @@ void Bus::Run() {
     if (absl::Now() >= next_heartbeat) {
       const std::string bytes = EncodeBusEvent(key_, heartbeat_());
       s.publisher.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+      if (options_.periodic) {
+        for (exo::v1::BusEvent& event : options_.periodic()) {
+          const std::string more = EncodeBusEvent(key_, std::move(event));
+          s.publisher.send(zmq::buffer(more), zmq::send_flags::dontwait);
+        }
+      }
       next_heartbeat = absl::Now() + options_.heartbeat_interval;
     }
     zmq::pollitem_t items[] = {{s.subscriber.handle(), 0, ZMQ_POLLIN, 0}};

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -36,6 +37,9 @@ struct BusOptions {
   uint16_t port = 0;  // 0: an ephemeral port
   absl::Duration heartbeat_interval = absl::Milliseconds(500);
   int64_t max_message_bytes = 1 << 20;  // larger messages are dropped by ZeroMQ
+  // Events published with every heartbeat (e.g. the plan in force), so a node that subscribed
+  // late still hears them; called on the bus thread, must not block. Unset: none.
+  std::function<std::vector<exo::v1::BusEvent>()> periodic;
 };
 
 class Bus {

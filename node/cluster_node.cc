@@ -108,6 +108,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   bus_options.port = o.bus_port;
   bus_options.heartbeat_interval = o.heartbeat_interval;
   ClusterNode* self = node.get();
+  bus_options.periodic = [self] { return self->PeriodicEvents(); };
   ASSIGN_OR_RETURN(node->bus_,
                    Bus::Start(
                        bus_options, o.cluster_key, [self] { return self->MakeHeartbeat(); },
@@ -432,7 +433,65 @@ void ClusterNode::HandleBusEvent(const exo::v1::BusEvent& event) {
     }
   } else if (event.has_node_leaving()) {
     ApplyLocked(LeavingReceived{peer, event.node_leaving().reason().substr(0, 200), now});
+  } else if (event.has_plan_announcement()) {
+    // Only from an up peer, and only about itself as coordinator.
+    auto it = state_.peers.find(peer.node_id);
+    const exo::v1::PlanAnnouncement& plan = event.plan_announcement();
+    if (it != state_.peers.end() && it->second.state == PeerState::kUp &&
+        plan.coordinator_node_id() == peer.node_id && plan.stages_size() <= 1024) {
+      RecordPlanLocked(plan);
+    }
   }
+}
+
+void ClusterNode::RecordPlanLocked(const exo::v1::PlanAnnouncement& plan) {
+  const std::string model = plan.model().name().substr(0, 256);
+  auto it = known_plans_.find(model);
+  if (it != known_plans_.end() && it->second.epoch() == plan.epoch() &&
+      it->second.coordinator_node_id() == plan.coordinator_node_id()) {
+    return;  // heard already
+  }
+  if (it != known_plans_.end() && it->second.epoch() > plan.epoch() &&
+      it->second.coordinator_node_id() == plan.coordinator_node_id()) {
+    return;  // an old one, late
+  }
+  std::string stages;
+  for (const exo::v1::PlanStage& stage : plan.stages()) {
+    absl::StrAppend(&stages, stages.empty() ? "" : " -> ", stage.node_id().substr(0, 12), " [",
+                    stage.layer_begin(), ", ", stage.layer_end(), ")");
+  }
+  Log(absl::StrCat("plan epoch ", plan.epoch(), " for ", model, " from coordinator ",
+                   plan.coordinator_node_id().substr(0, 12), ": ", stages));
+  known_plans_[model] = plan;
+}
+
+void ClusterNode::AnnouncePlan(std::optional<exo::v1::PlanAnnouncement> plan) {
+  absl::MutexLock lock(&mu_);
+  if (plan.has_value()) {
+    plan->set_coordinator_node_id(state_.self.node_id);
+    RecordPlanLocked(*plan);
+  } else if (announced_plan_.has_value()) {
+    known_plans_.erase(announced_plan_->model().name());
+  }
+  announced_plan_ = std::move(plan);
+}
+
+std::map<std::string, exo::v1::PlanAnnouncement> ClusterNode::KnownPlans() const {
+  absl::MutexLock lock(&mu_);
+  return known_plans_;
+}
+
+std::vector<exo::v1::BusEvent> ClusterNode::PeriodicEvents() {
+  absl::MutexLock lock(&mu_);
+  std::vector<exo::v1::BusEvent> events;
+  if (!announced_plan_.has_value()) return events;
+  exo::v1::BusEvent& event = events.emplace_back();
+  event.set_sender_node_id(state_.self.node_id);
+  event.set_sender_boot_id(state_.self.boot_id);
+  event.set_sender_started_unix_millis(state_.self.started_unix_millis);
+  event.set_sent_unix_millis(UnixMillis(absl::Now()));
+  *event.mutable_plan_announcement() = *announced_plan_;
+  return events;
 }
 
 exo::v1::BusEvent ClusterNode::MakeHeartbeat() {
@@ -639,6 +698,20 @@ void ClusterNode::WriteStatus(bool running) {
                        {"down_reason", peer.down_reason}});
     }
     status["peers"] = peers;
+    nlohmann::json plans = nlohmann::json::array();
+    for (const auto& [model, plan] : known_plans_) {
+      nlohmann::json stages = nlohmann::json::array();
+      for (const exo::v1::PlanStage& stage : plan.stages()) {
+        stages.push_back({{"node_id", stage.node_id()},
+                          {"layer_begin", stage.layer_begin()},
+                          {"layer_end", stage.layer_end()}});
+      }
+      plans.push_back({{"model", model},
+                       {"epoch", plan.epoch()},
+                       {"coordinator", plan.coordinator_node_id()},
+                       {"stages", stages}});
+    }
+    status["plans"] = plans;
     nlohmann::json refusals = nlohmann::json::array();
     for (const Refusal& r : state_.refusals) {
       refusals.push_back({{"address", r.address},

@@ -14,6 +14,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <set>
 #include <string>
@@ -107,6 +108,12 @@ class ClusterNode {
   void AddCandidate(const discovery::PeerInfo& peer, const std::string& source)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The plan this node coordinates, published on the bus with every heartbeat until replaced
+  // or withdrawn (nullopt). Peers record the newest epoch per model (KnownPlans, status file).
+  void AnnouncePlan(std::optional<exo::v1::PlanAnnouncement> plan) ABSL_LOCKS_EXCLUDED(mu_);
+  // The newest plan announced for each model (by model name), this node's own included.
+  std::map<std::string, exo::v1::PlanAnnouncement> KnownPlans() const ABSL_LOCKS_EXCLUDED(mu_);
+
   NodeServiceImpl& service() { return *service_; }
   const ClusterKey& cluster_key() const { return options_.cluster_key; }
   // Adds this node's data-path token (node/cluster_auth.h) to an outgoing call.
@@ -139,6 +146,9 @@ class ClusterNode {
                            exo::v1::HelloResponse* response) ABSL_LOCKS_EXCLUDED(mu_);
   void HandleBusEvent(const exo::v1::BusEvent& event) ABSL_LOCKS_EXCLUDED(mu_);
   exo::v1::BusEvent MakeHeartbeat() ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<exo::v1::BusEvent> PeriodicEvents() ABSL_LOCKS_EXCLUDED(mu_);
+  // Records `plan` when it is newer than what is known for its model; logs each new epoch.
+  void RecordPlanLocked(const exo::v1::PlanAnnouncement& plan) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   exo::v1::Capabilities CapabilitiesProto() const;
   void Dial(std::string address) ABSL_LOCKS_EXCLUDED(mu_);
   void RunMembershipLoop();
@@ -171,6 +181,8 @@ class ClusterNode {
   };
   std::vector<DialThread> dial_threads_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> logged_bus_rejects_ ABSL_GUARDED_BY(mu_);
+  std::optional<exo::v1::PlanAnnouncement> announced_plan_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, exo::v1::PlanAnnouncement> known_plans_ ABSL_GUARDED_BY(mu_);
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};

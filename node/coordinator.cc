@@ -217,9 +217,11 @@ void Coordinator::Run() {
         status_ = absl::StrCat("re-planning: ", why);
       }
       served_.reset();  // running requests keep it until they end (with an error)
+      node_.AnnouncePlan(std::nullopt);
     }
   }
   served_.reset();
+  node_.AnnouncePlan(std::nullopt);
 }
 
 bool Coordinator::Elected(const std::string& model_id) {
@@ -241,6 +243,7 @@ bool Coordinator::Elected(const std::string& model_id) {
                      "serves layers when that node's plan asks"));
     following_ = detail;
     served_.reset();
+    node_.AnnouncePlan(std::nullopt);
     api_.SetFollowing(model_id, absl::StrCat("coordinated by ", detail));
     absl::MutexLock lock(&mu_);
     plan_.reset();
@@ -370,6 +373,20 @@ bool Coordinator::Deploy(const partition::ModelProfile& profile) {
   last_wait_reason_.clear();
   api_.SetModel(served);
   served_ = std::move(served);
+  // Every node hears the plan in force (bus, with each heartbeat; peers log and record it).
+  exo::v1::PlanAnnouncement announcement;
+  announcement.set_epoch(epoch_);
+  if (identity_.has_value()) IdentityToProto(*identity_, announcement.mutable_model());
+  announcement.mutable_model()->set_name(model_id);
+  for (const partition::Stage& s : plan->plan.stages) {
+    exo::v1::PlanStage* stage = announcement.add_stages();
+    stage->set_node_id(s.node_id);
+    stage->set_layer_begin(s.layer_begin);
+    stage->set_layer_end(s.layer_end);
+    stage->set_has_embedding(s.has_embedding);
+    stage->set_has_head(s.has_head);
+  }
+  node_.AnnouncePlan(std::move(announcement));
   absl::MutexLock lock(&mu_);
   plan_ = *std::move(plan);
   status_ = "ready";

@@ -56,6 +56,13 @@ class ServeNode:
                 self.proc.wait()
 
 
+def wait_for_text(path, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"no {text!r} in {path}: {path.read_text()}"
+        time.sleep(0.1)
+
+
 def get(url):
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -124,6 +131,15 @@ def test_serve_splits_the_model_when_no_node_holds_it(exo_node_bin, default_mode
             # Peers had no model file: each fetched exactly its own tensors from the coordinator.
             for peer in peers:
                 assert "fetched" in peer.err.read_text(), peer.err.read_text()
+                # Every node hears the plan in force on the bus and records it.
+                wait_for_text(peer.err, "for gemma-3-270m-q4_k_m from coordinator")
+                deadline = time.monotonic() + 5
+                while True:
+                    status = json.loads((peer.dir / "state" / "cluster.json").read_text())
+                    if status["plans"] or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+                assert [len(p["stages"]) for p in status["plans"]] == [len(limits)], status
             for node in [coordinator, *peers]:
                 rss = int(re.search(r"VmRSS:\s+(\d+)",
                                     open(f"/proc/{node.proc.pid}/status").read()).group(1))
