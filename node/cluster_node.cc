@@ -476,11 +476,6 @@ void ClusterNode::AnnouncePlan(std::optional<exo::v1::PlanAnnouncement> plan) {
   announced_plan_ = std::move(plan);
 }
 
-std::map<std::string, exo::v1::PlanAnnouncement> ClusterNode::KnownPlans() const {
-  absl::MutexLock lock(&mu_);
-  return known_plans_;
-}
-
 std::vector<exo::v1::BusEvent> ClusterNode::PeriodicEvents() {
   absl::MutexLock lock(&mu_);
   std::vector<exo::v1::BusEvent> events;
@@ -700,6 +695,12 @@ void ClusterNode::WriteStatus(bool running) {
     status["peers"] = peers;
     nlohmann::json plans = nlohmann::json::array();
     for (const auto& [model, plan] : known_plans_) {
+      // Only plans whose coordinator is still here (a departed one's plan is history).
+      auto coordinator = state_.peers.find(plan.coordinator_node_id());
+      if (plan.coordinator_node_id() != state_.self.node_id &&
+          (coordinator == state_.peers.end() || coordinator->second.state != PeerState::kUp)) {
+        continue;
+      }
       nlohmann::json stages = nlohmann::json::array();
       for (const exo::v1::PlanStage& stage : plan.stages()) {
         stages.push_back({{"node_id", stage.node_id()},

@@ -109,10 +109,8 @@ class ClusterNode {
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // The plan this node coordinates, published on the bus with every heartbeat until replaced
-  // or withdrawn (nullopt). Peers record the newest epoch per model (KnownPlans, status file).
+  // or withdrawn (nullopt). Peers log the newest epoch per model and list it in the status file.
   void AnnouncePlan(std::optional<exo::v1::PlanAnnouncement> plan) ABSL_LOCKS_EXCLUDED(mu_);
-  // The newest plan announced for each model (by model name), this node's own included.
-  std::map<std::string, exo::v1::PlanAnnouncement> KnownPlans() const ABSL_LOCKS_EXCLUDED(mu_);
 
   NodeServiceImpl& service() { return *service_; }
   const ClusterKey& cluster_key() const { return options_.cluster_key; }
