@@ -3,16 +3,15 @@
 #include <algorithm>
 #include <map>
 
-#include "absl/strings/str_cat.h"
 #include "discovery/peer.h"
 
 namespace exo::node {
 
 std::string EndpointAddress(const ApiEndpoint& endpoint) {
-  if (endpoint.host.find(':') != std::string::npos) {
-    return absl::StrCat("[", endpoint.host, "]:", endpoint.port);
-  }
-  return absl::StrCat(endpoint.host, ":", endpoint.port);
+  discovery::PeerInfo peer;  // the same host:port rules as gRPC targets
+  peer.host = endpoint.host;
+  peer.grpc_port = endpoint.port;
+  return discovery::PeerAddress(peer);
 }
 
 bool ModelNameMatches(const std::string& id, const std::string& asked, bool ollama) {

@@ -16,10 +16,21 @@ def exo_node_bin():
     return str(path)
 
 
+def installed_model(file_name):
+    """The path of a model scripts/setup.sh installs; skips the test when it is absent."""
+    home = pathlib.Path(os.environ.get("EXO_HOME", pathlib.Path.home() / ".cache" / "exo-node"))
+    path = home / "models" / file_name
+    if not path.exists():
+        pytest.skip(f"model not installed at {path}: run scripts/setup.sh")
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def default_model():
-    home = pathlib.Path(os.environ.get("EXO_HOME", pathlib.Path.home() / ".cache" / "exo-node"))
-    path = home / "models" / "gemma-3-270m-q4_k_m.gguf"
-    if not path.exists():
-        pytest.skip(f"default model not installed at {path}: run scripts/setup.sh")
-    return str(path)
+    return installed_model("gemma-3-270m-q4_k_m.gguf")
+
+
+@pytest.fixture(scope="session")
+def smol_model():
+    """SmolLM2 135M Instruct (llama architecture, byte-level BPE), the second test model."""
+    return installed_model("SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -7,8 +7,6 @@ vocabulary is refused with a clear error, without a crash.
 The SmolLM2 test model drafts for itself here (the vocabulary trivially matches, nearly every
 draft is accepted), which checks the mechanics, not a speed-up (docs/speculative.md)."""
 import json
-import os
-import pathlib
 import re
 import subprocess
 import time
@@ -22,15 +20,6 @@ from test_cluster_serve import ServeNode, get, wait_healthy
 PROMPT = "The capital of France is"
 N_TOKENS = 16
 MODEL_ID = "SmolLM2-135M-Instruct.Q4_1"
-
-
-@pytest.fixture(scope="session")
-def smol_model():
-    home = pathlib.Path(os.environ.get("EXO_HOME", pathlib.Path.home() / ".cache" / "exo-node"))
-    path = home / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.exists():
-        pytest.skip(f"test model not installed at {path}: run scripts/setup.sh")
-    return str(path)
 
 
 def post(base, path, body):

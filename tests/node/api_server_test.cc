@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
 #include <string>
 
 #include "common/status_macros.h"
@@ -73,11 +74,14 @@ HttpResponse Fetch(int port, const std::string& method, const std::string& path,
   return response;
 }
 
-std::unique_ptr<ApiServer> StartServer() {
+// `routes`: the cluster this node sees (none: a single node).
+std::unique_ptr<ApiServer> StartServer(
+    std::function<ApiServerOptions::ClusterRoutes()> routes = nullptr) {
   ApiServerOptions options;
   options.host = "127.0.0.1";
   options.port = 0;
   options.threads = 8;
+  options.routes = std::move(routes);
   auto server = ApiServer::Start(options);
   EXPECT_TRUE(server.ok()) << server.status();
   return server.ok() ? std::move(*server) : nullptr;
@@ -179,15 +183,12 @@ TEST(ApiServerTest, ProxiesRequestsToTheModelsCoordinator) {
   coordinator->SetModel(*model);
   const ApiEndpoint target{"node-b", "127.0.0.1", static_cast<uint16_t>(coordinator->port()), id,
                            false};
-  ApiServerOptions options;
-  options.host = "127.0.0.1";
-  options.port = 0;
-  options.threads = 8;
-  options.routes = [target] { return ApiServerOptions::ClusterRoutes{"node-a", {target}}; };
-  auto front = ApiServer::Start(options);
-  ASSERT_TRUE(front.ok()) << front.status();
-  (*front)->SetFollowing(id, "coordinated by node-b");
-  HttpResponse r = Fetch((*front)->port(), "GET", "/health");
+  auto front = StartServer([target] {
+    return ApiServerOptions::ClusterRoutes{"node-a", {target}};
+  });
+  ASSERT_NE(front, nullptr);
+  front->SetFollowing(id, "coordinated by node-b");
+  HttpResponse r = Fetch(front->port(), "GET", "/health");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(nlohmann::json::parse(r.body)["role"], "proxy");
 
@@ -195,13 +196,13 @@ TEST(ApiServerTest, ProxiesRequestsToTheModelsCoordinator) {
   body["model"] = id;
   const HttpResponse direct = Fetch(coordinator->port(), "POST", "/v1/completions", body.dump());
   ASSERT_EQ(direct.status, 200) << direct.body;
-  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump());
+  r = Fetch(front->port(), "POST", "/v1/completions", body.dump());
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(nlohmann::json::parse(r.body)["choices"][0]["text"],
             nlohmann::json::parse(direct.body)["choices"][0]["text"]);
 
   body["stream"] = true;
-  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump());
+  r = Fetch(front->port(), "POST", "/v1/completions", body.dump());
   EXPECT_EQ(r.status, 200);
   EXPECT_NE(r.headers.find("text/event-stream"), std::string::npos) << r.headers;
   EXPECT_NE(r.body.find("data: [DONE]"), std::string::npos) << r.body;
@@ -209,27 +210,27 @@ TEST(ApiServerTest, ProxiesRequestsToTheModelsCoordinator) {
 
   // Errors come back as the coordinator gave them.
   body["prompt"] = std::string(200, 'a');
-  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump());
+  r = Fetch(front->port(), "POST", "/v1/completions", body.dump());
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(nlohmann::json::parse(r.body)["error"]["code"], "context_length_exceeded");
   body["prompt"] = "abc";
 
-  r = Fetch((*front)->port(), "GET", "/v1/models");
+  r = Fetch(front->port(), "GET", "/v1/models");
   EXPECT_EQ(nlohmann::json::parse(r.body)["data"][0]["id"], id);
-  r = Fetch((*front)->port(), "GET", "/api/tags");
+  r = Fetch(front->port(), "GET", "/api/tags");
   EXPECT_EQ(nlohmann::json::parse(r.body)["models"][0]["name"], id);
-  r = Fetch((*front)->port(), "GET", "/v1/models/" + id);
+  r = Fetch(front->port(), "GET", "/v1/models/" + id);
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(nlohmann::json::parse(r.body)["id"], id);
 
   // A request some node proxied already is never proxied again (no loops between nodes whose
   // views disagree): this node answers it itself.
-  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump(),
+  r = Fetch(front->port(), "POST", "/v1/completions", body.dump(),
             "X-Exo-Forwarded-By: node-c\r\n");
   EXPECT_EQ(r.status, 503);
 
   coordinator.reset();
-  r = Fetch((*front)->port(), "POST", "/v1/completions", body.dump());
+  r = Fetch(front->port(), "POST", "/v1/completions", body.dump());
   EXPECT_EQ(r.status, 502);
   EXPECT_NE(r.headers.find("Retry-After"), std::string::npos);
   EXPECT_NE(nlohmann::json::parse(r.body)["error"]["message"].get<std::string>().find("node-b"),

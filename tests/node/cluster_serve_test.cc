@@ -300,6 +300,16 @@ class PipelineBackendTest : public ::testing::Test {
     bo.is_end_of_generation = [](int32_t) { return false; };
     return bo;
   }
+  // Replaces the backend with one built with `bo` over a fresh pipeline (epoch `epoch`) whose
+  // 8-token prefill chunks leave room for drafts after the last token.
+  void RestartForDrafts(uint64_t epoch, PipelineBackendOptions bo) {
+    backend_.reset();
+    PipelineOptions po = Options(StageAddresses(), epoch);
+    po.prefill_chunk = 8;
+    auto pipeline = Pipeline::Connect(po);
+    ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+    backend_ = PipelineBackend::Create(*std::move(pipeline), std::move(bo));
+  }
   void TearDown() override {
     backend_.reset();
     stages_.clear();
@@ -442,17 +452,12 @@ TEST_F(PipelineBackendTest, AStageThatCannotReachTheNextEndsSequencesWithAnError
 }
 
 TEST_F(PipelineBackendTest, PromptLookupThroughThePipelineKeepsGreedyOutput) {
-  backend_.reset();
-  PipelineOptions po = Options(StageAddresses(), 9);
-  po.prefill_chunk = 8;  // room for 4 drafts after the last token
-  auto pipeline = Pipeline::Connect(po);
-  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
   PipelineBackendOptions bo = BackendOptions();
   bo.make_drafter = [](const runtime::SamplingParams&) {
     return std::make_unique<runtime::NgramDrafter>(runtime::NgramOptions{});
   };
   bo.speculative.draft_max = 4;
-  backend_ = PipelineBackend::Create(*std::move(pipeline), bo);
+  ASSERT_NO_FATAL_FAILURE(RestartForDrafts(9, bo));
   // Repetitive prompts, so prompt lookup finds drafts.
   const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7, 8, 5, 6, 7, 8, 5, 6},
                                                      {11, 12, 11, 12, 11, 12, 11}};
@@ -491,11 +496,6 @@ std::shared_ptr<DraftModelPool> LoadDraftPool(const std::string& draft, const st
 }
 
 TEST_F(PipelineBackendTest, DraftModelThroughThePipelineKeepsGreedyOutput) {
-  backend_.reset();
-  PipelineOptions po = Options(StageAddresses(), 11);
-  po.prefill_chunk = 8;  // room for 7 drafts after the last token
-  auto pipeline = Pipeline::Connect(po);
-  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
   // One draft slot for two sequences in flight: the second runs without drafts, and the slot is
   // free again for the third.
   std::shared_ptr<DraftModelPool> pool = LoadDraftPool(*path_, *path_, 1);
@@ -506,7 +506,7 @@ TEST_F(PipelineBackendTest, DraftModelThroughThePipelineKeepsGreedyOutput) {
   };
   bo.speculative.draft_max = 4;
   bo.speculative.adaptive = false;  // 4 drafts every pass
-  backend_ = PipelineBackend::Create(*std::move(pipeline), bo);
+  ASSERT_NO_FATAL_FAILURE(RestartForDrafts(11, bo));
   const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9, 13, 2}, {3, 3, 70, 12, 44}};
   std::vector<std::shared_ptr<Sequence>> sequences;
   for (const auto& prompt : prompts) sequences.push_back(*backend_->Submit(Greedy(prompt, 20)));
