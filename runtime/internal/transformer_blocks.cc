@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "kernels/quants.h"
 
@@ -75,33 +76,6 @@ void ApplyRope(const LayerContext& ctx, float* rows, int32_t n_heads) {
 
 namespace {
 
-// Adds one key/value position to an online softmax: `score` is q·k already scaled; `acc` holds the
-// running weighted sum of values, rescaled whenever a new maximum appears.
-inline void OnlineSoftmaxStep(float score, const float* value, int32_t hdv, float* acc,
-                              float& running_max, float& running_sum) {
-  if (score > running_max) {
-    const float rescale = std::exp(running_max - score);
-    running_sum *= rescale;
-    for (int32_t i = 0; i < hdv; ++i) acc[i] *= rescale;
-    running_max = score;
-  }
-  const float weight = std::exp(score - running_max);
-  running_sum += weight;
-  for (int32_t i = 0; i < hdv; ++i) acc[i] += weight * value[i];
-}
-
-// q·k with eight running sums (so the compiler can keep them in one vector register), added up in
-// a fixed order: every attention path uses this, so a row's scores never depend on its batch.
-// q·k, summed in order. Every attention path uses this, so a row's scores never depend on its
-// batch. (Eight partial sums were tried: no more exact, but the different rounding moved the
-// Gemma 3 logits far enough from llama.cpp's to fail the reference comparison on one prompt,
-// cosine 0.9933 against the 0.995 bound; see docs/ARCHITECTURE.md, Numerics.)
-inline float Dot(const float* a, const float* b, int32_t n) {
-  float sum = 0.0f;
-  for (int32_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 void ParallelOrInline(kernels::ThreadPool* pool, int64_t count, int64_t grain,
                       const std::function<void(int64_t, int64_t)>& fn) {
   if (pool != nullptr) {
@@ -111,12 +85,25 @@ void ParallelOrInline(kernels::ThreadPool* pool, int64_t count, int64_t grain,
   }
 }
 
+// Cached keys (f16) of positions [first, first + n) of one kv head into keys_t (head_dim rows of
+// `ld` floats, transposed as kernels::AttentionKeys wants), starting at column `column`.
+void TransposeKeys(const LayerContext& ctx, int32_t slot, int32_t first, int32_t n, int32_t kv_head,
+                   float* keys_t, int64_t ld, int64_t column, float* row) {
+  const int32_t hd = ctx.config->head_dim;
+  for (int32_t i = 0; i < n; ++i) {
+    kernels::DequantizeRow(kernels::TensorType::kF16,
+                           ctx.kv->Key(slot, ctx.local_layer, first + i) + int64_t{kv_head} * hd,
+                           row, hd);
+    for (int32_t d = 0; d < hd; ++d) keys_t[d * ld + column + i] = row[d];
+  }
+}
+
 // A sequence with several rows (prefill, speculative verification): convert every position some
-// row can see to f32 once, then one job per (row, head).
+// row can see to f32 once (keys transposed per kv head), then one job per (row, kv head) that
+// attends with all the query heads sharing that kv head.
 void AttendRows(const LayerContext& ctx, const LayerScratch& s, const SequenceRows& seq,
                 const float* q, float scale, float* out) {
   const ModelConfig& c = *ctx.config;
-  const int32_t k_width = c.n_embd_k_gqa();
   const int32_t v_width = c.n_embd_v_gqa();
   const bool sliding = c.sliding_window > 0 && c.layer_is_swa[ctx.layer];
   const int32_t group = c.n_head / c.n_head_kv;
@@ -127,44 +114,51 @@ void AttendRows(const LayerContext& ctx, const LayerScratch& s, const SequenceRo
   const int32_t first_visible =
       sliding ? std::max(0, seq.first_position - c.sliding_window + 1) : 0;
   const int32_t visible = last - first_visible + 1;
+  // s.keys: kv head h's keys at s.keys + h * hd * visible, element d of position p at
+  // [d * visible + p - first_visible].
+  const int64_t head_keys = int64_t{hd} * visible;
+  ParallelOrInline(ctx.pool, int64_t{visible} * c.n_head_kv, 64, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> row;
+    row.resize(hd);
+    // Jobs run position-major inside each kv head, so a chunk is a run of positions.
+    for (int64_t job = begin; job < end;) {
+      const int32_t kv_head = static_cast<int32_t>(job / visible);
+      const int32_t i = static_cast<int32_t>(job % visible);
+      const int32_t count = static_cast<int32_t>(std::min<int64_t>(end - job, visible - i));
+      TransposeKeys(ctx, seq.slot, first_visible + i, count, kv_head, s.keys + kv_head * head_keys,
+                    visible, i, row.data());
+      job += count;
+    }
+  });
   ParallelOrInline(ctx.pool, visible, 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int32_t p = first_visible + static_cast<int32_t>(i);
-      kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Key(seq.slot, ctx.local_layer, p),
-                             s.keys + i * k_width, k_width);
       kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Value(seq.slot, ctx.local_layer, p),
                              s.values + i * v_width, v_width);
     }
   });
-  ParallelOrInline(ctx.pool, int64_t{seq.n} * c.n_head, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> acc;
-    acc.resize(hdv);
+  ParallelOrInline(ctx.pool, int64_t{seq.n} * c.n_head_kv, 1, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
-      const int32_t r = static_cast<int32_t>(job / c.n_head);
-      const int32_t h = static_cast<int32_t>(job % c.n_head);
-      const int32_t kv_head = h / group;
+      const int32_t r = static_cast<int32_t>(job / c.n_head_kv);
+      const int32_t kv_head = static_cast<int32_t>(job % c.n_head_kv);
       const int32_t pos = seq.first_position + r;
       const int32_t lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
-      const float* qh = q + (int64_t{seq.row_begin + r} * c.n_head + h) * hd;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      float running_max = -std::numeric_limits<float>::infinity();
-      float running_sum = 0.0f;
-      for (int32_t p = lo; p <= pos; ++p) {
-        const float* key = s.keys + int64_t{p - first_visible} * k_width + kv_head * hd;
-        const float* value = s.values + int64_t{p - first_visible} * v_width + kv_head * hdv;
-        OnlineSoftmaxStep(Dot(qh, key, hd) * scale, value, hdv, acc.data(), running_max,
-                          running_sum);
-      }
-      float* o = out + (int64_t{seq.row_begin + r} * c.n_head + h) * hdv;
-      const float inv = 1.0f / running_sum;
-      for (int32_t i = 0; i < hdv; ++i) o[i] = acc[i] * inv;
+      const int64_t first_head = int64_t{seq.row_begin + r} * c.n_head + int64_t{kv_head} * group;
+      kernels::AttentionKeys keys;
+      keys.keys_t = s.keys + kv_head * head_keys + (lo - first_visible);
+      keys.ld_keys = visible;
+      keys.values = s.values + int64_t{lo - first_visible} * v_width + int64_t{kv_head} * hdv;
+      keys.ld_values = v_width;
+      keys.n_keys = pos - lo + 1;
+      kernels::AttendHeads(q + first_head * hd, group, hd, keys, hdv, scale,
+                           out + first_head * hdv);
     }
   });
 }
 
 // Every single-row sequence of the batch (decode), together: one job per (sequence, head), each
-// converting the cached rows of its kv head from f16 as it goes (no shared scratch, so any number
-// of sequences run in one parallel pass).
+// converting the cached rows of its kv head from f16 into its own scratch (no shared scratch, so
+// any number of sequences run in one parallel pass).
 void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles, const float* q,
                       float scale, float* out) {
   const ModelConfig& c = *ctx.config;
@@ -174,33 +168,27 @@ void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles
   const int32_t hdv = c.head_dim_v;
   const int64_t jobs = static_cast<int64_t>(singles.size()) * c.n_head;
   ParallelOrInline(ctx.pool, jobs, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> key, value, acc;
-    key.resize(hd);
-    value.resize(hdv);
-    acc.resize(hdv);
+    thread_local std::vector<float> keys_t, values, row;
     for (int64_t job = begin; job < end; ++job) {
       const SequenceRows& seq = ctx.sequences[singles[job / c.n_head]];
       const int32_t h = static_cast<int32_t>(job % c.n_head);
       const int32_t kv_head = h / group;
       const int32_t pos = seq.first_position;
       const int32_t lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
-      const float* qh = q + (int64_t{seq.row_begin} * c.n_head + h) * hd;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      float running_max = -std::numeric_limits<float>::infinity();
-      float running_sum = 0.0f;
-      for (int32_t p = lo; p <= pos; ++p) {
-        kernels::DequantizeRow(kernels::TensorType::kF16,
-                               ctx.kv->Key(seq.slot, ctx.local_layer, p) + int64_t{kv_head} * hd,
-                               key.data(), hd);
-        kernels::DequantizeRow(kernels::TensorType::kF16,
-                               ctx.kv->Value(seq.slot, ctx.local_layer, p) + int64_t{kv_head} * hdv,
-                               value.data(), hdv);
-        OnlineSoftmaxStep(Dot(qh, key.data(), hd) * scale, value.data(), hdv, acc.data(),
-                          running_max, running_sum);
+      const int32_t n = pos - lo + 1;
+      keys_t.resize(size_t(hd) * n);
+      values.resize(size_t(hdv) * n);
+      row.resize(hd);
+      TransposeKeys(ctx, seq.slot, lo, n, kv_head, keys_t.data(), n, 0, row.data());
+      for (int32_t i = 0; i < n; ++i) {
+        kernels::DequantizeRow(
+            kernels::TensorType::kF16,
+            ctx.kv->Value(seq.slot, ctx.local_layer, lo + i) + int64_t{kv_head} * hdv,
+            values.data() + int64_t{i} * hdv, hdv);
       }
-      float* o = out + (int64_t{seq.row_begin} * c.n_head + h) * hdv;
-      const float inv = 1.0f / running_sum;
-      for (int32_t i = 0; i < hdv; ++i) o[i] = acc[i] * inv;
+      const int64_t head = int64_t{seq.row_begin} * c.n_head + h;
+      kernels::AttentionKeys keys{keys_t.data(), n, values.data(), hdv, n};
+      kernels::AttendHeads(q + head * hd, 1, hd, keys, hdv, scale, out + head * hdv);
     }
   });
 }
