@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/internal/gemv.h"
 #include "kernels/internal/quants_impl.h"
 #include "kernels/quants.h"
 
@@ -36,6 +37,17 @@ float* ScaleScratch(size_t count) {
   return scratch.data();
 }
 
+// Prepared gemm32 activations, as ActivationScratch (64-byte aligned: whole-register loads).
+uint8_t* Gemm32Scratch(size_t bytes) {
+  struct alignas(64) Line {
+    uint8_t bytes[64];
+  };
+  thread_local std::vector<Line> scratch;
+  if (scratch.size() * sizeof(Line) < bytes)
+    scratch.resize((bytes + sizeof(Line) - 1) / sizeof(Line));
+  return scratch.data()->bytes;
+}
+
 void RunParallel(ThreadPool* pool, int64_t n, int64_t grain, int64_t work,
                  const std::function<void(int64_t, int64_t)>& fn) {
   if (pool == nullptr || pool->num_threads() == 1 || work < kMinParallelWork) {
@@ -56,6 +68,9 @@ struct MatMulJob {
   internal::VecDotFn dot;
   internal::VecDotMultiFn dot_multi;  // nullptr: only the single-token dot
   internal::GemmRowFn gemm;           // nullptr: no kGemmTokens-token row kernel
+  internal::GemvRowsFn gemv = nullptr;  // one token: kGemvRows rows at once (nullptr: none)
+  internal::Gemm32RowFn gemm32;       // nullptr: no token-pair kernel (32-element types)
+  TensorType type;
   const uint8_t* weights;
   int64_t weight_row_bytes;
   int64_t rows;
@@ -66,14 +81,20 @@ struct MatMulJob {
   int64_t act_row_bytes;
   int64_t act_blocks = 0;  // blocks per activation row
   int64_t n;
-  int64_t gemm_groups = 0;      // full groups of kGemmTokens tokens that go through `gemm`
-  float* act_scales = nullptr;  // [group][block][kGemmTokens] f32 block scales for `gemm`
+  int64_t gemm_groups = 0;        // full groups of kGemmTokens tokens that go through `gemm`
+  float* act_scales = nullptr;    // [group][block][kGemmTokens] f32 block scales for `gemm`
+  uint8_t* gemm32_act = nullptr;  // `gemm32` groups of kGemm32Tokens tokens (quants_impl.h)
+  int64_t gemm32_group_bytes = 0;
   float* y;
 
   void QuantizeActivations(int64_t begin, int64_t end) const {
     for (int64_t t = begin; t < end; ++t) {
       uint8_t* row = act_scratch + t * act_row_bytes;
       QuantizeRow(act_type, x + t * cols, row, cols);
+      if (gemm32 != nullptr) {
+        PackGemm32(t, row);
+        continue;
+      }
       if (t >= gemm_groups * internal::kGemmTokens) continue;
       // The gemm kernels read the scales of a group's tokens block by block, side by side.
       constexpr int64_t kG = internal::kGemmTokens;
@@ -90,6 +111,51 @@ struct MatMulJob {
         }
       }
     }
+  }
+
+  // Token t into its gemm32 group; the last token of an odd-sized group also writes the zero
+  // partner that fills its pair.
+  void PackGemm32(int64_t t, const uint8_t* row) const {
+    constexpr int64_t kG = internal::kGemm32Tokens;
+    const int64_t g = t / kG;
+    const int count = static_cast<int>(std::min(kG, n - g * kG));
+    const int pairs = (count + 1) / 2;
+    const int k = static_cast<int>(t - g * kG);
+    uint8_t* group = gemm32_act + g * gemm32_group_bytes;
+    internal::PackGemm32Token(type, row, act_blocks, pairs, k, group);
+    if (k + 1 == count && count % 2 == 1) internal::PadGemm32Token(act_blocks, pairs, k + 1, group);
+  }
+
+  // Weight rows [row_begin, row_end) against every token, in groups of kGemm32Tokens (the last
+  // one possibly smaller), blocked so that a few dozen weight rows stay in L1/L2 while every
+  // token group passes over them.
+  void MultiplyRowsGemm32(int64_t row_begin, int64_t row_end) const {
+    constexpr int64_t kG = internal::kGemm32Tokens;
+    const int64_t groups = (n + kG - 1) / kG;
+    for (int64_t rb = row_begin; rb < row_end; rb += kGemmRowBlock) {
+      const int64_t re = std::min(row_end, rb + kGemmRowBlock);
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t count = std::min(kG, n - g * kG);
+        const int pairs = static_cast<int>((count + 1) / 2);
+        const uint8_t* group = gemm32_act + g * gemm32_group_bytes;
+        float* y_group = y + g * kG * rows;
+        for (int64_t r = rb; r < re; ++r) {
+          float out[kG];
+          gemm32(weights + r * weight_row_bytes, group, cols, pairs, out);
+          for (int64_t k = 0; k < count; ++k) y_group[k * rows + r] = out[k];
+        }
+      }
+    }
+  }
+
+  // Decode: kGemvRows weight rows at a time against the one token, the rest one by one.
+  void MultiplyRowsGemv(int64_t row_begin, int64_t row_end) const {
+    constexpr int64_t kR = internal::kGemvRows;
+    int64_t r = row_begin;
+    for (; r + kR <= row_end; r += kR) {
+      gemv(weights + r * weight_row_bytes, weight_row_bytes, act, cols, y + r);
+    }
+    for (; r < row_end; ++r) y[r] = dot(weights + r * weight_row_bytes, act, cols);
   }
 
   // Weight rows [row_begin, row_end) against tokens [t_begin, t_end); each weight row meets a
@@ -123,6 +189,8 @@ struct MatMulJob {
   // through the gemm row kernel, blocked so that a few dozen weight rows stay in L1/L2 while
   // every token group passes over them; the remaining tokens use the dot products.
   void MultiplyRows(int64_t row_begin, int64_t row_end) const {
+    if (gemv != nullptr) return MultiplyRowsGemv(row_begin, row_end);
+    if (gemm32 != nullptr) return MultiplyRowsGemm32(row_begin, row_end);
     constexpr int64_t kG = internal::kGemmTokens;
     if (gemm_groups > 0) {
       for (int64_t rb = row_begin; rb < row_end; rb += kGemmRowBlock) {
@@ -159,7 +227,11 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
     std::abort();
   }
   job.dot_multi = n > 1 ? internal::GetVecDotMulti(type) : nullptr;
+  job.gemv = n == 1 ? internal::GetGemvRows(type) : nullptr;
   job.gemm = n >= internal::kGemmTokens ? internal::GetGemmRow(type) : nullptr;
+  // Every token of a batch goes through the pair kernel (an odd one with a zero partner).
+  job.gemm32 = n >= 2 ? internal::GetGemm32Row(type) : nullptr;
+  job.type = type;
   job.act_type = VecDotType(type);
   job.weights = static_cast<const uint8_t*>(weights);
   job.weight_row_bytes = RowBytes(type, cols);
@@ -170,7 +242,11 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
   job.act_blocks = cols / GetTypeInfo(job.act_type).block_size;
   job.n = n;
   job.y = y;
-  if (job.gemm != nullptr) {
+  if (job.gemm32 != nullptr) {
+    constexpr int64_t kG = internal::kGemm32Tokens;
+    job.gemm32_group_bytes = internal::Gemm32GroupBytes(job.act_blocks);
+    job.gemm32_act = Gemm32Scratch(static_cast<size_t>((n + kG - 1) / kG * job.gemm32_group_bytes));
+  } else if (job.gemm != nullptr) {
     job.gemm_groups = n / internal::kGemmTokens;
     job.act_scales =
         ScaleScratch(static_cast<size_t>(job.gemm_groups * job.act_blocks * internal::kGemmTokens));

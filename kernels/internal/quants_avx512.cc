@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "kernels/internal/blocks.h"
+#include "kernels/internal/fp16.h"
 #include "kernels/internal/quants_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -23,9 +24,10 @@
 #define EXO_HAVE_X86 0
 #endif
 
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_*() values.
+// GCC 12's AVX-512 headers trip -W(maybe-)uninitialized on their own _mm512_undefined_*() values.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace exo::kernels::internal {
@@ -108,23 +110,47 @@ EXO_AVX512 inline __m256i HighBitsQ5(const uint8_t* p) {
 }
 
 // ---- 32-element blocks against Q8_0 activations (Q4_0, Q5_0, Q8_0) ------------------------
-// Per block and token: lanes = dpbusd(|w|, sign(y, w)), the same lane sums as AVX2's
+// Decode (one token): lanes = dpbusd(|w|, sign(y, w)), the same lane sums as AVX2's
 // madd(maddubs(|w|, sign(y, w)), 1) (|w| <= 128 and |y| <= 127: maddubs never saturates).
+// GEMM (token pairs, see kGemm32Tokens): lanes = dpbusd(bias, q, y) with the unsigned quants
+// q = w + offset and bias = -offset * sum4(y) prepared with the activations: the same exact
+// integers, one instruction per pair and block instead of a sign flip and a dot per token.
+
+// Nibbles of 16 packed bytes in both 256-bit halves: low nibbles in bytes 0..15 of a half, high
+// nibbles in bytes 16..31.
+EXO_AVX512 inline __m512i UnpackNibbles512(const uint8_t* p) {
+  const __m512i packed =
+      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m512i shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+  return _mm512_and_si512(_mm512_srlv_epi64(packed, shift), _mm512_set1_epi8(0x0F));
+}
 
 struct Q4_0Weights {
   using Block = BlockQ4_0;
   static constexpr bool kTwoAccumulators = false;
+  static constexpr int kOffset = 8;
   EXO_AVX512 static __m256i Signed(const Block& b) {
     return _mm256_sub_epi8(UnpackNibbles(b.qs), _mm256_set1_epi8(8));
   }
+  // q + kOffset (0..15) in both halves.
+  EXO_AVX512 static __m512i Unsigned(const Block& b) { return UnpackNibbles512(b.qs); }
 };
 
 struct Q5_0Weights {
   using Block = BlockQ5_0;
   static constexpr bool kTwoAccumulators = false;
+  static constexpr int kOffset = 16;
   EXO_AVX512 static __m256i Signed(const Block& b) {
     const __m256i q = _mm256_or_si256(UnpackNibbles(b.qs), HighBitsQ5(b.qh));
     return _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+  }
+  EXO_AVX512 static __m512i Unsigned(const Block& b) {
+    uint32_t bits;
+    std::memcpy(&bits, b.qh, sizeof(bits));
+    // Bit j of qh is bit 4 of quant j, in each half. Adding 16 sets it (the nibble is below 16).
+    const __mmask64 high = _cvtu64_mask64(static_cast<uint64_t>(bits) * 0x100000001ull);
+    const __m512i q = UnpackNibbles512(b.qs);
+    return _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(16));
   }
 };
 
@@ -132,45 +158,73 @@ struct Q8_0Weights {
   using Block = BlockQ8_0;
   // The AVX2 Q8_0 dot alternates two accumulators (even and odd blocks).
   static constexpr bool kTwoAccumulators = true;
+  static constexpr int kOffset = 128;
   EXO_AVX512 static __m256i Signed(const Block& b) { return Load256(b.qs); }
+  // w + 128 (0..255): flipping the sign bit.
+  EXO_AVX512 static __m512i Unsigned(const Block& b) {
+    return _mm512_xor_si512(Broadcast256(b.qs), _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
 };
 
-// Block i of the weight row against the T tokens: acc[t] += d[t] * float(lanes[t]).
-template <typename W>
-EXO_AVX512 inline void GemmBlock32(const typename W::Block& x, const BlockQ8_0* const* y, int64_t i,
-                                   const float* yd, __m256* acc) {
-  const __m256i w = W::Signed(x);
-  const __m256i abs_w = _mm256_sign_epi8(w, w);
-  alignas(32) float d[T];
-  _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(Half(x.d)), _mm256_loadu_ps(yd + T * i)));
-  for (int t = 0; t < T; ++t) {
-    const __m256i ys = _mm256_sign_epi8(Load256(y[t][i].qs), w);
-    const __m256i lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, ys);
-    acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + t), _mm256_cvtepi32_ps(lanes), acc[t]);
+// Block i of the weight row against P token pairs: acc[p] += d * float(lanes) per half.
+template <typename W, int P>
+EXO_AVX512 inline void Gemm32Block(const typename W::Block& x, const uint8_t* slots, __m512* acc) {
+  const __m512i q = W::Unsigned(x);
+  const __m512 dx = _mm512_set1_ps(Half(x.d));
+  for (int p = 0; p < P; ++p) {
+    const uint8_t* slot = slots + p * kGemm32SlotBytes;
+    const __m512i lanes = _mm512_dpbusd_epi32(Load512(slot + 64), q, Load512(slot));
+    // d_x * d_y, as the AVX2 dot's scalar product (one rounding either way).
+    const __m512 d = _mm512_mul_ps(dx, _mm512_loadu_ps(reinterpret_cast<const float*>(slot + 128)));
+    acc[p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[p]);
   }
 }
 
-template <typename W>
-EXO_AVX512 void GemmRow32(const void* vx, const void* const* vy, const float* yd, int64_t n,
-                          float* out) {
-  const typename W::Block* x = static_cast<const typename W::Block*>(vx);
-  const BlockQ8_0* y[T];
-  for (int t = 0; t < T; ++t) y[t] = static_cast<const BlockQ8_0*>(vy[t]);
-  const int64_t nb = n / kQk32;
-  __m256 acc0[T], acc1[T];
-  for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+template <typename W, int P>
+EXO_AVX512 void Gemm32RowPairs(const typename W::Block* x, const uint8_t* group, int64_t nb,
+                               float* out) {
+  constexpr int64_t kBlockBytes = P * kGemm32SlotBytes;
+  __m512 acc0[P], acc1[P];
+  for (int p = 0; p < P; ++p) acc0[p] = acc1[p] = _mm512_setzero_ps();
   int64_t i = 0;
   if constexpr (W::kTwoAccumulators) {
     // Even blocks into acc0, odd ones into acc1, as the AVX2 Q8_0 dot.
     for (; i + 2 <= nb; i += 2) {
-      GemmBlock32<W>(x[i], y, i, yd, acc0);
-      GemmBlock32<W>(x[i + 1], y, i + 1, yd, acc1);
+      Gemm32Block<W, P>(x[i], group + i * kBlockBytes, acc0);
+      Gemm32Block<W, P>(x[i + 1], group + (i + 1) * kBlockBytes, acc1);
     }
   }
-  for (; i < nb; ++i) GemmBlock32<W>(x[i], y, i, yd, acc0);
-  for (int t = 0; t < T; ++t) {
-    out[t] = W::kTwoAccumulators ? HorizontalSum(_mm256_add_ps(acc0[t], acc1[t]))
-                                 : HorizontalSum(acc0[t]);
+  for (; i < nb; ++i) Gemm32Block<W, P>(x[i], group + i * kBlockBytes, acc0);
+  for (int p = 0; p < P; ++p) {
+    const __m512 sum = W::kTwoAccumulators ? _mm512_add_ps(acc0[p], acc1[p]) : acc0[p];
+    out[2 * p] = HorizontalSum(_mm512_castps512_ps256(sum));
+    out[2 * p + 1] = HorizontalSum(_mm512_extractf32x8_ps(sum, 1));
+  }
+}
+
+template <typename W>
+EXO_AVX512 void Gemm32Row(const void* vx, const void* vgroup, int64_t n, int pairs, float* out) {
+  const typename W::Block* x = static_cast<const typename W::Block*>(vx);
+  const uint8_t* group = static_cast<const uint8_t*>(vgroup);
+  const int64_t nb = n / kQk32;
+  static_assert(kGemm32Tokens == 16, "pair counts 1..8 below");
+  switch (pairs) {
+    case 1:
+      return Gemm32RowPairs<W, 1>(x, group, nb, out);
+    case 2:
+      return Gemm32RowPairs<W, 2>(x, group, nb, out);
+    case 3:
+      return Gemm32RowPairs<W, 3>(x, group, nb, out);
+    case 4:
+      return Gemm32RowPairs<W, 4>(x, group, nb, out);
+    case 5:
+      return Gemm32RowPairs<W, 5>(x, group, nb, out);
+    case 6:
+      return Gemm32RowPairs<W, 6>(x, group, nb, out);
+    case 7:
+      return Gemm32RowPairs<W, 7>(x, group, nb, out);
+    default:
+      return Gemm32RowPairs<W, 8>(x, group, nb, out);
   }
 }
 
@@ -362,12 +416,6 @@ VecDotFn GetVecDotAvx512(TensorType type) {
 
 GemmRowFn GetGemmRowAvx512(TensorType type) {
   switch (type) {
-    case TensorType::kQ4_0:
-      return GemmRow32<Q4_0Weights>;
-    case TensorType::kQ5_0:
-      return GemmRow32<Q5_0Weights>;
-    case TensorType::kQ8_0:
-      return GemmRow32<Q8_0Weights>;
     case TensorType::kQ4_K:
       return GemmRowQ45K<T, false>;
     case TensorType::kQ5_K:
@@ -379,16 +427,64 @@ GemmRowFn GetGemmRowAvx512(TensorType type) {
   }
 }
 
+Gemm32RowFn GetGemm32RowAvx512(TensorType type) {
+  switch (type) {
+    case TensorType::kQ4_0:
+      return Gemm32Row<Q4_0Weights>;
+    case TensorType::kQ5_0:
+      return Gemm32Row<Q5_0Weights>;
+    case TensorType::kQ8_0:
+      return Gemm32Row<Q8_0Weights>;
+    default:
+      return nullptr;
+  }
+}
+
 #else  // !EXO_HAVE_X86
 
 bool CpuHasAvx512Vnni() { return false; }
 VecDotFn GetVecDotAvx512(TensorType) { return nullptr; }
 GemmRowFn GetGemmRowAvx512(TensorType) { return nullptr; }
+Gemm32RowFn GetGemm32RowAvx512(TensorType) { return nullptr; }
 
 #endif
 
 GemmRowFn GetGemmRow(TensorType type) {
   return CpuHasAvx512Vnni() ? GetGemmRowAvx512(type) : nullptr;
+}
+
+Gemm32RowFn GetGemm32Row(TensorType type) {
+  return CpuHasAvx512Vnni() ? GetGemm32RowAvx512(type) : nullptr;
+}
+
+// Plain C++ (it runs once per token and block, not per weight row), portable.
+void PackGemm32Token(TensorType type, const void* q8_0_row, int64_t blocks, int pairs, int t,
+                     void* group) {
+  const int32_t offset = type == TensorType::kQ4_0 ? 8 : type == TensorType::kQ5_0 ? 16 : 128;
+  const BlockQ8_0* y = static_cast<const BlockQ8_0*>(q8_0_row);
+  uint8_t* slot = static_cast<uint8_t*>(group) + (t / 2) * kGemm32SlotBytes;
+  const int64_t half = (t % 2) * kQk32;
+  for (int64_t b = 0; b < blocks; ++b, slot += pairs * kGemm32SlotBytes) {
+    std::memcpy(slot + half, y[b].qs, kQk32);
+    int32_t bias[8];
+    for (int j = 0; j < 8; ++j) {
+      const int8_t* q = y[b].qs + 4 * j;
+      bias[j] = -offset * (q[0] + q[1] + q[2] + q[3]);
+    }
+    std::memcpy(slot + 64 + half, bias, sizeof(bias));
+    const float d = HalfToFloat(y[b].d);
+    float ds[8];
+    for (float& v : ds) v = d;
+    std::memcpy(slot + 128 + half, ds, sizeof(ds));
+  }
+}
+
+void PadGemm32Token(int64_t blocks, int pairs, int t, void* group) {
+  uint8_t* slot = static_cast<uint8_t*>(group) + (t / 2) * kGemm32SlotBytes;
+  const int64_t half = (t % 2) * kQk32;
+  for (int64_t b = 0; b < blocks; ++b, slot += pairs * kGemm32SlotBytes) {
+    for (int part = 0; part < 3; ++part) std::memset(slot + 64 * part + half, 0, kQk32);
+  }
 }
 
 }  // namespace exo::kernels::internal

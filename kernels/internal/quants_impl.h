@@ -60,8 +60,8 @@ VecDotMultiFn GetVecDotMultiAvx2(TensorType type);
 // path, or a type without one): callers then use the single-token dot.
 VecDotMultiFn GetVecDotMulti(TensorType type);
 
-// AVX-512 prompt-processing kernels (F, BW, VL, DQ and VNNI): one weight row against
-// kGemmTokens activation rows at once.
+// AVX-512 prompt-processing kernels (F, BW, VL, DQ and VNNI) for the K-quants: one weight row
+// against kGemmTokens activation rows at once.
 inline constexpr int kGemmTokens = 8;
 
 // True when this CPU (and OS) has AVX-512 F/BW/VL/DQ + VNNI and neither EXO_DISABLE_SIMD nor
@@ -74,13 +74,52 @@ bool CpuHasAvx512Vnni();
 using GemmRowFn = void (*)(const void* weights, const void* const* activations, const float* yd,
                            int64_t n, float* out);
 
-// AVX-512 variants; nullptr when `type` has none. Only call after CpuHasAvx512Vnni().
-// GetVecDotAvx512 (Q4_0, Q5_0, Q8_0, Q6_K) is bit-identical to GetVecDotAvx2.
+// AVX-512 variants (Q4_K, Q5_K, Q6_K); nullptr when `type` has none. Only call after
+// CpuHasAvx512Vnni(). GetVecDotAvx512 (Q4_0, Q5_0, Q8_0, Q6_K) is bit-identical to GetVecDotAvx2.
 GemmRowFn GetGemmRowAvx512(TensorType type);
 VecDotFn GetVecDotAvx512(TensorType type);
 
 // The GEMM row kernel for `type` on this CPU, or nullptr (callers use the dot products).
 GemmRowFn GetGemmRow(TensorType type);
+
+// ---- AVX-512 GEMM for the 32-element block types (Q4_0, Q5_0, Q8_0) ----------------------
+// The activations get a layout of their own, prepared once per MatMul: tokens in groups of up to
+// kGemm32Tokens, taken two at a time, because a token pair fills one 512-bit register (the low
+// half token 2p, the high half token 2p + 1, both against the same weight block). In a group of
+// `pairs` pairs, slot b * pairs + p (kGemm32SlotBytes each) holds block b of pair p:
+//   int8_t  qs[2][32]    the two tokens' Q8_0 quants of the block
+//   int32_t bias[2][8]   -offset * (sum of quants 4j..4j+3) for lane j, where `offset` is the
+//                        weight type's zero point (Q4_0 8, Q5_0 16, Q8_0 128): the kernel takes
+//                        the weight quants unsigned (q + offset) and starts each lane from here
+//   float   d[2][8]      the token's block scale, eight times
+// Integer lanes stay exact, so lane j is the AVX2 dot's lane j; per token and block the float
+// work is the AVX2 dot's: acc = fma(d_x * d_y, float(lanes), acc).
+inline constexpr int kGemm32Tokens = 16;
+inline constexpr int64_t kGemm32SlotBytes = 192;
+
+// Bytes of one group of kGemm32Tokens tokens with `blocks` blocks per row.
+inline int64_t Gemm32GroupBytes(int64_t blocks) {
+  return blocks * (kGemm32Tokens / 2) * kGemm32SlotBytes;
+}
+
+// Writes token t (0 .. 2 * pairs - 1) of a group of `pairs` pairs into `group`, from its Q8_0 row
+// of `blocks` blocks, for weights of `type` (Q4_0, Q5_0 or Q8_0).
+void PackGemm32Token(TensorType type, const void* q8_0_row, int64_t blocks, int pairs, int t,
+                     void* group);
+// Fills token t of a group with zeros (quants, bias and scale): the partner of a group's last
+// token when the group has an odd count. Its results are computed and dropped.
+void PadGemm32Token(int64_t blocks, int pairs, int t, void* group);
+
+// Dot products of one weight row (`type`, n elements) with the 2 * pairs tokens of a prepared
+// group (pairs 1 .. kGemm32Tokens / 2): out[t] is bit-identical to GetVecDot(type)(weights,
+// token t's Q8_0 row, n).
+using Gemm32RowFn = void (*)(const void* weights, const void* group, int64_t n, int pairs,
+                             float* out);
+
+// AVX-512 variants for Q4_0 / Q5_0 / Q8_0; nullptr otherwise. Only call after CpuHasAvx512Vnni().
+Gemm32RowFn GetGemm32RowAvx512(TensorType type);
+// The 32-element GEMM row kernel for `type` on this CPU, or nullptr.
+Gemm32RowFn GetGemm32Row(TensorType type);
 
 // 6-bit scale/min pair `j` (0..7) of a Q4_K / Q5_K block, as ggml's get_scale_min_k4.
 inline void GetScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {

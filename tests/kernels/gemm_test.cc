@@ -25,6 +25,10 @@ using testing::RandomWeightBytes;
 // The types with a multi-token kernel (the default model's four, plus Q4_0 and Q5_K).
 constexpr TensorType kMultiTypes[] = {TensorType::kQ5_0, TensorType::kQ8_0, TensorType::kQ4_K,
                                       TensorType::kQ6_K, TensorType::kQ4_0, TensorType::kQ5_K};
+// The AVX-512 GEMM kernels: K-quants (GemmRowFn, kGemmTokens rows) and the 32-element types
+// (Gemm32RowFn, token pairs).
+constexpr TensorType kGemmKTypes[] = {TensorType::kQ4_K, TensorType::kQ6_K, TensorType::kQ5_K};
+constexpr TensorType kGemm32Types[] = {TensorType::kQ5_0, TensorType::kQ8_0, TensorType::kQ4_0};
 
 // `tokens` activation rows of `n` values, quantised to VecDotType(type), back to back.
 std::vector<uint8_t> ActivationRows(TensorType type, int64_t n, int tokens, uint32_t seed) {
@@ -107,7 +111,8 @@ TEST_P(MatMulBatchTest, BitIdenticalToVecDotForSmallBatches) {
   const TensorType act_type = VecDotType(type);
   std::vector<uint8_t> act(static_cast<size_t>(RowBytes(act_type, cols)));
   ThreadPool pool(2);
-  for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 21}) {
+  // Past 16: several gemm32 groups, the last one full, even or odd.
+  for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 21, 31, 32, 34, 47}) {
     const std::vector<float> x = RandomValues(static_cast<size_t>(n * cols), 5 + n);
     for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
       std::vector<float> y(static_cast<size_t>(n * rows), std::nanf(""));
@@ -124,8 +129,8 @@ TEST_P(MatMulBatchTest, BitIdenticalToVecDotForSmallBatches) {
   }
 }
 
-// The AVX-512 row kernels (kGemmTokens tokens at once) against the AVX2 single dot, bit for bit,
-// including raw random weight bytes (extreme scales, -128 quants).
+// The AVX-512 K-quant row kernels (kGemmTokens tokens at once) against the AVX2 single dot, bit
+// for bit, including raw random weight bytes (extreme scales, -128 quants).
 class GemmRowTest : public ::testing::TestWithParam<TensorType> {
  protected:
   void SetUp() override {
@@ -181,7 +186,62 @@ TEST_P(GemmRowTest, BitIdenticalToVecDot) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, GemmRowTest, ::testing::ValuesIn(kMultiTypes),
+// The AVX-512 token-pair kernels of the 32-element types against the AVX2 single dot, bit for
+// bit: every group size 1..kGemm32Tokens (odd ones with a zero partner), odd block counts, raw
+// random weight bytes (extreme scales, -128 Q8_0 quants).
+class Gemm32RowTest : public ::testing::TestWithParam<TensorType> {
+ protected:
+  void SetUp() override {
+    if (!internal::CpuHasAvx512Vnni()) GTEST_SKIP() << "CPU lacks AVX-512 VNNI (or EXO_SIMD)";
+  }
+};
+
+TEST_P(Gemm32RowTest, DispatchedOnThisCpu) {
+  EXPECT_NE(internal::GetGemm32RowAvx512(GetParam()), nullptr);
+  EXPECT_EQ(internal::GetGemm32Row(GetParam()), internal::GetGemm32RowAvx512(GetParam()));
+  EXPECT_EQ(internal::GetGemmRow(GetParam()), nullptr);
+}
+
+TEST_P(Gemm32RowTest, BitIdenticalToVecDot) {
+  const TensorType type = GetParam();
+  internal::Gemm32RowFn gemm = internal::GetGemm32Row(type);
+  ASSERT_NE(gemm, nullptr);
+  constexpr int kG = internal::kGemm32Tokens;
+  for (int64_t blocks : {1, 2, 3, 5, 7, 13}) {
+    const int64_t n = blocks * 32;
+    const int64_t act_row_bytes = RowBytes(TensorType::kQ8_0, n);
+    std::vector<uint8_t> group(static_cast<size_t>(internal::Gemm32GroupBytes(blocks)));
+    for (uint32_t seed = 1; seed <= 4; ++seed) {
+      const std::vector<uint8_t> w =
+          seed <= 2 ? Quantize(type, RandomValues(static_cast<size_t>(n), seed * 1000 + n))
+                    : RandomWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
+      const std::vector<uint8_t> act = ActivationRows(type, n, kG, seed * 13 + blocks);
+      for (int tokens = 1; tokens <= kG; ++tokens) {
+        const int pairs = (tokens + 1) / 2;
+        std::fill(group.begin(), group.end(), 0xA5);  // no stale zeros from an earlier round
+        for (int t = 0; t < tokens; ++t) {
+          internal::PackGemm32Token(type, act.data() + t * act_row_bytes, blocks, pairs, t,
+                                    group.data());
+        }
+        if (tokens % 2 == 1) internal::PadGemm32Token(blocks, pairs, tokens, group.data());
+        float got[kG];
+        gemm(w.data(), group.data(), n, pairs, got);
+        for (int t = 0; t < tokens; ++t) {
+          const float want = VecDot(type, w.data(), act.data() + t * act_row_bytes, n);
+          ASSERT_TRUE(SameBits(got[t], want))
+              << TypeName(type) << " blocks=" << blocks << " seed=" << seed << " tokens=" << tokens
+              << " t=" << t << ": " << got[t] << " vs " << want;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, GemmRowTest, ::testing::ValuesIn(kGemmKTypes),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(TypeName(info.param));
+                         });
+INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, Gemm32RowTest, ::testing::ValuesIn(kGemm32Types),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
                            return std::string(TypeName(info.param));
                          });
