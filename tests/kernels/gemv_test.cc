@@ -1,0 +1,101 @@
+// The multi-row decode kernels (kernels/internal/gemv.h) against the single-row dot, bit for bit.
+#include "kernels/internal/gemv.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/internal/quants_impl.h"
+#include "kernels/ops.h"
+#include "kernels/quants.h"
+#include "kernels/thread_pool.h"
+#include "tests/kernels/test_util.h"
+
+namespace exo::kernels {
+namespace {
+
+using testing::RandomValues;
+using testing::RandomWeightBytes;
+
+bool SameBits(float a, float b) {
+  uint32_t x, y;
+  std::memcpy(&x, &a, 4);
+  std::memcpy(&y, &b, 4);
+  return x == y;
+}
+
+constexpr TensorType kGemvTypes[] = {TensorType::kQ4_0, TensorType::kQ5_0, TensorType::kQ8_0};
+
+class GemvRowsTest : public ::testing::TestWithParam<TensorType> {
+ protected:
+  void SetUp() override {
+    if (!internal::CpuHasAvx512Vnni()) GTEST_SKIP() << "CPU lacks AVX-512 VNNI (or EXO_SIMD)";
+  }
+};
+
+TEST_P(GemvRowsTest, DispatchedOnThisCpu) { EXPECT_NE(internal::GetGemvRows(GetParam()), nullptr); }
+
+TEST_P(GemvRowsTest, BitIdenticalToVecDotForOddBlockCounts) {
+  const TensorType type = GetParam();
+  const internal::GemvRowsFn gemv = internal::GetGemvRows(type);
+  ASSERT_NE(gemv, nullptr);
+  constexpr int kR = internal::kGemvRows;
+  for (int64_t blocks : {1, 2, 3, 5, 20, 33}) {
+    const int64_t n = blocks * 32;
+    const int64_t row_bytes = RowBytes(type, n);
+    // Raw random blocks (every bit pattern a file may hold) for the weights, and a quantised
+    // activation row with outliers.
+    const std::vector<uint8_t> w = RandomWeightBytes(type, blocks * kR, 1000 + blocks);
+    const std::vector<float> x = RandomValues(static_cast<size_t>(n), 7 + blocks, 1.0f);
+    std::vector<uint8_t> act(static_cast<size_t>(RowBytes(VecDotType(type), n)));
+    QuantizeRow(VecDotType(type), x.data(), act.data(), n);
+    float got[kR];
+    gemv(w.data(), row_bytes, act.data(), n, got);
+    for (int r = 0; r < kR; ++r) {
+      const float want = VecDot(type, w.data() + r * row_bytes, act.data(), n);
+      EXPECT_TRUE(SameBits(got[r], want)) << TypeName(type) << " blocks " << blocks << " row " << r
+                                          << ": " << got[r] << " vs " << want;
+    }
+  }
+}
+
+// MatMul's decode path: rows not a multiple of kGemvRows, split over a pool.
+TEST_P(GemvRowsTest, MatMulDecodeMatchesVecDotPerRow) {
+  const TensorType type = GetParam();
+  ThreadPool pool(2);
+  const int64_t cols = 7 * 32;
+  for (int64_t rows : {1, 3, 4, 5, 61, 1027}) {
+    const int64_t row_bytes = RowBytes(type, cols);
+    std::vector<uint8_t> w(static_cast<size_t>(rows * row_bytes));
+    const std::vector<float> wv = RandomValues(static_cast<size_t>(rows * cols), 31, 0.5f);
+    for (int64_t r = 0; r < rows; ++r) {
+      QuantizeRow(type, wv.data() + r * cols, w.data() + r * row_bytes, cols);
+    }
+    const std::vector<float> x = RandomValues(static_cast<size_t>(cols), 5, 1.0f);
+    std::vector<uint8_t> act(static_cast<size_t>(RowBytes(VecDotType(type), cols)));
+    QuantizeRow(VecDotType(type), x.data(), act.data(), cols);
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+      std::vector<float> y(static_cast<size_t>(rows), std::nanf(""));
+      MatMul(type, w.data(), rows, cols, x.data(), 1, y.data(), p);
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_TRUE(SameBits(y[r], VecDot(type, w.data() + r * row_bytes, act.data(), cols)))
+            << TypeName(type) << " rows " << rows << " row " << r;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, GemvRowsTest, ::testing::ValuesIn(kGemvTypes),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(TypeName(info.param));
+                         });
+
+TEST(GemvRows, NoKernelForOtherTypes) {
+  EXPECT_EQ(internal::GetGemvRows(TensorType::kF32), nullptr);
+  EXPECT_EQ(internal::GetGemvRows(TensorType::kQ4_1), nullptr);
+}
+
+}  // namespace
+}  // namespace exo::kernels
