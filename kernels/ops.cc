@@ -66,10 +66,10 @@ namespace {
 struct MatMulJob {
   TensorType act_type;
   internal::VecDotFn dot;
-  internal::VecDotMultiFn dot_multi;  // nullptr: only the single-token dot
-  internal::GemmRowFn gemm;           // nullptr: no kGemmTokens-token row kernel
+  internal::VecDotMultiFn dot_multi;    // nullptr: only the single-token dot
+  internal::GemmRowFn gemm;             // nullptr: no kGemmTokens-token row kernel
   internal::GemvRowsFn gemv = nullptr;  // one token: kGemvRows rows at once (nullptr: none)
-  internal::Gemm32RowFn gemm32;       // nullptr: no token-pair kernel (32-element types)
+  internal::Gemm32RowFn gemm32;         // nullptr: no 16-token kernel (32-element types)
   TensorType type;
   const uint8_t* weights;
   int64_t weight_row_bytes;
@@ -113,22 +113,21 @@ struct MatMulJob {
     }
   }
 
-  // Token t into its gemm32 group; the last token of an odd-sized group also writes the zero
-  // partner that fills its pair.
+  // Token t into its gemm32 group; the last token also writes the zero tokens that pad the
+  // last group.
   void PackGemm32(int64_t t, const uint8_t* row) const {
     constexpr int64_t kG = internal::kGemm32Tokens;
-    const int64_t g = t / kG;
-    const int count = static_cast<int>(std::min(kG, n - g * kG));
-    const int pairs = (count + 1) / 2;
-    const int k = static_cast<int>(t - g * kG);
-    uint8_t* group = gemm32_act + g * gemm32_group_bytes;
-    internal::PackGemm32Token(type, row, act_blocks, pairs, k, group);
-    if (k + 1 == count && count % 2 == 1) internal::PadGemm32Token(act_blocks, pairs, k + 1, group);
+    uint8_t* group = gemm32_act + (t / kG) * gemm32_group_bytes;
+    internal::PackGemm32Token(type, row, act_blocks, static_cast<int>(t % kG), group);
+    if (t + 1 == n) {
+      for (int64_t k = n % kG; k != 0 && k < kG; ++k) {
+        internal::PadGemm32Token(act_blocks, static_cast<int>(k), group);
+      }
+    }
   }
 
-  // Weight rows [row_begin, row_end) against every token, in groups of kGemm32Tokens (the last
-  // one possibly smaller), blocked so that a few dozen weight rows stay in L1/L2 while every
-  // token group passes over them.
+  // Weight rows [row_begin, row_end) against every token, in groups of kGemm32Tokens, blocked so
+  // that a few dozen weight rows stay in L1/L2 while every token group passes over them.
   void MultiplyRowsGemm32(int64_t row_begin, int64_t row_end) const {
     constexpr int64_t kG = internal::kGemm32Tokens;
     const int64_t groups = (n + kG - 1) / kG;
@@ -136,12 +135,11 @@ struct MatMulJob {
       const int64_t re = std::min(row_end, rb + kGemmRowBlock);
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t count = std::min(kG, n - g * kG);
-        const int pairs = static_cast<int>((count + 1) / 2);
         const uint8_t* group = gemm32_act + g * gemm32_group_bytes;
         float* y_group = y + g * kG * rows;
         for (int64_t r = rb; r < re; ++r) {
           float out[kG];
-          gemm32(weights + r * weight_row_bytes, group, cols, pairs, out);
+          gemm32(weights + r * weight_row_bytes, group, cols, out);
           for (int64_t k = 0; k < count; ++k) y_group[k * rows + r] = out[k];
         }
       }
@@ -229,8 +227,9 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
   job.dot_multi = n > 1 ? internal::GetVecDotMulti(type) : nullptr;
   job.gemv = n == 1 ? internal::GetGemvRows(type) : nullptr;
   job.gemm = n >= internal::kGemmTokens ? internal::GetGemmRow(type) : nullptr;
-  // Every token of a batch goes through the pair kernel (an odd one with a zero partner).
-  job.gemm32 = n >= 2 ? internal::GetGemm32Row(type) : nullptr;
+  // Every token of the batch goes through the 16-token kernel (the last group padded: at 8
+  // tokens it still beats the multi-token dots).
+  job.gemm32 = n >= 8 ? internal::GetGemm32Row(type) : nullptr;
   job.type = type;
   job.act_type = VecDotType(type);
   job.weights = static_cast<const uint8_t*>(weights);

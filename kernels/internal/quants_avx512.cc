@@ -112,9 +112,10 @@ EXO_AVX512 inline __m256i HighBitsQ5(const uint8_t* p) {
 // ---- 32-element blocks against Q8_0 activations (Q4_0, Q5_0, Q8_0) ------------------------
 // Decode (one token): lanes = dpbusd(|w|, sign(y, w)), the same lane sums as AVX2's
 // madd(maddubs(|w|, sign(y, w)), 1) (|w| <= 128 and |y| <= 127: maddubs never saturates).
-// GEMM (token pairs, see kGemm32Tokens): lanes = dpbusd(bias, q, y) with the unsigned quants
-// q = w + offset and bias = -offset * sum4(y) prepared with the activations: the same exact
-// integers, one instruction per pair and block instead of a sign flip and a dot per token.
+// GEMM (16 tokens transposed, see kGemm32Tokens): lane j of 16 tokens = dpbusd(bias, q_j, y_j)
+// with the unsigned weight quants q = w + offset (4 bytes, broadcast) and bias = -offset * sum4(y)
+// prepared with the activations: the same exact integers, and the float work for 16 tokens in
+// one register.
 
 // Nibbles of 16 packed bytes in both 256-bit halves: low nibbles in bytes 0..15 of a half, high
 // nibbles in bytes 16..31.
@@ -166,66 +167,57 @@ struct Q8_0Weights {
   }
 };
 
-// Block i of the weight row against P token pairs: acc[p] += d * float(lanes) per half.
-template <typename W, int P>
-EXO_AVX512 inline void Gemm32Block(const typename W::Block& x, const uint8_t* slots, __m512* acc) {
-  const __m512i q = W::Unsigned(x);
-  const __m512 dx = _mm512_set1_ps(Half(x.d));
-  for (int p = 0; p < P; ++p) {
-    const uint8_t* slot = slots + p * kGemm32SlotBytes;
-    const __m512i lanes = _mm512_dpbusd_epi32(Load512(slot + 64), q, Load512(slot));
-    // d_x * d_y, as the AVX2 dot's scalar product (one rounding either way).
-    const __m512 d = _mm512_mul_ps(dx, _mm512_loadu_ps(reinterpret_cast<const float*>(slot + 128)));
-    acc[p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[p]);
-  }
-}
-
-template <typename W, int P>
-EXO_AVX512 void Gemm32RowPairs(const typename W::Block* x, const uint8_t* group, int64_t nb,
-                               float* out) {
-  constexpr int64_t kBlockBytes = P * kGemm32SlotBytes;
-  __m512 acc0[P], acc1[P];
-  for (int p = 0; p < P; ++p) acc0[p] = acc1[p] = _mm512_setzero_ps();
-  int64_t i = 0;
-  if constexpr (W::kTwoAccumulators) {
-    // Even blocks into acc0, odd ones into acc1, as the AVX2 Q8_0 dot.
-    for (; i + 2 <= nb; i += 2) {
-      Gemm32Block<W, P>(x[i], group + i * kBlockBytes, acc0);
-      Gemm32Block<W, P>(x[i + 1], group + (i + 1) * kBlockBytes, acc1);
-    }
-  }
-  for (; i < nb; ++i) Gemm32Block<W, P>(x[i], group + i * kBlockBytes, acc0);
-  for (int p = 0; p < P; ++p) {
-    const __m512 sum = W::kTwoAccumulators ? _mm512_add_ps(acc0[p], acc1[p]) : acc0[p];
-    out[2 * p] = HorizontalSum(_mm512_castps512_ps256(sum));
-    out[2 * p + 1] = HorizontalSum(_mm512_extractf32x8_ps(sum, 1));
+// Block i of the weight row against the 16 tokens of a group: acc[j] holds lane j of every token.
+EXO_AVX512 inline void Gemm32Block(__m512i q, float dx, const uint8_t* slot, __m512* acc) {
+  // The unsigned quants go through memory so that each 4-byte piece is a broadcast load (a load,
+  // not a shuffle on the vector ports). The empty asm hides that `w` points at the buffer it
+  // reads, else the compiler forwards the store through two shuffles per piece.
+  alignas(64) uint8_t buffer[64];
+  _mm512_store_si512(buffer, q);
+  const uint8_t* w = buffer;
+  asm("" : "+r"(w) : "m"(buffer));
+  constexpr int kT = kGemm32Tokens;
+  const uint8_t* bias = slot + 8 * kT * 4;
+  // d_x * d_y per token, as the AVX2 dot's scalar product (one rounding either way).
+  const __m512 d = _mm512_mul_ps(
+      _mm512_set1_ps(dx), _mm512_loadu_ps(reinterpret_cast<const float*>(slot + 16 * kT * 4)));
+  for (int j = 0; j < 8; ++j) {
+    int32_t wj;
+    std::memcpy(&wj, w + 4 * j, sizeof(wj));
+    const __m512i lanes = _mm512_dpbusd_epi32(Load512(bias + j * kT * 4), _mm512_set1_epi32(wj),
+                                              Load512(slot + j * kT * 4));
+    acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[j]);
   }
 }
 
 template <typename W>
-EXO_AVX512 void Gemm32Row(const void* vx, const void* vgroup, int64_t n, int pairs, float* out) {
+EXO_AVX512 void Gemm32Row(const void* vx, const void* vgroup, int64_t n, float* out) {
   const typename W::Block* x = static_cast<const typename W::Block*>(vx);
   const uint8_t* group = static_cast<const uint8_t*>(vgroup);
   const int64_t nb = n / kQk32;
-  static_assert(kGemm32Tokens == 16, "pair counts 1..8 below");
-  switch (pairs) {
-    case 1:
-      return Gemm32RowPairs<W, 1>(x, group, nb, out);
-    case 2:
-      return Gemm32RowPairs<W, 2>(x, group, nb, out);
-    case 3:
-      return Gemm32RowPairs<W, 3>(x, group, nb, out);
-    case 4:
-      return Gemm32RowPairs<W, 4>(x, group, nb, out);
-    case 5:
-      return Gemm32RowPairs<W, 5>(x, group, nb, out);
-    case 6:
-      return Gemm32RowPairs<W, 6>(x, group, nb, out);
-    case 7:
-      return Gemm32RowPairs<W, 7>(x, group, nb, out);
-    default:
-      return Gemm32RowPairs<W, 8>(x, group, nb, out);
+  __m512 acc0[8], acc1[8];
+  for (int j = 0; j < 8; ++j) acc0[j] = acc1[j] = _mm512_setzero_ps();
+  int64_t i = 0;
+  if constexpr (W::kTwoAccumulators) {
+    // Even blocks into acc0, odd ones into acc1, as the AVX2 Q8_0 dot.
+    for (; i + 2 <= nb; i += 2) {
+      Gemm32Block(W::Unsigned(x[i]), Half(x[i].d), group + i * kGemm32BlockBytes, acc0);
+      Gemm32Block(W::Unsigned(x[i + 1]), Half(x[i + 1].d), group + (i + 1) * kGemm32BlockBytes,
+                  acc1);
+    }
   }
+  for (; i < nb; ++i) {
+    Gemm32Block(W::Unsigned(x[i]), Half(x[i].d), group + i * kGemm32BlockBytes, acc0);
+  }
+  if constexpr (W::kTwoAccumulators) {
+    for (int j = 0; j < 8; ++j) acc0[j] = _mm512_add_ps(acc0[j], acc1[j]);
+  }
+  // HorizontalSum's order per token: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+  const __m512 s0 = _mm512_add_ps(acc0[0], acc0[4]);
+  const __m512 s1 = _mm512_add_ps(acc0[1], acc0[5]);
+  const __m512 s2 = _mm512_add_ps(acc0[2], acc0[6]);
+  const __m512 s3 = _mm512_add_ps(acc0[3], acc0[7]);
+  _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
 }
 
 // Single-token dots: the AVX2 kernels' float work (same accumulators, same order) on VNNI lane
@@ -458,32 +450,29 @@ Gemm32RowFn GetGemm32Row(TensorType type) {
 }
 
 // Plain C++ (it runs once per token and block, not per weight row), portable.
-void PackGemm32Token(TensorType type, const void* q8_0_row, int64_t blocks, int pairs, int t,
-                     void* group) {
+void PackGemm32Token(TensorType type, const void* q8_0_row, int64_t blocks, int t, void* group) {
+  constexpr int kT = kGemm32Tokens;
   const int32_t offset = type == TensorType::kQ4_0 ? 8 : type == TensorType::kQ5_0 ? 16 : 128;
   const BlockQ8_0* y = static_cast<const BlockQ8_0*>(q8_0_row);
-  uint8_t* slot = static_cast<uint8_t*>(group) + (t / 2) * kGemm32SlotBytes;
-  const int64_t half = (t % 2) * kQk32;
-  for (int64_t b = 0; b < blocks; ++b, slot += pairs * kGemm32SlotBytes) {
-    std::memcpy(slot + half, y[b].qs, kQk32);
-    int32_t bias[8];
+  uint8_t* slot = static_cast<uint8_t*>(group);
+  for (int64_t b = 0; b < blocks; ++b, slot += kGemm32BlockBytes) {
     for (int j = 0; j < 8; ++j) {
       const int8_t* q = y[b].qs + 4 * j;
-      bias[j] = -offset * (q[0] + q[1] + q[2] + q[3]);
+      std::memcpy(slot + (j * kT + t) * 4, q, 4);
+      const int32_t bias = -offset * (q[0] + q[1] + q[2] + q[3]);
+      std::memcpy(slot + 8 * kT * 4 + (j * kT + t) * 4, &bias, 4);
     }
-    std::memcpy(slot + 64 + half, bias, sizeof(bias));
     const float d = HalfToFloat(y[b].d);
-    float ds[8];
-    for (float& v : ds) v = d;
-    std::memcpy(slot + 128 + half, ds, sizeof(ds));
+    std::memcpy(slot + 16 * kT * 4 + t * 4, &d, 4);
   }
 }
 
-void PadGemm32Token(int64_t blocks, int pairs, int t, void* group) {
-  uint8_t* slot = static_cast<uint8_t*>(group) + (t / 2) * kGemm32SlotBytes;
-  const int64_t half = (t % 2) * kQk32;
-  for (int64_t b = 0; b < blocks; ++b, slot += pairs * kGemm32SlotBytes) {
-    for (int part = 0; part < 3; ++part) std::memset(slot + 64 * part + half, 0, kQk32);
+void PadGemm32Token(int64_t blocks, int t, void* group) {
+  constexpr int kT = kGemm32Tokens;
+  uint8_t* slot = static_cast<uint8_t*>(group);
+  for (int64_t b = 0; b < blocks; ++b, slot += kGemm32BlockBytes) {
+    for (int j = 0; j < 16; ++j) std::memset(slot + (j * kT + t) * 4, 0, 4);  // qs and bias
+    std::memset(slot + 16 * kT * 4 + t * 4, 0, 4);
   }
 }
 

@@ -83,38 +83,34 @@ VecDotFn GetVecDotAvx512(TensorType type);
 GemmRowFn GetGemmRow(TensorType type);
 
 // ---- AVX-512 GEMM for the 32-element block types (Q4_0, Q5_0, Q8_0) ----------------------
-// The activations get a layout of their own, prepared once per MatMul: tokens in groups of up to
-// kGemm32Tokens, taken two at a time, because a token pair fills one 512-bit register (the low
-// half token 2p, the high half token 2p + 1, both against the same weight block). In a group of
-// `pairs` pairs, slot b * pairs + p (kGemm32SlotBytes each) holds block b of pair p:
-//   int8_t  qs[2][32]    the two tokens' Q8_0 quants of the block
-//   int32_t bias[2][8]   -offset * (sum of quants 4j..4j+3) for lane j, where `offset` is the
-//                        weight type's zero point (Q4_0 8, Q5_0 16, Q8_0 128): the kernel takes
-//                        the weight quants unsigned (q + offset) and starts each lane from here
-//   float   d[2][8]      the token's block scale, eight times
-// Integer lanes stay exact, so lane j is the AVX2 dot's lane j; per token and block the float
-// work is the AVX2 dot's: acc = fma(d_x * d_y, float(lanes), acc).
+// The activations get a layout of their own, prepared once per MatMul: tokens in groups of
+// kGemm32Tokens (the last group padded with zero tokens), transposed so that one 512-bit register
+// holds lane j (quants 4j..4j+3 of a block) of all 16 tokens. Per group and block b, at
+// b * kGemm32BlockBytes:
+//   int8_t  qs[8][16][4]   qs[j][t] = token t's quants 4j..4j+3
+//   int32_t bias[8][16]    -offset * (sum of qs[j][t]), where `offset` is the weight type's zero
+//                          point (Q4_0 8, Q5_0 16, Q8_0 128): the kernel takes the weight quants
+//                          unsigned (q + offset) and starts each lane from its bias
+//   float   d[16]          token t's block scale
+// The integer lanes stay exact, so lane j of token t is the AVX2 dot's lane j; per token and
+// block the float work is the AVX2 dot's, acc_j = fma(d_x * d_y, float(lane_j), acc_j), and the
+// final sum adds the eight lanes in HorizontalSum's order.
 inline constexpr int kGemm32Tokens = 16;
-inline constexpr int64_t kGemm32SlotBytes = 192;
+inline constexpr int64_t kGemm32BlockBytes = 8 * kGemm32Tokens * 4 * 2 + kGemm32Tokens * 4;
 
-// Bytes of one group of kGemm32Tokens tokens with `blocks` blocks per row.
-inline int64_t Gemm32GroupBytes(int64_t blocks) {
-  return blocks * (kGemm32Tokens / 2) * kGemm32SlotBytes;
-}
+// Bytes of one group with `blocks` blocks per row.
+inline int64_t Gemm32GroupBytes(int64_t blocks) { return blocks * kGemm32BlockBytes; }
 
-// Writes token t (0 .. 2 * pairs - 1) of a group of `pairs` pairs into `group`, from its Q8_0 row
-// of `blocks` blocks, for weights of `type` (Q4_0, Q5_0 or Q8_0).
-void PackGemm32Token(TensorType type, const void* q8_0_row, int64_t blocks, int pairs, int t,
-                     void* group);
-// Fills token t of a group with zeros (quants, bias and scale): the partner of a group's last
-// token when the group has an odd count. Its results are computed and dropped.
-void PadGemm32Token(int64_t blocks, int pairs, int t, void* group);
+// Writes token t (0 .. kGemm32Tokens - 1) of a group from its Q8_0 row of `blocks` blocks, for
+// weights of `type` (Q4_0, Q5_0 or Q8_0).
+void PackGemm32Token(TensorType type, const void* q8_0_row, int64_t blocks, int t, void* group);
+// Fills token t of a group with zeros (quants, bias and scale): the padding of a last group.
+// Its results are computed and dropped.
+void PadGemm32Token(int64_t blocks, int t, void* group);
 
-// Dot products of one weight row (`type`, n elements) with the 2 * pairs tokens of a prepared
-// group (pairs 1 .. kGemm32Tokens / 2): out[t] is bit-identical to GetVecDot(type)(weights,
-// token t's Q8_0 row, n).
-using Gemm32RowFn = void (*)(const void* weights, const void* group, int64_t n, int pairs,
-                             float* out);
+// Dot products of one weight row (`type`, n elements) with the kGemm32Tokens tokens of a prepared
+// group: out[t] is bit-identical to GetVecDot(type)(weights, token t's Q8_0 row, n).
+using Gemm32RowFn = void (*)(const void* weights, const void* group, int64_t n, float* out);
 
 // AVX-512 variants for Q4_0 / Q5_0 / Q8_0; nullptr otherwise. Only call after CpuHasAvx512Vnni().
 Gemm32RowFn GetGemm32RowAvx512(TensorType type);
