@@ -133,14 +133,16 @@ struct MatMulJob {
     const int64_t groups = (n + kG - 1) / kG;
     for (int64_t rb = row_begin; rb < row_end; rb += kGemmRowBlock) {
       const int64_t re = std::min(row_end, rb + kGemmRowBlock);
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t count = std::min(kG, n - g * kG);
+      for (int64_t g = 0; g < groups; g += internal::kGemm32MaxGroups) {
+        const int count =
+            static_cast<int>(std::min<int64_t>(internal::kGemm32MaxGroups, groups - g));
+        const int64_t tokens = std::min(count * kG, n - g * kG);
         const uint8_t* group = gemm32_act + g * gemm32_group_bytes;
         float* y_group = y + g * kG * rows;
         for (int64_t r = rb; r < re; ++r) {
-          float out[kG];
-          gemm32(weights + r * weight_row_bytes, group, cols, out);
-          for (int64_t k = 0; k < count; ++k) y_group[k * rows + r] = out[k];
+          float out[internal::kGemm32MaxGroups * kG];
+          gemm32(weights + r * weight_row_bytes, group, cols, count, out);
+          for (int64_t k = 0; k < tokens; ++k) y_group[k * rows + r] = out[k];
         }
       }
     }

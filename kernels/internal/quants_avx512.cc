@@ -167,8 +167,11 @@ struct Q8_0Weights {
   }
 };
 
-// Block i of the weight row against the 16 tokens of a group: acc[j] holds lane j of every token.
-EXO_AVX512 inline void Gemm32Block(__m512i q, float dx, const uint8_t* slot, __m512* acc) {
+// Block i of the weight row against G groups of 16 tokens (group g's block at slot + g * stride):
+// acc[8 * g + j] holds lane j of group g's tokens.
+template <int G>
+EXO_AVX512 inline void Gemm32Block(__m512i q, float dx, const uint8_t* slot, int64_t stride,
+                                   __m512* acc) {
   // The unsigned quants go through memory so that each 4-byte piece is a broadcast load (a load,
   // not a shuffle on the vector ports). The empty asm hides that `w` points at the buffer it
   // reads, else the compiler forwards the store through two shuffles per piece.
@@ -177,47 +180,90 @@ EXO_AVX512 inline void Gemm32Block(__m512i q, float dx, const uint8_t* slot, __m
   const uint8_t* w = buffer;
   asm("" : "+r"(w) : "m"(buffer));
   constexpr int kT = kGemm32Tokens;
-  const uint8_t* bias = slot + 8 * kT * 4;
-  // d_x * d_y per token, as the AVX2 dot's scalar product (one rounding either way).
-  const __m512 d = _mm512_mul_ps(
-      _mm512_set1_ps(dx), _mm512_loadu_ps(reinterpret_cast<const float*>(slot + 16 * kT * 4)));
+  const __m512 dxv = _mm512_set1_ps(dx);
+  __m512 d[G];
+#pragma GCC unroll 16
+  for (int g = 0; g < G; ++g) {
+    // d_x * d_y per token, as the AVX2 dot's scalar product (one rounding either way).
+    d[g] = _mm512_mul_ps(
+        dxv, _mm512_loadu_ps(reinterpret_cast<const float*>(slot + g * stride + 16 * kT * 4)));
+  }
+#pragma GCC unroll 16
   for (int j = 0; j < 8; ++j) {
     int32_t wj;
     std::memcpy(&wj, w + 4 * j, sizeof(wj));
-    const __m512i lanes = _mm512_dpbusd_epi32(Load512(bias + j * kT * 4), _mm512_set1_epi32(wj),
-                                              Load512(slot + j * kT * 4));
-    acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[j]);
+    const __m512i qj = _mm512_set1_epi32(wj);
+#pragma GCC unroll 16
+    for (int g = 0; g < G; ++g) {
+      const uint8_t* y = slot + g * stride + j * kT * 4;
+      const __m512i lanes = _mm512_dpbusd_epi32(Load512(y + 8 * kT * 4), qj, Load512(y));
+      acc[8 * g + j] = _mm512_fmadd_ps(d[g], _mm512_cvtepi32_ps(lanes), acc[8 * g + j]);
+    }
+  }
+}
+
+// HorizontalSum's order per token: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). The lanes
+// come as values: with an array pointer GCC keeps the accumulators in memory.
+EXO_AVX512 inline void StoreLaneSums(__m512 l0, __m512 l1, __m512 l2, __m512 l3, __m512 l4,
+                                     __m512 l5, __m512 l6, __m512 l7, float* out) {
+  const __m512 s0 = _mm512_add_ps(l0, l4);
+  const __m512 s1 = _mm512_add_ps(l1, l5);
+  const __m512 s2 = _mm512_add_ps(l2, l6);
+  const __m512 s3 = _mm512_add_ps(l3, l7);
+  _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
+}
+
+template <typename W, int G>
+EXO_AVX512 void Gemm32RowGroups(const typename W::Block* x, const uint8_t* groups, int64_t nb,
+                                float* out) {
+  const int64_t stride = Gemm32GroupBytes(nb);
+  // One array for both accumulator sets: as two arrays GCC keeps Q8_0's in memory.
+  constexpr int kSets = W::kTwoAccumulators ? 2 : 1;
+  __m512 acc[kSets * 8 * G];
+#pragma GCC unroll 16
+  for (__m512& a : acc) a = _mm512_setzero_ps();
+  __m512* acc0 = acc;
+  int64_t i = 0;
+  if constexpr (W::kTwoAccumulators) {
+    // Even blocks into acc0, odd ones into acc1, as the AVX2 Q8_0 dot.
+    __m512* acc1 = acc + 8 * G;
+    for (; i + 2 <= nb; i += 2) {
+      const uint8_t* slot = groups + i * kGemm32BlockBytes;
+      Gemm32Block<G>(W::Unsigned(x[i]), Half(x[i].d), slot, stride, acc0);
+      Gemm32Block<G>(W::Unsigned(x[i + 1]), Half(x[i + 1].d), slot + kGemm32BlockBytes, stride,
+                     acc1);
+    }
+  }
+  for (; i < nb; ++i) {
+    Gemm32Block<G>(W::Unsigned(x[i]), Half(x[i].d), groups + i * kGemm32BlockBytes, stride, acc0);
+  }
+  if constexpr (W::kTwoAccumulators) {
+#pragma GCC unroll 16
+    for (int j = 0; j < 8 * G; ++j) acc0[j] = _mm512_add_ps(acc0[j], acc[8 * G + j]);
+  }
+#pragma GCC unroll 16
+  for (int g = 0; g < G; ++g) {
+    const __m512* a = acc0 + 8 * g;
+    StoreLaneSums(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], out + kGemm32Tokens * g);
   }
 }
 
 template <typename W>
-EXO_AVX512 void Gemm32Row(const void* vx, const void* vgroup, int64_t n, float* out) {
+EXO_AVX512 void Gemm32Row(const void* vx, const void* vgroups, int64_t n, int count, float* out) {
   const typename W::Block* x = static_cast<const typename W::Block*>(vx);
-  const uint8_t* group = static_cast<const uint8_t*>(vgroup);
+  const uint8_t* groups = static_cast<const uint8_t*>(vgroups);
   const int64_t nb = n / kQk32;
-  __m512 acc0[8], acc1[8];
-  for (int j = 0; j < 8; ++j) acc0[j] = acc1[j] = _mm512_setzero_ps();
-  int64_t i = 0;
+  static_assert(kGemm32MaxGroups == 2, "one or two groups below");
   if constexpr (W::kTwoAccumulators) {
-    // Even blocks into acc0, odd ones into acc1, as the AVX2 Q8_0 dot.
-    for (; i + 2 <= nb; i += 2) {
-      Gemm32Block(W::Unsigned(x[i]), Half(x[i].d), group + i * kGemm32BlockBytes, acc0);
-      Gemm32Block(W::Unsigned(x[i + 1]), Half(x[i + 1].d), group + (i + 1) * kGemm32BlockBytes,
-                  acc1);
+    // Two accumulator sets for two groups would need all 32 registers: one group at a time.
+    for (int g = 0; g < count; ++g) {
+      Gemm32RowGroups<W, 1>(x, groups + g * Gemm32GroupBytes(nb), nb, out + kGemm32Tokens * g);
     }
+  } else if (count == 2) {
+    Gemm32RowGroups<W, 2>(x, groups, nb, out);
+  } else {
+    Gemm32RowGroups<W, 1>(x, groups, nb, out);
   }
-  for (; i < nb; ++i) {
-    Gemm32Block(W::Unsigned(x[i]), Half(x[i].d), group + i * kGemm32BlockBytes, acc0);
-  }
-  if constexpr (W::kTwoAccumulators) {
-    for (int j = 0; j < 8; ++j) acc0[j] = _mm512_add_ps(acc0[j], acc1[j]);
-  }
-  // HorizontalSum's order per token: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
-  const __m512 s0 = _mm512_add_ps(acc0[0], acc0[4]);
-  const __m512 s1 = _mm512_add_ps(acc0[1], acc0[5]);
-  const __m512 s2 = _mm512_add_ps(acc0[2], acc0[6]);
-  const __m512 s3 = _mm512_add_ps(acc0[3], acc0[7]);
-  _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
 }
 
 // Single-token dots: the AVX2 kernels' float work (same accumulators, same order) on VNNI lane

@@ -108,9 +108,14 @@ void PackGemm32Token(TensorType type, const void* q8_0_row, int64_t blocks, int 
 // Its results are computed and dropped.
 void PadGemm32Token(int64_t blocks, int t, void* group);
 
-// Dot products of one weight row (`type`, n elements) with the kGemm32Tokens tokens of a prepared
-// group: out[t] is bit-identical to GetVecDot(type)(weights, token t's Q8_0 row, n).
-using Gemm32RowFn = void (*)(const void* weights, const void* group, int64_t n, float* out);
+// Most groups one Gemm32RowFn call takes: the weight unpacking is shared by their tokens.
+inline constexpr int kGemm32MaxGroups = 2;
+
+// Dot products of one weight row (`type`, n elements) with the tokens of `count` (1 ..
+// kGemm32MaxGroups) prepared groups that lie Gemm32GroupBytes(n / 32) apart: out[16 * g + t] is
+// bit-identical to GetVecDot(type)(weights, Q8_0 row of token t of group g, n).
+using Gemm32RowFn = void (*)(const void* weights, const void* groups, int64_t n, int count,
+                             float* out);
 
 // AVX-512 variants for Q4_0 / Q5_0 / Q8_0; nullptr otherwise. Only call after CpuHasAvx512Vnni().
 Gemm32RowFn GetGemm32RowAvx512(TensorType type);

@@ -112,7 +112,7 @@ TEST_P(MatMulBatchTest, BitIdenticalToVecDotForSmallBatches) {
   std::vector<uint8_t> act(static_cast<size_t>(RowBytes(act_type, cols)));
   ThreadPool pool(2);
   // Past 16: several gemm32 groups, the last one full, even or odd.
-  for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 21, 31, 32, 34, 47}) {
+  for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 21, 31, 32, 34, 47, 48, 50, 67}) {
     const std::vector<float> x = RandomValues(static_cast<size_t>(n * cols), 5 + n);
     for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
       std::vector<float> y(static_cast<size_t>(n * rows), std::nanf(""));
@@ -187,8 +187,8 @@ TEST_P(GemmRowTest, BitIdenticalToVecDot) {
 }
 
 // The AVX-512 16-token kernels of the 32-element types against the AVX2 single dot, bit for bit:
-// groups with 1..kGemm32Tokens real tokens (the rest padding), odd block counts, raw random weight
-// bytes (extreme scales, -128 Q8_0 quants).
+// one and two groups with 1..32 real tokens (the rest padding), odd block counts, raw random
+// weight bytes (extreme scales, -128 Q8_0 quants).
 class Gemm32RowTest : public ::testing::TestWithParam<TensorType> {
  protected:
   void SetUp() override {
@@ -207,23 +207,31 @@ TEST_P(Gemm32RowTest, BitIdenticalToVecDot) {
   internal::Gemm32RowFn gemm = internal::GetGemm32Row(type);
   ASSERT_NE(gemm, nullptr);
   constexpr int kG = internal::kGemm32Tokens;
+  constexpr int kMaxTokens = kG * internal::kGemm32MaxGroups;
   for (int64_t blocks : {1, 2, 3, 5, 7, 13}) {
     const int64_t n = blocks * 32;
     const int64_t act_row_bytes = RowBytes(TensorType::kQ8_0, n);
-    std::vector<uint8_t> group(static_cast<size_t>(internal::Gemm32GroupBytes(blocks)));
+    const int64_t group_bytes = internal::Gemm32GroupBytes(blocks);
+    std::vector<uint8_t> groups(static_cast<size_t>(internal::kGemm32MaxGroups * group_bytes));
     for (uint32_t seed = 1; seed <= 4; ++seed) {
       const std::vector<uint8_t> w =
           seed <= 2 ? Quantize(type, RandomValues(static_cast<size_t>(n), seed * 1000 + n))
                     : RandomWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
-      const std::vector<uint8_t> act = ActivationRows(type, n, kG, seed * 13 + blocks);
-      for (int tokens = 1; tokens <= kG; ++tokens) {
-        std::fill(group.begin(), group.end(), 0xA5);  // no stale zeros from an earlier round
-        for (int t = 0; t < tokens; ++t) {
-          internal::PackGemm32Token(type, act.data() + t * act_row_bytes, blocks, t, group.data());
+      const std::vector<uint8_t> act = ActivationRows(type, n, kMaxTokens, seed * 13 + blocks);
+      // 1..kG tokens: one group (the rest padding); beyond: two groups.
+      for (int tokens = 1; tokens <= kMaxTokens; ++tokens) {
+        const int count = (tokens + kG - 1) / kG;
+        std::fill(groups.begin(), groups.end(), 0xA5);  // no stale zeros from an earlier round
+        for (int t = 0; t < count * kG; ++t) {
+          uint8_t* group = groups.data() + (t / kG) * group_bytes;
+          if (t < tokens) {
+            internal::PackGemm32Token(type, act.data() + t * act_row_bytes, blocks, t % kG, group);
+          } else {
+            internal::PadGemm32Token(blocks, t % kG, group);
+          }
         }
-        for (int t = tokens; t < kG; ++t) internal::PadGemm32Token(blocks, t, group.data());
-        float got[kG];
-        gemm(w.data(), group.data(), n, got);
+        float got[kMaxTokens];
+        gemm(w.data(), groups.data(), n, count, got);
         for (int t = 0; t < tokens; ++t) {
           const float want = VecDot(type, w.data(), act.data() + t * act_row_bytes, n);
           ASSERT_TRUE(SameBits(got[t], want))
