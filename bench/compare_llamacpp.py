@@ -43,6 +43,29 @@ class LlamaCpp:
         return pp_rate, self.tg / (time.perf_counter() - start)
 
 
+# llama.cpp's cold start, in a fresh process: from just before libllama is loaded to the first
+# token out of a one-token prompt. The Python interpreter's own start is left out (that favours
+# llama.cpp), while exo-node's figure counts from its process start.
+LLAMA_COLD_START = r"""
+import sys, time
+start = time.perf_counter()
+import llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=int(sys.argv[2]), n_threads=int(sys.argv[3]),
+                      n_threads_batch=int(sys.argv[3]), verbose=False)
+llm.eval([llm.token_bos()])
+first = int(llm.scores[0].argmax())  # the first token, greedy
+print(time.perf_counter() - start)
+"""
+
+
+def llama_cold_start(args, threads):
+    result = subprocess.run([sys.executable, "-c", LLAMA_COLD_START, args.model,
+                             str(args.pp + args.tg), str(threads)], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"llama.cpp cold start failed: {result.stderr.strip()[-500:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def exo_bench(args, threads):
     result = subprocess.run([args.exo_node, "bench", "--model", args.model, "--threads",
                              str(threads), "--pp", str(args.pp), "--tg", str(args.tg),
@@ -69,12 +92,13 @@ def main():
     first = exo_bench(args, args.threads)
     threads = first["threads"]
     llama = LlamaCpp(args.model, threads, args.pp, args.tg)
-    exo_runs, pp_rates, tg_rates = [], [], []
+    exo_runs, pp_rates, tg_rates, llama_starts = [], [], [], []
     for rep in range(args.reps):
         exo_runs.append(first if rep == 0 else exo_bench(args, threads))
         pp_rate, tg_rate = llama.rep()
         pp_rates.append(pp_rate)
         tg_rates.append(tg_rate)
+        llama_starts.append(llama_cold_start(args, threads))
 
     def fmt(rates):
         return f"{statistics.mean(rates):8.1f} ± {statistics.stdev(rates) if len(rates) > 1 else 0:.1f}"
@@ -85,11 +109,21 @@ def main():
     for name, rates in ((f"pp{args.pp}", pp_rates), (f"tg{args.tg}", tg_rates)):
         exo_rates = [run[name]["tokens_per_second"] for run in exo_runs]
         print(f"{name:10s} {fmt(exo_rates)} tok/s  {fmt(rates)} tok/s")
+    exo_starts = [run["cold_start_seconds"] for run in exo_runs]
+    print(f"{'cold start':10s} {fmt(exo_starts)}  s      {fmt(llama_starts)}  s   (to the first token)")
+    tg_name = f"tg{args.tg}"
+    fractions = [run[tg_name]["tokens_per_second"] / run["roofline_tokens_per_second"]
+                 for run in exo_runs]
     exo = exo_runs[-1]
-    print(f"exo-node: {exo['bytes_per_token'] / 2**20:.1f} MiB per token, bandwidth "
-          f"{exo['memory_bandwidth_bytes_per_second'] / 1e9:.2f} GB/s, roofline "
-          f"{exo['roofline_tokens_per_second']:.1f} tok/s ({100 * exo['roofline_fraction']:.0f}% reached), "
-          f"peak RSS {exo['peak_rss_mib']:.0f} MiB, cold start {exo['cold_start_seconds']:.3f} s")
+    print(f"exo-node: {exo['bytes_per_token'] / 2**20:.1f} MiB per token; read bandwidth "
+          f"{exo['memory_bandwidth_bytes_per_second'] / 1e9:.2f} GB/s (512 MiB buffer), "
+          f"{exo.get('working_set_bandwidth_bytes_per_second', 0) / 1e9:.2f} GB/s (buffer of the bytes "
+          f"a token reads); roofline {exo['roofline_tokens_per_second']:.1f} tok/s; {tg_name} at "
+          f"{100 * statistics.mean(fractions):.0f}% of it (runs: "
+          f"{', '.join(f'{100 * f:.0f}%' for f in fractions)})")
+    rss = [run["peak_rss_mib"] for run in exo_runs]
+    print(f"exo-node: peak RSS {max(rss):.0f} MiB, budget {exo.get('rss_budget_mib', 0):.0f} MiB "
+          f"(model file {exo.get('model_file_mib', 0):.0f} + KV cache {exo['kv_cache_mib']:.0f} + 64)")
 
 
 if __name__ == "__main__":

@@ -41,24 +41,25 @@ Stage::Stage(const ModelConfig& config, const StageOptions& options, StageWeight
       slot_in_batch_(options.num_slots, 0) {
   const size_t b = options.max_batch_tokens;
   const ModelConfig& c = config_;
-  x_.resize(b * c.n_embd);
-  norm_.resize(b * c.n_embd);
-  q_.resize(b * c.n_head * c.head_dim);
-  k_.resize(b * c.n_embd_k_gqa());
-  v_.resize(b * c.n_embd_v_gqa());
-  attn_.resize(b * c.n_head * c.head_dim_v);
-  proj_.resize(b * c.n_embd);
-  gate_.resize(b * c.n_ff);
-  up_.resize(b * c.n_ff);
+  x_.Allocate(b * c.n_embd);
+  norm_.Allocate(b * c.n_embd);
+  q_.Allocate(b * c.n_head * c.head_dim);
+  k_.Allocate(b * c.n_embd_k_gqa());
+  v_.Allocate(b * c.n_embd_v_gqa());
+  attn_.Allocate(b * c.n_head * c.head_dim_v);
+  proj_.Allocate(b * c.n_embd);
+  gate_.Allocate(b * c.n_ff);
+  up_.Allocate(b * c.n_ff);
   // The most positions one batch can see: the whole context (full-attention layers).
-  attn_keys_.resize(size_t(options.context) * c.n_embd_k_gqa());
-  attn_values_.resize(size_t(options.context) * c.n_embd_v_gqa());
+  attn_keys_.Allocate(size_t(options.context) * c.n_embd_k_gqa());
+  attn_values_.Allocate(size_t(options.context) * c.n_embd_v_gqa());
   const size_t pairs = c.rope_dim / 2;
   for (auto* table : {&rope_cos_, &rope_sin_, &rope_cos_swa_, &rope_sin_swa_}) {
     table->resize(b * pairs);
   }
   if (options.has_head) {
-    logits_.resize(size_t(std::min(options.max_logit_rows, options.max_batch_tokens)) * c.n_vocab);
+    logits_.Allocate(size_t(std::min(options.max_logit_rows, options.max_batch_tokens)) *
+                     c.n_vocab);
   }
 }
 
@@ -181,7 +182,7 @@ absl::StatusOr<absl::Span<const float>> Stage::ForwardBatch(absl::Span<const Bat
       }
     }
   } else {
-    std::copy(hidden.begin(), hidden.end(), x_.begin());
+    std::copy(hidden.begin(), hidden.end(), x_.data());
   }
 
   // ---- Layers. --------------------------------------------------------------------------------

@@ -101,9 +101,26 @@ class Stage {
   int32_t n_sequences_ = 0;
   int32_t n_single_row_sequences_ = 0;
   std::vector<uint8_t> slot_in_batch_;  // validation: which slots the batch names
-  // Scratch, sized once for max_batch_tokens rows.
-  std::vector<float> x_, norm_, q_, k_, v_, attn_, proj_, gate_, up_, logits_;
-  std::vector<float> attn_keys_, attn_values_;  // f32 copies of the cache rows a batch sees
+  // Scratch, sized once for max_batch_tokens rows. Unlike a std::vector, whose zero-fill would
+  // make every row the largest batch could use resident from the start, a page of these only
+  // counts in RSS once a batch writes it: a decode step touches one row of logits, not
+  // max_logit_rows (a vocabulary of 262k makes each row 1 MiB).
+  class Scratch {
+   public:
+    void Allocate(size_t n) {
+      data_.reset(new float[n]);  // default-initialised: no write, so no page is touched
+      size_ = n;
+    }
+    float* data() { return data_.get(); }
+    size_t size() const { return size_; }
+    float& operator[](size_t i) { return data_[i]; }
+
+   private:
+    std::unique_ptr<float[]> data_;
+    size_t size_ = 0;
+  };
+  Scratch x_, norm_, q_, k_, v_, attn_, proj_, gate_, up_, logits_;
+  Scratch attn_keys_, attn_values_;  // f32 copies of the cache rows a batch sees
 };
 
 }  // namespace exo::runtime

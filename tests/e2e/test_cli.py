@@ -1,5 +1,6 @@
 """The exo-node binary as a user runs it: help, generate, chat, inspect, and bad inputs."""
 import json
+import os
 import subprocess
 
 
@@ -96,6 +97,14 @@ def test_bench_reports_every_figure(exo_node_bin, default_model):
         assert figures[key]["tokens_per_second"] > 0
     assert figures["bytes_per_token"] > 100 * 2**20  # Gemma 3 270M reads ~235 MiB a token
     assert figures["memory_bandwidth_bytes_per_second"] > 1e8
+    assert figures["working_set_bandwidth_bytes_per_second"] > 1e8
+    # The roofline takes the larger of the two bandwidths.
+    best = max(figures["memory_bandwidth_bytes_per_second"],
+               figures["working_set_bandwidth_bytes_per_second"])
+    assert abs(figures["roofline_tokens_per_second"] * figures["bytes_per_token"] - best) < 1e-6 * best
     assert 0 < figures["roofline_fraction"]
+    size_mib = os.path.getsize(default_model) / 2**20
+    assert abs(figures["model_file_mib"] - size_mib) < 0.01
+    assert abs(figures["rss_budget_mib"] - (size_mib + figures["kv_cache_mib"] + 64)) < 0.01
     assert figures["peak_rss_mib"] > 0 and figures["cold_start_seconds"] > 0
     assert "repetition 2/2" in result.stderr  # progress is shown while it runs
