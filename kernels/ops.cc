@@ -66,10 +66,11 @@ namespace {
 struct MatMulJob {
   TensorType act_type;
   internal::VecDotFn dot;
-  internal::VecDotMultiFn dot_multi;    // nullptr: only the single-token dot
-  internal::GemmRowFn gemm;             // nullptr: no kGemmTokens-token row kernel
-  internal::GemvRowsFn gemv = nullptr;  // one token: kGemvRows rows at once (nullptr: none)
-  internal::Gemm32RowFn gemm32;         // nullptr: no 16-token kernel (32-element types)
+  internal::VecDotMultiFn dot_multi;     // nullptr: only the single-token dot
+  internal::GemmRowFn gemm;              // nullptr: no kGemmTokens-token row kernel
+  internal::GemvRowsFn gemv = nullptr;   // one token: kGemvRows rows at once (nullptr: none)
+  internal::Gemm32RowFn gemm32;          // nullptr: no 16-token kernel (32-element types)
+  internal::GemmKRowFn gemmk = nullptr;  // nullptr: no 16-token kernel (K-quants)
   TensorType type;
   const uint8_t* weights;
   int64_t weight_row_bytes;
@@ -83,7 +84,7 @@ struct MatMulJob {
   int64_t n;
   int64_t gemm_groups = 0;        // full groups of kGemmTokens tokens that go through `gemm`
   float* act_scales = nullptr;    // [group][block][kGemmTokens] f32 block scales for `gemm`
-  uint8_t* gemm32_act = nullptr;  // `gemm32` groups of kGemm32Tokens tokens (quants_impl.h)
+  uint8_t* gemm32_act = nullptr;  // `gemm32` / `gemmk` groups of kGemm32Tokens tokens
   int64_t gemm32_group_bytes = 0;
   float* y;
 
@@ -91,8 +92,8 @@ struct MatMulJob {
     for (int64_t t = begin; t < end; ++t) {
       uint8_t* row = act_scratch + t * act_row_bytes;
       QuantizeRow(act_type, x + t * cols, row, cols);
-      if (gemm32 != nullptr) {
-        PackGemm32(t, row);
+      if (gemm32 != nullptr || gemmk != nullptr) {
+        PackGroupToken(t, row);
         continue;
       }
       if (t >= gemm_groups * internal::kGemmTokens) continue;
@@ -113,15 +114,24 @@ struct MatMulJob {
     }
   }
 
-  // Token t into its gemm32 group; the last token also writes the zero tokens that pad the
-  // last group.
-  void PackGemm32(int64_t t, const uint8_t* row) const {
+  // Token t into its gemm32 / gemmk group; the last token also writes the zero tokens that pad
+  // the last group.
+  void PackGroupToken(int64_t t, const uint8_t* row) const {
     constexpr int64_t kG = internal::kGemm32Tokens;
     uint8_t* group = gemm32_act + (t / kG) * gemm32_group_bytes;
-    internal::PackGemm32Token(type, row, act_blocks, static_cast<int>(t % kG), group);
+    const int k = static_cast<int>(t % kG);
+    if (gemmk != nullptr) {
+      internal::PackGemmKToken(row, act_blocks, k, group);
+    } else {
+      internal::PackGemm32Token(type, row, act_blocks, k, group);
+    }
     if (t + 1 == n) {
-      for (int64_t k = n % kG; k != 0 && k < kG; ++k) {
-        internal::PadGemm32Token(act_blocks, static_cast<int>(k), group);
+      for (int pad = static_cast<int>(n % kG); pad != 0 && pad < kG; ++pad) {
+        if (gemmk != nullptr) {
+          internal::PadGemmKToken(act_blocks, pad, group);
+        } else {
+          internal::PadGemm32Token(act_blocks, pad, group);
+        }
       }
     }
   }
@@ -133,15 +143,20 @@ struct MatMulJob {
     const int64_t groups = (n + kG - 1) / kG;
     for (int64_t rb = row_begin; rb < row_end; rb += kGemmRowBlock) {
       const int64_t re = std::min(row_end, rb + kGemmRowBlock);
-      for (int64_t g = 0; g < groups; g += internal::kGemm32MaxGroups) {
-        const int count =
-            static_cast<int>(std::min<int64_t>(internal::kGemm32MaxGroups, groups - g));
+      // gemmk takes one group per call.
+      const int64_t step = gemmk != nullptr ? 1 : internal::kGemm32MaxGroups;
+      for (int64_t g = 0; g < groups; g += step) {
+        const int count = static_cast<int>(std::min(step, groups - g));
         const int64_t tokens = std::min(count * kG, n - g * kG);
         const uint8_t* group = gemm32_act + g * gemm32_group_bytes;
         float* y_group = y + g * kG * rows;
         for (int64_t r = rb; r < re; ++r) {
           float out[internal::kGemm32MaxGroups * kG];
-          gemm32(weights + r * weight_row_bytes, group, cols, count, out);
+          if (gemmk != nullptr) {
+            gemmk(weights + r * weight_row_bytes, group, cols, out);
+          } else {
+            gemm32(weights + r * weight_row_bytes, group, cols, count, out);
+          }
           for (int64_t k = 0; k < tokens; ++k) y_group[k * rows + r] = out[k];
         }
       }
@@ -190,7 +205,7 @@ struct MatMulJob {
   // every token group passes over them; the remaining tokens use the dot products.
   void MultiplyRows(int64_t row_begin, int64_t row_end) const {
     if (gemv != nullptr) return MultiplyRowsGemv(row_begin, row_end);
-    if (gemm32 != nullptr) return MultiplyRowsGemm32(row_begin, row_end);
+    if (gemm32 != nullptr || gemmk != nullptr) return MultiplyRowsGemm32(row_begin, row_end);
     constexpr int64_t kG = internal::kGemmTokens;
     if (gemm_groups > 0) {
       for (int64_t rb = row_begin; rb < row_end; rb += kGemmRowBlock) {
@@ -232,6 +247,7 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
   // Every token of the batch goes through the 16-token kernel (the last group padded: at 8
   // tokens it still beats the multi-token dots).
   job.gemm32 = n >= 8 ? internal::GetGemm32Row(type) : nullptr;
+  job.gemmk = n >= 8 ? internal::GetGemmKRow(type) : nullptr;
   job.type = type;
   job.act_type = VecDotType(type);
   job.weights = static_cast<const uint8_t*>(weights);
@@ -243,9 +259,10 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
   job.act_blocks = cols / GetTypeInfo(job.act_type).block_size;
   job.n = n;
   job.y = y;
-  if (job.gemm32 != nullptr) {
+  if (job.gemm32 != nullptr || job.gemmk != nullptr) {
     constexpr int64_t kG = internal::kGemm32Tokens;
-    job.gemm32_group_bytes = internal::Gemm32GroupBytes(job.act_blocks);
+    job.gemm32_group_bytes = job.gemmk != nullptr ? internal::GemmKGroupBytes(job.act_blocks)
+                                                  : internal::Gemm32GroupBytes(job.act_blocks);
     job.gemm32_act = Gemm32Scratch(static_cast<size_t>((n + kG - 1) / kG * job.gemm32_group_bytes));
   } else if (job.gemm != nullptr) {
     job.gemm_groups = n / internal::kGemmTokens;

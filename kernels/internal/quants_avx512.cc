@@ -426,6 +426,175 @@ EXO_AVX512 void GemmRowQ6K(const void* vx, const void* const* vy, const float* y
   for (int t = 0; t < TT; ++t) out[t] = HorizontalSum(acc[t]);
 }
 
+// ---- K-quants against transposed Q8_K groups (kGemmKBlockBytes) ---------------------------
+// Per super-block the weight quants are unpacked once into 256 bytes in element order; lane j
+// of chunk c for 16 tokens is then maddubs(quants 32c + 4j.. broadcast, y) (int16 pairs, no
+// saturation: quants <= 63, |y| <= 128) and vpdpwssd against the pair (scale, scale), which adds
+// scale * (4-product sum), the AVX2 lane's integer, exactly.
+
+// `p` as a pointer the compiler cannot see through: loads from it stay broadcast loads instead
+// of being forwarded from the stores that filled it (two shuffles per piece).
+template <typename T>
+EXO_AVX512 inline const T* Opaque(const T* p) {
+  asm("" : "+r"(p));
+  return p;
+}
+
+EXO_AVX512 inline __m512i Broadcast32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return _mm512_set1_epi32(v);
+}
+
+// Int16 pair (v, v) as the bits of an int32, for the broadcast scale operand of vpdpwssd.
+inline uint32_t PairBits(int v) { return static_cast<uint16_t>(v) * 0x10001u; }
+
+// HorizontalSum order of 8 lane registers (16 tokens each).
+EXO_AVX512 inline __m512 LaneSum(const __m512* a) {
+  const __m512 s0 = _mm512_add_ps(a[0], a[4]);
+  const __m512 s1 = _mm512_add_ps(a[1], a[5]);
+  const __m512 s2 = _mm512_add_ps(a[2], a[6]);
+  const __m512 s3 = _mm512_add_ps(a[3], a[7]);
+  return _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3));
+}
+
+// lanes[j] (+)= sum over chunks c of scale(c, j) * dot4(quants of lane j of chunk c, y).
+// `pairs` holds the scale pairs: pair index c (Q4_K/Q5_K) or 2c + j / 4 (Q6_K, 16 sub-blocks).
+template <bool kSixteenScales>
+EXO_AVX512 inline void KChunks(const uint8_t* quants, const uint32_t* pairs, const uint8_t* y,
+                               bool accumulate, __m512i* lanes) {
+  constexpr int kT = kGemm32Tokens;
+#pragma GCC unroll 8
+  for (int c = 0; c < 8; ++c) {
+    const __m512i scale_lo = Broadcast32(pairs + (kSixteenScales ? 2 * c : c));
+    const __m512i scale_hi = kSixteenScales ? Broadcast32(pairs + 2 * c + 1) : scale_lo;
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m512i scale = j < 4 ? scale_lo : scale_hi;
+      const __m512i p = _mm512_maddubs_epi16(Broadcast32(quants + 32 * c + 4 * j),
+                                             Load512(y + (8 * c + j) * kT * 4));
+      lanes[j] = (c == 0 && !accumulate) ? _mm512_madd_epi16(p, scale)
+                                         : _mm512_dpwssd_epi32(lanes[j], p, scale);
+    }
+  }
+}
+
+// Sum over m of pair m (two int16) times token t's bsums 2m, 2m + 1, for 16 tokens.
+EXO_AVX512 inline __m512i KBsumDot(const uint32_t* pairs, const uint8_t* bsums) {
+  constexpr int kT = kGemm32Tokens;
+  __m512i sum = _mm512_madd_epi16(Broadcast32(pairs), Load512(bsums));
+#pragma GCC unroll 8
+  for (int m = 1; m < 8; ++m) {
+    sum = _mm512_dpwssd_epi32(sum, Broadcast32(pairs + m), Load512(bsums + m * kT * 4));
+  }
+  return sum;
+}
+
+template <bool kFiveBit>
+EXO_AVX512 void GemmKRowQ45K(const void* vx, const void* vgroup, int64_t n, float* out) {
+  using Block = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
+  const Block* x = static_cast<const Block*>(vx);
+  const uint8_t* group = static_cast<const uint8_t*>(vgroup);
+  const int64_t nb = n / kQkK;
+  constexpr int kT = kGemm32Tokens;
+  const __m512i low_mask = _mm512_set1_epi8(0x0F);
+  const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+  __m512 acc[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_ps();
+  __m512 sum_mins = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint8_t* slot = group + i * kGemmKBlockBytes;
+    alignas(64) uint8_t quants[kQkK];
+    alignas(64) uint32_t pairs[16];  // scale pairs 0..7, min pairs 8..15
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      GetScaleMinK4(j, x[i].scales, &sc, &m);
+      pairs[j] = PairBits(sc);
+      pairs[8 + j] = PairBits(m);
+    }
+    [[maybe_unused]] __m512i high_bits;
+    if constexpr (kFiveBit) high_bits = Broadcast256(x[i].qh);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      // Elements 64c..64c+63: low nibbles of qs[32c..] then their high nibbles.
+      __m512i w = _mm512_and_si512(_mm512_srlv_epi64(Broadcast256(x[i].qs + 32 * c), nibble_shift),
+                                   low_mask);
+      if constexpr (kFiveBit) {
+        const __m512i shift = _mm512_setr_epi64(2 * c, 2 * c, 2 * c, 2 * c, 2 * c + 1, 2 * c + 1,
+                                                2 * c + 1, 2 * c + 1);
+        const __m512i h =
+            _mm512_and_si512(_mm512_srlv_epi64(high_bits, shift), _mm512_set1_epi8(1));
+        w = _mm512_or_si512(w, _mm512_slli_epi16(h, 4));
+      }
+      _mm512_store_si512(quants + 64 * c, w);
+    }
+    __m512i lanes[8];
+    KChunks<false>(Opaque(quants), Opaque(pairs), slot, false, lanes);
+    const __m512i mins = KBsumDot(Opaque(pairs) + 8, slot + 64 * kT * 4);
+    const __m512 yd = _mm512_loadu_ps(reinterpret_cast<const float*>(slot + 72 * kT * 4));
+    const __m512 d = _mm512_mul_ps(_mm512_set1_ps(Half(x[i].d)), yd);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes[j]), acc[j]);
+    // sum_mins += (dmin * d_y) * float(mins), as the AVX2 dot.
+    const __m512 dmin = _mm512_mul_ps(_mm512_set1_ps(Half(x[i].dmin)), yd);
+    sum_mins = _mm512_add_ps(sum_mins, _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mins)));
+  }
+  _mm512_storeu_ps(out, _mm512_sub_ps(LaneSum(acc), sum_mins));
+}
+
+EXO_AVX512 void GemmKRowQ6K(const void* vx, const void* vgroup, int64_t n, float* out) {
+  const BlockQ6_K* x = static_cast<const BlockQ6_K*>(vx);
+  const uint8_t* group = static_cast<const uint8_t*>(vgroup);
+  const int64_t nb = n / kQkK;
+  constexpr int kT = kGemm32Tokens;
+  const __m512i low_mask = _mm512_set1_epi8(0x0F);
+  const __m512i two_bits = _mm512_set1_epi8(0x03);
+  const __m512i shift01 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+  const __m512i shift23 = _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6);
+  __m512 acc[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint8_t* slot = group + i * kGemmKBlockBytes;
+    alignas(64) uint8_t quants[kQkK];
+    alignas(64) uint32_t pairs[24];  // scale pairs 0..15; 16..23: -32 * (scale 2m, scale 2m + 1)
+    for (int g = 0; g < 16; ++g) pairs[g] = PairBits(x[i].scales[g]);
+    for (int m = 0; m < 8; ++m) {
+      pairs[16 + m] = static_cast<uint16_t>(-32 * x[i].scales[2 * m]) |
+                      static_cast<uint32_t>(static_cast<uint16_t>(-32 * x[i].scales[2 * m + 1]))
+                          << 16;
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      // Elements 128h..128h+63, then 128h+64..128h+127 (see GemmRowQ6K).
+      const __m512i ql = Load512(x[i].ql + 64 * h);
+      const __m512i qh = Broadcast256(x[i].qh + 32 * h);
+      _mm512_store_si512(
+          quants + 128 * h,
+          _mm512_or_si512(
+              _mm512_and_si512(ql, low_mask),
+              _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, shift01), two_bits), 4)));
+      _mm512_store_si512(
+          quants + 128 * h + 64,
+          _mm512_or_si512(
+              _mm512_and_si512(_mm512_srli_epi16(ql, 4), low_mask),
+              _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, shift23), two_bits), 4)));
+    }
+    // The quants are stored +32: lane 0 starts from -32 * sum(scale * bsum), as the AVX2 dot.
+    __m512i lanes[8];
+    lanes[0] = KBsumDot(Opaque(pairs) + 16, slot + 64 * kT * 4);
+#pragma GCC unroll 8
+    for (int j = 1; j < 8; ++j) lanes[j] = _mm512_setzero_si512();
+    KChunks<true>(Opaque(quants), Opaque(pairs), slot, true, lanes);
+    const __m512 yd = _mm512_loadu_ps(reinterpret_cast<const float*>(slot + 72 * kT * 4));
+    const __m512 d = _mm512_mul_ps(_mm512_set1_ps(Half(x[i].d)), yd);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes[j]), acc[j]);
+  }
+  _mm512_storeu_ps(out, LaneSum(acc));
+}
+
 // Decode dot of Q6_K: the row kernel for one token (the scale read from the block).
 EXO_AVX512 float VecDotQ6K(const void* vx, const void* vy, int64_t n) {
   float out;
@@ -478,12 +647,26 @@ Gemm32RowFn GetGemm32RowAvx512(TensorType type) {
   }
 }
 
+GemmKRowFn GetGemmKRowAvx512(TensorType type) {
+  switch (type) {
+    case TensorType::kQ4_K:
+      return GemmKRowQ45K<false>;
+    case TensorType::kQ5_K:
+      return GemmKRowQ45K<true>;
+    case TensorType::kQ6_K:
+      return GemmKRowQ6K;
+    default:
+      return nullptr;
+  }
+}
+
 #else  // !EXO_HAVE_X86
 
 bool CpuHasAvx512Vnni() { return false; }
 VecDotFn GetVecDotAvx512(TensorType) { return nullptr; }
 GemmRowFn GetGemmRowAvx512(TensorType) { return nullptr; }
 Gemm32RowFn GetGemm32RowAvx512(TensorType) { return nullptr; }
+GemmKRowFn GetGemmKRowAvx512(TensorType) { return nullptr; }
 
 #endif
 
@@ -493,6 +676,10 @@ GemmRowFn GetGemmRow(TensorType type) {
 
 Gemm32RowFn GetGemm32Row(TensorType type) {
   return CpuHasAvx512Vnni() ? GetGemm32RowAvx512(type) : nullptr;
+}
+
+GemmKRowFn GetGemmKRow(TensorType type) {
+  return CpuHasAvx512Vnni() ? GetGemmKRowAvx512(type) : nullptr;
 }
 
 // Plain C++ (it runs once per token and block, not per weight row), portable.
@@ -519,6 +706,27 @@ void PadGemm32Token(int64_t blocks, int t, void* group) {
   for (int64_t b = 0; b < blocks; ++b, slot += kGemm32BlockBytes) {
     for (int j = 0; j < 16; ++j) std::memset(slot + (j * kT + t) * 4, 0, 4);  // qs and bias
     std::memset(slot + 16 * kT * 4 + t * 4, 0, 4);
+  }
+}
+
+void PackGemmKToken(const void* q8_k_row, int64_t blocks, int t, void* group) {
+  constexpr int kT = kGemm32Tokens;
+  const BlockQ8_K* y = static_cast<const BlockQ8_K*>(q8_k_row);
+  uint8_t* slot = static_cast<uint8_t*>(group);
+  for (int64_t b = 0; b < blocks; ++b, slot += kGemmKBlockBytes) {
+    for (int p = 0; p < 64; ++p) std::memcpy(slot + (p * kT + t) * 4, y[b].qs + 4 * p, 4);
+    for (int m = 0; m < 8; ++m) {
+      std::memcpy(slot + ((64 + m) * kT + t) * 4, y[b].bsums + 2 * m, 4);
+    }
+    std::memcpy(slot + (72 * kT + t) * 4, &y[b].d, 4);
+  }
+}
+
+void PadGemmKToken(int64_t blocks, int t, void* group) {
+  constexpr int kT = kGemm32Tokens;
+  uint8_t* slot = static_cast<uint8_t*>(group);
+  for (int64_t b = 0; b < blocks; ++b, slot += kGemmKBlockBytes) {
+    for (int p = 0; p < 73; ++p) std::memset(slot + (p * kT + t) * 4, 0, 4);
   }
 }
 

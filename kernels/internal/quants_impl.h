@@ -122,6 +122,35 @@ Gemm32RowFn GetGemm32RowAvx512(TensorType type);
 // The 32-element GEMM row kernel for `type` on this CPU, or nullptr.
 Gemm32RowFn GetGemm32Row(TensorType type);
 
+// ---- AVX-512 GEMM for the K-quants (Q4_K, Q5_K, Q6_K) ------------------------------------
+// As above, Q8_K activations transposed in groups of kGemm32Tokens tokens. Per group and
+// super-block i, at i * kGemmKBlockBytes:
+//   int8_t  qs[64][16][4]    qs[p][t] = token t's quants 4p..4p+3 (p = 8 * chunk + lane)
+//   int16_t bsums[8][16][2]  bsums[m][t] = token t's bsums 2m and 2m + 1
+//   float   d[16]            token t's super-block scale
+// Lane j of chunk c (32 quants) of token t is the AVX2 dot's lane j of chunk c, scaled as there;
+// per token and super-block the float work is the AVX2 dot's (acc_j = fma(d_x * d_y,
+// float(lane_j), acc_j), the mins term, the final HorizontalSum order).
+inline constexpr int64_t kGemmKBlockBytes =
+    64 * kGemm32Tokens * 4 + 8 * kGemm32Tokens * 4 + kGemm32Tokens * 4;
+
+inline int64_t GemmKGroupBytes(int64_t blocks) { return blocks * kGemmKBlockBytes; }
+
+// Token t (0 .. kGemm32Tokens - 1) of a group from its Q8_K row of `blocks` super-blocks.
+void PackGemmKToken(const void* q8_k_row, int64_t blocks, int t, void* group);
+// Token t of a group as zeros (padding; its results are dropped).
+void PadGemmKToken(int64_t blocks, int t, void* group);
+
+// Dot products of one weight row (`type`, n elements) with the kGemm32Tokens tokens of a
+// prepared group: out[t] is bit-identical to GetVecDot(type)(weights, token t's Q8_K row, n).
+using GemmKRowFn = void (*)(const void* weights, const void* group, int64_t n, float* out);
+
+// AVX-512 variants for Q4_K / Q5_K / Q6_K; nullptr otherwise. Only call after
+// CpuHasAvx512Vnni().
+GemmKRowFn GetGemmKRowAvx512(TensorType type);
+// The K-quant GEMM row kernel for `type` on this CPU, or nullptr.
+GemmKRowFn GetGemmKRow(TensorType type);
+
 // 6-bit scale/min pair `j` (0..7) of a Q4_K / Q5_K block, as ggml's get_scale_min_k4.
 inline void GetScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
   if (j < 4) {
