@@ -446,8 +446,30 @@ EXO_AVX512 inline __m512i Broadcast32(const void* p) {
   return _mm512_set1_epi32(v);
 }
 
-// Int16 pair (v, v) as the bits of an int32, for the broadcast scale operand of vpdpwssd.
-inline uint32_t PairBits(int v) { return static_cast<uint16_t>(v) * 0x10001u; }
+// The 16 int16 of v as pairs (v_k, v_k), k = 0..15, at out[k]: the broadcast operands of
+// vpdpwssd.
+EXO_AVX512 inline void StoreDuplicatedPairs(__m256i v, uint32_t* out) {
+  const __m256i lo = _mm256_unpacklo_epi16(v, v);  // k = 0..3 | 8..11
+  const __m256i hi = _mm256_unpackhi_epi16(v, v);  // k = 4..7 | 12..15
+  _mm256_store_si256(reinterpret_cast<__m256i*>(out), _mm256_permute2x128_si256(lo, hi, 0x20));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(out + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+// Q4_K / Q5_K: the eight 6-bit scales and mins (GetScaleMinK4) as pairs, scales at out[0..7]
+// and mins at out[8..15]. The 12 bytes are rearranged as four 32-bit words: byte j of words
+// 0-1 is scale j, of words 2-3 min j.
+EXO_AVX512 inline void StoreScaleMinPairs(const uint8_t* packed, uint32_t* out) {
+  uint32_t w[4];
+  std::memcpy(w, packed, 12);
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  w[3] = ((w[2] >> 4) & kLow4) | (((w[1] >> 6) & kLow2) << 4);
+  const uint32_t mins_low = w[1] & kLow6;
+  w[1] = (w[2] & kLow4) | (((w[0] >> 6) & kLow2) << 4);
+  w[2] = mins_low;
+  w[0] &= kLow6;
+  StoreDuplicatedPairs(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
+                       out);
+}
 
 // HorizontalSum order of 8 lane registers (16 tokens each).
 EXO_AVX512 inline __m512 LaneSum(const __m512* a) {
@@ -507,12 +529,7 @@ EXO_AVX512 void GemmKRowQ45K(const void* vx, const void* vgroup, int64_t n, floa
     const uint8_t* slot = group + i * kGemmKBlockBytes;
     alignas(64) uint8_t quants[kQkK];
     alignas(64) uint32_t pairs[16];  // scale pairs 0..7, min pairs 8..15
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      GetScaleMinK4(j, x[i].scales, &sc, &m);
-      pairs[j] = PairBits(sc);
-      pairs[8 + j] = PairBits(m);
-    }
+    StoreScaleMinPairs(x[i].scales, pairs);
     [[maybe_unused]] __m512i high_bits;
     if constexpr (kFiveBit) high_bits = Broadcast256(x[i].qh);
 #pragma GCC unroll 4
@@ -559,11 +576,12 @@ EXO_AVX512 void GemmKRowQ6K(const void* vx, const void* vgroup, int64_t n, float
     const uint8_t* slot = group + i * kGemmKBlockBytes;
     alignas(64) uint8_t quants[kQkK];
     alignas(64) uint32_t pairs[24];  // scale pairs 0..15; 16..23: -32 * (scale 2m, scale 2m + 1)
-    for (int g = 0; g < 16; ++g) pairs[g] = PairBits(x[i].scales[g]);
-    for (int m = 0; m < 8; ++m) {
-      pairs[16 + m] = static_cast<uint16_t>(-32 * x[i].scales[2 * m]) |
-                      static_cast<uint32_t>(static_cast<uint16_t>(-32 * x[i].scales[2 * m + 1]))
-                          << 16;
+    {
+      const __m256i sc16 =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
+      StoreDuplicatedPairs(sc16, pairs);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(pairs + 16),
+                         _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5)));
     }
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
