@@ -17,7 +17,7 @@ namespace {
 // Rows per ParallelFor grain and tokens per inner tile of the prefill loop.
 constexpr int64_t kRowGrain = 16;
 constexpr int64_t kTokenTile = 16;
-// Weight rows the gemm path keeps hot while every token group passes over them.
+// Weight rows the GEMM path keeps hot while every token group passes over them.
 constexpr int64_t kGemmRowBlock = 32;
 // Below this many multiply-adds (~10 us on one core) handing work to the pool costs about as
 // much as it saves (a ParallelFor round trip measured ~10-15 us on a busy 2-core machine).
@@ -30,15 +30,9 @@ uint8_t* ActivationScratch(size_t bytes) {
   return scratch.data();
 }
 
-// Block scales of the gemm path, as ActivationScratch.
-float* ScaleScratch(size_t count) {
-  thread_local std::vector<float> scratch;
-  if (scratch.size() < count) scratch.resize(count);
-  return scratch.data();
-}
-
-// Prepared gemm32 activations, as ActivationScratch (64-byte aligned: whole-register loads).
-uint8_t* Gemm32Scratch(size_t bytes) {
+// Transposed token groups of the GEMM kernels, as ActivationScratch (64-byte aligned:
+// whole-register loads).
+uint8_t* GroupScratch(size_t bytes) {
   struct alignas(64) Line {
     uint8_t bytes[64];
   };
@@ -66,11 +60,10 @@ namespace {
 struct MatMulJob {
   TensorType act_type;
   internal::VecDotFn dot;
-  internal::VecDotMultiFn dot_multi;     // nullptr: only the single-token dot
-  internal::GemmRowFn gemm;              // nullptr: no kGemmTokens-token row kernel
-  internal::GemvRowsFn gemv = nullptr;   // one token: kGemvRows rows at once (nullptr: none)
-  internal::Gemm32RowFn gemm32;          // nullptr: no 16-token kernel (32-element types)
-  internal::GemmKRowFn gemmk = nullptr;  // nullptr: no 16-token kernel (K-quants)
+  internal::VecDotMultiFn dot_multi;       // nullptr: only the single-token dot
+  internal::GemvRowsFn gemv = nullptr;     // one token: kGemvRows rows at once (nullptr: none)
+  internal::Gemm32RowFn gemm32 = nullptr;  // nullptr: no 16-token kernel (32-element types)
+  internal::GemmKRowFn gemmk = nullptr;    // nullptr: no 16-token kernel (K-quants)
   TensorType type;
   const uint8_t* weights;
   int64_t weight_row_bytes;
@@ -82,35 +75,15 @@ struct MatMulJob {
   int64_t act_row_bytes;
   int64_t act_blocks = 0;  // blocks per activation row
   int64_t n;
-  int64_t gemm_groups = 0;        // full groups of kGemmTokens tokens that go through `gemm`
-  float* act_scales = nullptr;    // [group][block][kGemmTokens] f32 block scales for `gemm`
-  uint8_t* gemm32_act = nullptr;  // `gemm32` / `gemmk` groups of kGemm32Tokens tokens
-  int64_t gemm32_group_bytes = 0;
+  uint8_t* group_act = nullptr;  // `gemm32` / `gemmk` groups of kGemm32Tokens tokens
+  int64_t group_bytes = 0;
   float* y;
 
   void QuantizeActivations(int64_t begin, int64_t end) const {
     for (int64_t t = begin; t < end; ++t) {
       uint8_t* row = act_scratch + t * act_row_bytes;
       QuantizeRow(act_type, x + t * cols, row, cols);
-      if (gemm32 != nullptr || gemmk != nullptr) {
-        PackGroupToken(t, row);
-        continue;
-      }
-      if (t >= gemm_groups * internal::kGemmTokens) continue;
-      // The gemm kernels read the scales of a group's tokens block by block, side by side.
-      constexpr int64_t kG = internal::kGemmTokens;
-      float* scales = act_scales + (t / kG) * act_blocks * kG + t % kG;
-      const int64_t block_bytes = act_row_bytes / act_blocks;
-      for (int64_t b = 0; b < act_blocks; ++b) {
-        const uint8_t* block = row + b * block_bytes;
-        if (act_type == TensorType::kQ8_K) {
-          std::memcpy(&scales[b * kG], block, sizeof(float));  // BlockQ8_K::d leads
-        } else {
-          uint16_t half;  // BlockQ8_0::d leads
-          std::memcpy(&half, block, sizeof(half));
-          scales[b * kG] = Fp16ToFp32(half);
-        }
-      }
+      if (gemm32 != nullptr || gemmk != nullptr) PackGroupToken(t, row);
     }
   }
 
@@ -118,7 +91,7 @@ struct MatMulJob {
   // the last group.
   void PackGroupToken(int64_t t, const uint8_t* row) const {
     constexpr int64_t kG = internal::kGemm32Tokens;
-    uint8_t* group = gemm32_act + (t / kG) * gemm32_group_bytes;
+    uint8_t* group = group_act + (t / kG) * group_bytes;
     const int k = static_cast<int>(t % kG);
     if (gemmk != nullptr) {
       internal::PackGemmKToken(row, act_blocks, k, group);
@@ -138,7 +111,7 @@ struct MatMulJob {
 
   // Weight rows [row_begin, row_end) against every token, in groups of kGemm32Tokens, blocked so
   // that a few dozen weight rows stay in L1/L2 while every token group passes over them.
-  void MultiplyRowsGemm32(int64_t row_begin, int64_t row_end) const {
+  void MultiplyRowsGrouped(int64_t row_begin, int64_t row_end) const {
     constexpr int64_t kG = internal::kGemm32Tokens;
     const int64_t groups = (n + kG - 1) / kG;
     for (int64_t rb = row_begin; rb < row_end; rb += kGemmRowBlock) {
@@ -148,7 +121,7 @@ struct MatMulJob {
       for (int64_t g = 0; g < groups; g += step) {
         const int count = static_cast<int>(std::min(step, groups - g));
         const int64_t tokens = std::min(count * kG, n - g * kG);
-        const uint8_t* group = gemm32_act + g * gemm32_group_bytes;
+        const uint8_t* group = group_act + g * group_bytes;
         float* y_group = y + g * kG * rows;
         for (int64_t r = rb; r < re; ++r) {
           float out[internal::kGemm32MaxGroups * kG];
@@ -200,32 +173,12 @@ struct MatMulJob {
     }
   }
 
-  // Weight rows [row_begin, row_end) against every token: full groups of kGemmTokens tokens go
-  // through the gemm row kernel, blocked so that a few dozen weight rows stay in L1/L2 while
-  // every token group passes over them; the remaining tokens use the dot products.
+  // Weight rows [row_begin, row_end) against every token: the decode kernel for one token, the
+  // 16-token GEMM kernels for batches of 8 or more (AVX-512), else the dot products.
   void MultiplyRows(int64_t row_begin, int64_t row_end) const {
     if (gemv != nullptr) return MultiplyRowsGemv(row_begin, row_end);
-    if (gemm32 != nullptr || gemmk != nullptr) return MultiplyRowsGemm32(row_begin, row_end);
-    constexpr int64_t kG = internal::kGemmTokens;
-    if (gemm_groups > 0) {
-      for (int64_t rb = row_begin; rb < row_end; rb += kGemmRowBlock) {
-        const int64_t re = std::min(row_end, rb + kGemmRowBlock);
-        for (int64_t g = 0; g < gemm_groups; ++g) {
-          const void* rows_of_group[kG];
-          for (int64_t k = 0; k < kG; ++k) {
-            rows_of_group[k] = act + (g * kG + k) * act_row_bytes;
-          }
-          const float* scales = act_scales + g * act_blocks * kG;
-          float* y_group = y + g * kG * rows;
-          for (int64_t r = rb; r < re; ++r) {
-            float out[kG];
-            gemm(weights + r * weight_row_bytes, rows_of_group, scales, cols, out);
-            for (int64_t k = 0; k < kG; ++k) y_group[k * rows + r] = out[k];
-          }
-        }
-      }
-    }
-    if (gemm_groups * kG < n) MultiplyRowsWithDots(row_begin, row_end, gemm_groups * kG, n);
+    if (gemm32 != nullptr || gemmk != nullptr) return MultiplyRowsGrouped(row_begin, row_end);
+    MultiplyRowsWithDots(row_begin, row_end, 0, n);
   }
 };
 
@@ -243,7 +196,6 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
   }
   job.dot_multi = n > 1 ? internal::GetVecDotMulti(type) : nullptr;
   job.gemv = n == 1 ? internal::GetGemvRows(type) : nullptr;
-  job.gemm = n >= internal::kGemmTokens ? internal::GetGemmRow(type) : nullptr;
   // Every token of the batch goes through the 16-token kernel (the last group padded: at 8
   // tokens it still beats the multi-token dots).
   job.gemm32 = n >= 8 ? internal::GetGemm32Row(type) : nullptr;
@@ -261,13 +213,9 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
   job.y = y;
   if (job.gemm32 != nullptr || job.gemmk != nullptr) {
     constexpr int64_t kG = internal::kGemm32Tokens;
-    job.gemm32_group_bytes = job.gemmk != nullptr ? internal::GemmKGroupBytes(job.act_blocks)
-                                                  : internal::Gemm32GroupBytes(job.act_blocks);
-    job.gemm32_act = Gemm32Scratch(static_cast<size_t>((n + kG - 1) / kG * job.gemm32_group_bytes));
-  } else if (job.gemm != nullptr) {
-    job.gemm_groups = n / internal::kGemmTokens;
-    job.act_scales =
-        ScaleScratch(static_cast<size_t>(job.gemm_groups * job.act_blocks * internal::kGemmTokens));
+    job.group_bytes = job.gemmk != nullptr ? internal::GemmKGroupBytes(job.act_blocks)
+                                           : internal::Gemm32GroupBytes(job.act_blocks);
+    job.group_act = GroupScratch(static_cast<size_t>((n + kG - 1) / kG * job.group_bytes));
   }
   const MatMulJob* job_ptr = &job;
 

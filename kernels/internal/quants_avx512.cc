@@ -1,12 +1,14 @@
-// AVX-512 (F/BW/VL/DQ + VNNI) kernels: decode dot products for the 32-element block types, and
-// prompt-processing kernels that take one weight row against kGemmTokens activation rows. Every
-// function carries its own target attribute, so this file builds into a baseline x86-64 binary;
-// GetGemmRowAvx512 is only used after CpuHasAvx512Vnni() said yes.
+// AVX-512 (F/BW/VL/DQ + VNNI) kernels: decode dot products (Q4_0, Q5_0, Q8_0, Q6_K), and
+// prompt-processing kernels that take one weight row against groups of kGemm32Tokens tokens whose
+// activations were transposed for them (quants_impl.h). Every function carries its own target
+// attribute, so this file builds into a baseline x86-64 binary; the Get*Avx512 results are only
+// used after CpuHasAvx512Vnni() said yes.
 //
 // Bit-identity with the AVX2 single-token dot (quants_avx2.cc) is by construction: per block and
 // token the AVX2 kernel forms eight int32 lane sums and then does acc = fma(d, float(lanes), acc)
 // in a fixed order, finishing with the same horizontal sum. Here the integer lane sums are formed
-// differently (VNNI dot products, two chunks per 512-bit register folded back to eight lanes:
+// differently (VNNI dot products; a decode register holding two chunks is folded back to eight
+// lanes; the GEMM kernels hold lane j of 16 tokens per register and start from prepared biases:
 // integer arithmetic is exact, so the lane values are equal) and the float operations per token
 // are the same ones in the same order. gemm_test and simd_test check this bit for bit.
 #include <cstdlib>
@@ -53,8 +55,6 @@ bool CpuHasAvx512Vnni() {
 
 namespace {
 
-constexpr int T = kGemmTokens;
-
 // Same reduction order as quants_avx2.cc's HorizontalSum (required for bit-identity).
 EXO_AVX512 inline float HorizontalSum(__m256 v) {
   __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -86,12 +86,6 @@ EXO_AVX512 inline __m512i Broadcast256(const void* p) { return _mm512_broadcast_
 // Lanes 0..7 plus lanes 8..15: the eight AVX2 lane sums of a register holding two chunks.
 EXO_AVX512 inline __m256i Fold(__m512i s) {
   return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
-}
-
-// int16 lanes: `lo` in the low 256 bits, `hi` in the high 256 bits.
-EXO_AVX512 inline __m512i SplitScale(int lo, int hi) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(static_cast<int16_t>(lo))),
-                            _mm256_set1_epi16(static_cast<int16_t>(hi)), 1);
 }
 
 // 16 packed bytes -> 32 nibbles: low nibbles in bytes 0..15, high nibbles in bytes 16..31.
@@ -296,96 +290,19 @@ EXO_AVX512 float VecDot32(const void* vx, const void* vy, int64_t n) {
 
 // ---- K-quants against Q8_K activations ----------------------------------------------------
 
-// Q4_K / Q5_K: the 4-bit (or 5-bit) quants of chunk c (32 bytes: 32 low nibbles for y[64c..],
-// 32 high nibbles for y[64c+32..]) as one register [low nibbles | high nibbles], matching the
-// 64 contiguous activation bytes y[64c..64c+63].
-template <int TT, bool kFiveBit>
-EXO_AVX512 void GemmRowQ45K(const void* vx, const void* const* vy, const float* yd, int64_t n,
-                            float* out) {
-  using Block = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
-  const Block* x = static_cast<const Block*>(vx);
-  const BlockQ8_K* y[TT];
-  for (int t = 0; t < TT; ++t) y[t] = static_cast<const BlockQ8_K*>(vy[t]);
-  const int64_t nb = n / kQkK;
-  const __m512i low_mask = _mm512_set1_epi8(0x0F);
-  const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
-  __m256 acc[TT];
-  float sum_mins[TT];
-  for (int t = 0; t < TT; ++t) {
-    acc[t] = _mm256_setzero_ps();
-    sum_mins[t] = 0.0f;
-  }
-  alignas(32) float d[8];
-  alignas(32) float dmin[8];
-  for (int64_t i = 0; i < nb; ++i) {
-    uint8_t scales[8], mins[8];
-    for (int j = 0; j < 8; ++j) GetScaleMinK4(j, x[i].scales, &scales[j], &mins[j]);
-    if constexpr (TT == 1) {  // decode: the scale straight from the block
-      d[0] = Half(x[i].d) * y[0][i].d;
-      dmin[0] = Half(x[i].dmin) * y[0][i].d;
-    } else {
-      static_assert(TT == 8, "one f32 register of token scales");
-      const __m256 ydv = _mm256_loadu_ps(yd + TT * i);
-      _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].d)), ydv));
-      _mm256_store_ps(dmin, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].dmin)), ydv));
-    }
-    // mins as int16 pairs (m0, m0, m1, m1, ...) against the 16 bsums.
-    const __m256i mins16 = _mm256_cvtepu8_epi16(
-        _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)),
-                          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins))));
-    __m512i w[4], sc[4];
-    [[maybe_unused]] __m512i high_bits;
-    if constexpr (kFiveBit) high_bits = Broadcast256(x[i].qh);
-    for (int c = 0; c < 4; ++c) {
-      w[c] = _mm512_and_si512(_mm512_srlv_epi64(Broadcast256(x[i].qs + 32 * c), nibble_shift),
-                              low_mask);
-      if constexpr (kFiveBit) {
-        // Bit 2c of each qh byte is bit 4 of chunk c's low-nibble quant, bit 2c+1 of its
-        // high-nibble one.
-        const __m512i shift = _mm512_setr_epi64(2 * c, 2 * c, 2 * c, 2 * c, 2 * c + 1, 2 * c + 1,
-                                                2 * c + 1, 2 * c + 1);
-        const __m512i h =
-            _mm512_and_si512(_mm512_srlv_epi64(high_bits, shift), _mm512_set1_epi8(1));
-        w[c] = _mm512_or_si512(w[c], _mm512_slli_epi16(h, 4));
-      }
-      sc[c] = SplitScale(scales[2 * c], scales[2 * c + 1]);
-    }
-    for (int t = 0; t < TT; ++t) {
-      const BlockQ8_K& yb = y[t][i];
-      __m512i s = _mm512_setzero_si512();
-      for (int c = 0; c < 4; ++c) {
-        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(w[c], Load512(yb.qs + 64 * c)), sc[c]);
-      }
-      acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + t), _mm256_cvtepi32_ps(Fold(s)), acc[t]);
-      const int mins_sum = HorizontalSumI32(_mm256_madd_epi16(mins16, Load256(yb.bsums)));
-      sum_mins[t] += dmin[t] * static_cast<float>(mins_sum);
-    }
-  }
-  for (int t = 0; t < TT; ++t) out[t] = HorizontalSum(acc[t]) - sum_mins[t];
-}
-
-// Q6_K: per 128-element half, q0|q1 match y[128h..128h+63] and q2|q3 y[128h+64..128h+127].
-template <int TT>
-EXO_AVX512 void GemmRowQ6K(const void* vx, const void* const* vy, const float* yd, int64_t n,
-                           float* out) {
+// Decode dot of Q6_K. Per 128-element half, q0|q1 match y[128h..128h+63] and q2|q3
+// y[128h+64..128h+127], each register two 32-byte chunks folded back to the AVX2 lanes.
+EXO_AVX512 float VecDotQ6K(const void* vx, const void* vy, int64_t n) {
   const BlockQ6_K* x = static_cast<const BlockQ6_K*>(vx);
-  const BlockQ8_K* y[TT];
-  for (int t = 0; t < TT; ++t) y[t] = static_cast<const BlockQ8_K*>(vy[t]);
+  const BlockQ8_K* y = static_cast<const BlockQ8_K*>(vy);
   const int64_t nb = n / kQkK;
   const __m512i low_mask = _mm512_set1_epi8(0x0F);
   const __m512i two_bits = _mm512_set1_epi8(0x03);
   const __m512i shift01 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
   const __m512i shift23 = _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6);
-  __m256 acc[TT];
-  for (int t = 0; t < TT; ++t) acc[t] = _mm256_setzero_ps();
-  alignas(32) float d[8];
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
-    if constexpr (TT == 1) {
-      d[0] = Half(x[i].d) * y[0][i].d;
-    } else {
-      static_assert(TT == 8, "one f32 register of token scales");
-      _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(Half(x[i].d)), _mm256_loadu_ps(yd + TT * i)));
-    }
+    const float d = Half(x[i].d) * y[i].d;
     const __m256i sc16 =
         _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
     const __m512i sc512 = _mm512_castsi256_si512(sc16);
@@ -410,20 +327,17 @@ EXO_AVX512 void GemmRowQ6K(const void* vx, const void* const* vy, const float* y
         sc[2 * h + m] = _mm512_permutexvar_epi16(index, sc512);
       }
     }
-    for (int t = 0; t < TT; ++t) {
-      const BlockQ8_K& yb = y[t][i];
-      // The quants are stored +32; sum(scale * 32 * y) over each 16-group comes from bsums.
-      const int offset_sum = HorizontalSumI32(_mm256_madd_epi16(sc16, Load256(yb.bsums)));
-      __m512i s = _mm512_setzero_si512();
-      for (int k = 0; k < 4; ++k) {
-        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(q[k], Load512(yb.qs + 64 * k)), sc[k]);
-      }
-      const __m256i lanes =
-          _mm256_add_epi32(Fold(s), _mm256_setr_epi32(-32 * offset_sum, 0, 0, 0, 0, 0, 0, 0));
-      acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + t), _mm256_cvtepi32_ps(lanes), acc[t]);
+    // The quants are stored +32; sum(scale * 32 * y) over each 16-group comes from bsums.
+    const int offset_sum = HorizontalSumI32(_mm256_madd_epi16(sc16, Load256(y[i].bsums)));
+    __m512i s = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+      s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(q[k], Load512(y[i].qs + 64 * k)), sc[k]);
     }
+    const __m256i lanes =
+        _mm256_add_epi32(Fold(s), _mm256_setr_epi32(-32 * offset_sum, 0, 0, 0, 0, 0, 0, 0));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
   }
-  for (int t = 0; t < TT; ++t) out[t] = HorizontalSum(acc[t]);
+  return HorizontalSum(acc);
 }
 
 // ---- K-quants against transposed Q8_K groups (kGemmKBlockBytes) ---------------------------
@@ -585,7 +499,7 @@ EXO_AVX512 void GemmKRowQ6K(const void* vx, const void* vgroup, int64_t n, float
     }
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
-      // Elements 128h..128h+63, then 128h+64..128h+127 (see GemmRowQ6K).
+      // Elements 128h..128h+63, then 128h+64..128h+127 (see VecDotQ6K).
       const __m512i ql = Load512(x[i].ql + 64 * h);
       const __m512i qh = Broadcast256(x[i].qh + 32 * h);
       _mm512_store_si512(
@@ -613,13 +527,6 @@ EXO_AVX512 void GemmKRowQ6K(const void* vx, const void* vgroup, int64_t n, float
   _mm512_storeu_ps(out, LaneSum(acc));
 }
 
-// Decode dot of Q6_K: the row kernel for one token (the scale read from the block).
-EXO_AVX512 float VecDotQ6K(const void* vx, const void* vy, int64_t n) {
-  float out;
-  GemmRowQ6K<1>(vx, &vy, nullptr, n, &out);
-  return out;
-}
-
 }  // namespace
 
 VecDotFn GetVecDotAvx512(TensorType type) {
@@ -634,19 +541,6 @@ VecDotFn GetVecDotAvx512(TensorType type) {
     // saves (measured ~25% slower on Zen 4, which splits 512-bit operations in two).
     case TensorType::kQ6_K:
       return VecDotQ6K;
-    default:
-      return nullptr;
-  }
-}
-
-GemmRowFn GetGemmRowAvx512(TensorType type) {
-  switch (type) {
-    case TensorType::kQ4_K:
-      return GemmRowQ45K<T, false>;
-    case TensorType::kQ5_K:
-      return GemmRowQ45K<T, true>;
-    case TensorType::kQ6_K:
-      return GemmRowQ6K<T>;
     default:
       return nullptr;
   }
@@ -682,15 +576,10 @@ GemmKRowFn GetGemmKRowAvx512(TensorType type) {
 
 bool CpuHasAvx512Vnni() { return false; }
 VecDotFn GetVecDotAvx512(TensorType) { return nullptr; }
-GemmRowFn GetGemmRowAvx512(TensorType) { return nullptr; }
 Gemm32RowFn GetGemm32RowAvx512(TensorType) { return nullptr; }
 GemmKRowFn GetGemmKRowAvx512(TensorType) { return nullptr; }
 
 #endif
-
-GemmRowFn GetGemmRow(TensorType type) {
-  return CpuHasAvx512Vnni() ? GetGemmRowAvx512(type) : nullptr;
-}
 
 Gemm32RowFn GetGemm32Row(TensorType type) {
   return CpuHasAvx512Vnni() ? GetGemm32RowAvx512(type) : nullptr;

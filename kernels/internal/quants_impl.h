@@ -60,27 +60,13 @@ VecDotMultiFn GetVecDotMultiAvx2(TensorType type);
 // path, or a type without one): callers then use the single-token dot.
 VecDotMultiFn GetVecDotMulti(TensorType type);
 
-// AVX-512 prompt-processing kernels (F, BW, VL, DQ and VNNI) for the K-quants: one weight row
-// against kGemmTokens activation rows at once.
-inline constexpr int kGemmTokens = 8;
-
 // True when this CPU (and OS) has AVX-512 F/BW/VL/DQ + VNNI and neither EXO_DISABLE_SIMD nor
 // EXO_SIMD=scalar|avx2 asks for less.
 bool CpuHasAvx512Vnni();
 
-// Dot products of one weight row (`type`, n elements) with kGemmTokens activation rows in
-// VecDotType(type): activations[t] is token t's row, yd[b * kGemmTokens + t] token t's scale of
-// block b as f32. out[t] is bit-identical to GetVecDot(type)(weights, activations[t], n).
-using GemmRowFn = void (*)(const void* weights, const void* const* activations, const float* yd,
-                           int64_t n, float* out);
-
-// AVX-512 variants (Q4_K, Q5_K, Q6_K); nullptr when `type` has none. Only call after
-// CpuHasAvx512Vnni(). GetVecDotAvx512 (Q4_0, Q5_0, Q8_0, Q6_K) is bit-identical to GetVecDotAvx2.
-GemmRowFn GetGemmRowAvx512(TensorType type);
+// AVX-512 decode dots (Q4_0, Q5_0, Q8_0, Q6_K), bit-identical to GetVecDotAvx2; nullptr for other
+// types. Only call after CpuHasAvx512Vnni().
 VecDotFn GetVecDotAvx512(TensorType type);
-
-// The GEMM row kernel for `type` on this CPU, or nullptr (callers use the dot products).
-GemmRowFn GetGemmRow(TensorType type);
 
 // ---- AVX-512 GEMM for the 32-element block types (Q4_0, Q5_0, Q8_0) ----------------------
 // The activations get a layout of their own, prepared once per MatMul: tokens in groups of

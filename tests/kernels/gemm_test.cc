@@ -25,8 +25,8 @@ using testing::RandomWeightBytes;
 // The types with a multi-token kernel (the default model's four, plus Q4_0 and Q5_K).
 constexpr TensorType kMultiTypes[] = {TensorType::kQ5_0, TensorType::kQ8_0, TensorType::kQ4_K,
                                       TensorType::kQ6_K, TensorType::kQ4_0, TensorType::kQ5_K};
-// The AVX-512 GEMM kernels: K-quants (GemmRowFn, kGemmTokens rows) and the 32-element types
-// (Gemm32RowFn, token pairs).
+// The AVX-512 GEMM kernels: K-quants (GemmKRowFn) and the 32-element types (Gemm32RowFn), both
+// on transposed groups of 16 tokens.
 constexpr TensorType kGemmKTypes[] = {TensorType::kQ4_K, TensorType::kQ6_K, TensorType::kQ5_K};
 constexpr TensorType kGemm32Types[] = {TensorType::kQ5_0, TensorType::kQ8_0, TensorType::kQ4_0};
 
@@ -129,63 +129,6 @@ TEST_P(MatMulBatchTest, BitIdenticalToVecDotForSmallBatches) {
   }
 }
 
-// The AVX-512 K-quant row kernels (kGemmTokens tokens at once) against the AVX2 single dot, bit
-// for bit, including raw random weight bytes (extreme scales, -128 quants).
-class GemmRowTest : public ::testing::TestWithParam<TensorType> {
- protected:
-  void SetUp() override {
-    if (!internal::CpuHasAvx512Vnni()) GTEST_SKIP() << "CPU lacks AVX-512 VNNI (or EXO_SIMD)";
-  }
-};
-
-TEST_P(GemmRowTest, DispatchedOnThisCpu) {
-  EXPECT_NE(internal::GetGemmRowAvx512(GetParam()), nullptr);
-  EXPECT_EQ(internal::GetGemmRow(GetParam()), internal::GetGemmRowAvx512(GetParam()));
-}
-
-TEST_P(GemmRowTest, BitIdenticalToVecDot) {
-  const TensorType type = GetParam();
-  internal::GemmRowFn gemm = internal::GetGemmRow(type);
-  ASSERT_NE(gemm, nullptr);
-  constexpr int kG = internal::kGemmTokens;
-  const int64_t block = GetTypeInfo(type).block_size;
-  const TensorType act_type = VecDotType(type);
-  for (int64_t blocks : {1, 2, 3, 5, 7, 13}) {
-    const int64_t n = blocks * block;
-    const int64_t act_row_bytes = RowBytes(act_type, n);
-    const int64_t act_block_bytes = act_row_bytes / blocks;
-    for (uint32_t seed = 1; seed <= 4; ++seed) {
-      const std::vector<uint8_t> w =
-          seed <= 2 ? Quantize(type, RandomValues(static_cast<size_t>(n), seed * 1000 + n))
-                    : RandomWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
-      const std::vector<uint8_t> act = ActivationRows(type, n, kG, seed * 13 + blocks);
-      const void* rows[kG];
-      std::vector<float> scales(static_cast<size_t>(blocks * kG));
-      for (int t = 0; t < kG; ++t) {
-        rows[t] = act.data() + t * act_row_bytes;
-        for (int64_t b = 0; b < blocks; ++b) {
-          const uint8_t* p = act.data() + t * act_row_bytes + b * act_block_bytes;
-          if (act_type == TensorType::kQ8_K) {
-            std::memcpy(&scales[b * kG + t], p, sizeof(float));
-          } else {
-            uint16_t h;
-            std::memcpy(&h, p, sizeof(h));
-            scales[b * kG + t] = Fp16ToFp32(h);
-          }
-        }
-      }
-      float got[kG];
-      gemm(w.data(), rows, scales.data(), n, got);
-      for (int t = 0; t < kG; ++t) {
-        const float want = VecDot(type, w.data(), rows[t], n);
-        ASSERT_TRUE(SameBits(got[t], want))
-            << TypeName(type) << " blocks=" << blocks << " seed=" << seed << " t=" << t << ": "
-            << got[t] << " vs " << want;
-      }
-    }
-  }
-}
-
 // The AVX-512 16-token kernels of the 32-element types against the AVX2 single dot, bit for bit:
 // one and two groups with 1..32 real tokens (the rest padding), odd block counts, raw random
 // weight bytes (extreme scales, -128 Q8_0 quants).
@@ -199,7 +142,7 @@ class Gemm32RowTest : public ::testing::TestWithParam<TensorType> {
 TEST_P(Gemm32RowTest, DispatchedOnThisCpu) {
   EXPECT_NE(internal::GetGemm32RowAvx512(GetParam()), nullptr);
   EXPECT_EQ(internal::GetGemm32Row(GetParam()), internal::GetGemm32RowAvx512(GetParam()));
-  EXPECT_EQ(internal::GetGemmRow(GetParam()), nullptr);
+  EXPECT_EQ(internal::GetGemmKRow(GetParam()), nullptr);
 }
 
 TEST_P(Gemm32RowTest, BitIdenticalToVecDot) {
@@ -295,10 +238,6 @@ TEST_P(GemmKRowTest, BitIdenticalToVecDot) {
 }
 
 INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, GemmKRowTest, ::testing::ValuesIn(kGemmKTypes),
-                         [](const ::testing::TestParamInfo<TensorType>& info) {
-                           return std::string(TypeName(info.param));
-                         });
-INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, GemmRowTest, ::testing::ValuesIn(kGemmKTypes),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
                            return std::string(TypeName(info.param));
                          });
