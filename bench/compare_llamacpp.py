@@ -100,8 +100,9 @@ def main():
         tg_rates.append(tg_rate)
         llama_starts.append(llama_cold_start(args, threads))
 
-    def fmt(rates):
-        return f"{statistics.mean(rates):8.1f} ± {statistics.stdev(rates) if len(rates) > 1 else 0:.1f}"
+    def fmt(values, digits=1):
+        spread = statistics.stdev(values) if len(values) > 1 else 0
+        return f"{statistics.mean(values):8.{digits}f} ± {spread:.{digits}f}"
 
     print(f"model {args.model}, {threads} threads, {args.reps} interleaved repetitions, "
           f"exo-node kernels: {first.get('kernels', '?')}")
@@ -110,7 +111,7 @@ def main():
         exo_rates = [run[name]["tokens_per_second"] for run in exo_runs]
         print(f"{name:10s} {fmt(exo_rates)} tok/s  {fmt(rates)} tok/s")
     exo_starts = [run["cold_start_seconds"] for run in exo_runs]
-    print(f"{'cold start':10s} {fmt(exo_starts)}  s      {fmt(llama_starts)}  s   (to the first token)")
+    print(f"{'cold start':10s} {fmt(exo_starts, 3)} s      {fmt(llama_starts, 3)} s   (to the first token)")
     tg_name = f"tg{args.tg}"
     fractions = [run[tg_name]["tokens_per_second"] / run["roofline_tokens_per_second"]
                  for run in exo_runs]
