@@ -17,45 +17,57 @@
 namespace exo::kernels {
 namespace {
 
-// Per-thread scratch of one call: the scores of every head, then one head's softmax weights.
+// Heads whose output accumulates in one pass over the values (each value row is loaded once for
+// all of them).
+constexpr int kHeadsPerPass = 4;
+
+// Per-thread scratch of one call: the scores of every head, then the softmax weights of one pass's
+// heads.
 struct Scratch {
   std::vector<float> scores;      // heads x n_keys
-  std::vector<float> weights;     // n_keys
-  std::vector<float> rescale;     // n_keys: factor applied before position p enters
-  std::vector<uint8_t> rescaled;  // n_keys: 1 where position p raised the maximum
+  std::vector<float> weights;     // kHeadsPerPass x n_keys
+  std::vector<float> rescale;     // kHeadsPerPass x n_keys: factor applied before p enters
+  std::vector<uint8_t> rescaled;  // n_keys: bit h set where position p raised head h's maximum
+  int32_t n = 0;                  // n_keys of the current call (row stride of weights/rescale)
+
+  const float* weights_of(int h) const { return weights.data() + int64_t{h} * n; }
+  const float* rescale_of(int h) const { return rescale.data() + int64_t{h} * n; }
 };
 
 Scratch& ThreadScratch(int32_t heads, int32_t n_keys) {
   thread_local Scratch s;
   const size_t n = static_cast<size_t>(n_keys);
   if (s.scores.size() < static_cast<size_t>(heads) * n) s.scores.resize(size_t(heads) * n);
-  if (s.weights.size() < n) {
-    s.weights.resize(n);
-    s.rescale.resize(n);
+  if (s.rescaled.size() < n) {
+    s.weights.resize(kHeadsPerPass * n);
+    s.rescale.resize(kHeadsPerPass * n);
     s.rescaled.resize(n);
   }
+  s.n = n_keys;
   return s;
 }
 
-// The online softmax over one head's scores, in position order: weights[p] = exp(score - running
-// max), with rescale[p] the factor that position p's new maximum applied to everything before it.
-// Returns the running sum.
-float OnlineSoftmax(const float* scores, int32_t n, Scratch& s) {
+// The online softmax over head h's scores (h < kHeadsPerPass within the pass), in position order:
+// weights[p] = exp(score - running max), and where position p raises the maximum, rescale[p] is
+// the factor applied to everything before it and bit h of rescaled[p] is set. Returns the sum.
+float OnlineSoftmax(const float* scores, int h, Scratch& s) {
   float running_max = -std::numeric_limits<float>::infinity();
   float sum = 0.0f;
-  for (int32_t p = 0; p < n; ++p) {
+  float* weights = s.weights.data() + int64_t{h} * s.n;
+  float* rescale = s.rescale.data() + int64_t{h} * s.n;
+  const uint8_t bit = static_cast<uint8_t>(1u << h);
+  for (int32_t p = 0; p < s.n; ++p) {
     const float score = scores[p];
-    s.rescaled[p] = 0;
     if (score > running_max) {
       const float r = std::exp(running_max - score);
       sum *= r;
-      s.rescale[p] = r;
-      s.rescaled[p] = 1;
+      rescale[p] = r;
+      s.rescaled[p] |= bit;
       running_max = score;
     }
     const float w = std::exp(score - running_max);
     sum += w;
-    s.weights[p] = w;
+    weights[p] = w;
   }
   return sum;
 }
@@ -72,13 +84,17 @@ void ScoresRef(const float* q, int32_t hd, const AttentionKeys& k, float scale, 
   for (int32_t p = 0; p < k.n_keys; ++p) scores[p] *= scale;
 }
 
-void ValuesRef(const Scratch& s, const AttentionKeys& k, int32_t hdv, float inv, float* out) {
+// Head h of the pass: out = (sum over p, in order, of w * v, rescaled where flagged) * inv.
+void ValuesRef(const Scratch& s, int h, const AttentionKeys& k, int32_t hdv, float inv,
+               float* out) {
   std::fill(out, out + hdv, 0.0f);
+  const float* weights = s.weights_of(h);
+  const float* rescale = s.rescale_of(h);
   for (int32_t p = 0; p < k.n_keys; ++p) {
-    if (s.rescaled[p]) {
-      for (int32_t i = 0; i < hdv; ++i) out[i] *= s.rescale[p];
+    if (s.rescaled[p] >> h & 1) {
+      for (int32_t i = 0; i < hdv; ++i) out[i] *= rescale[p];
     }
-    const float w = s.weights[p];
+    const float w = weights[p];
     const float* v = k.values + p * k.ld_values;
     for (int32_t i = 0; i < hdv; ++i) out[i] += w * v[i];
   }
@@ -133,66 +149,83 @@ EXO_ATTN_AVX512 void ScoresHeads512(const float* q, int32_t hd, const AttentionK
   }
 }
 
-// Output elements [c0, c0 + 16J) of one head; the last register keeps only `tail` lanes.
-template <int J>
+// Output elements [c0, c0 + 16J) of the pass's H heads; the last register keeps only `tail`
+// lanes. Each value register is loaded once and used by every head.
+template <int H, int J>
 EXO_ATTN_AVX512 void Values512(const Scratch& s, const AttentionKeys& k, int32_t c0, __mmask16 tail,
-                               float inv, float* out) {
-  __m512 acc[J];
-  for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
+                               const float* inv, float* out, int32_t hdv) {
+  __m512 acc[H][J];
+  for (int h = 0; h < H; ++h) {
+    for (int j = 0; j < J; ++j) acc[h][j] = _mm512_setzero_ps();
+  }
   for (int32_t p = 0; p < k.n_keys; ++p) {
-    if (s.rescaled[p]) {
-      const __m512 r = _mm512_set1_ps(s.rescale[p]);
-      for (int j = 0; j < J; ++j) acc[j] = _mm512_mul_ps(acc[j], r);
+    if (const uint8_t flags = s.rescaled[p]) {
+      for (int h = 0; h < H; ++h) {
+        if (!(flags >> h & 1)) continue;
+        const __m512 r = _mm512_set1_ps(s.rescale_of(h)[p]);
+        for (int j = 0; j < J; ++j) acc[h][j] = _mm512_mul_ps(acc[h][j], r);
+      }
     }
-    const __m512 w = _mm512_set1_ps(s.weights[p]);
     const float* v = k.values + p * k.ld_values + c0;
+    __m512 x[J];
     for (int j = 0; j < J; ++j) {
-      const __m512 x =
-          j + 1 < J ? _mm512_loadu_ps(v + 16 * j) : _mm512_maskz_loadu_ps(tail, v + 16 * j);
-      acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(w, x));
+      x[j] = j + 1 < J ? _mm512_loadu_ps(v + 16 * j) : _mm512_maskz_loadu_ps(tail, v + 16 * j);
+    }
+    for (int h = 0; h < H; ++h) {
+      const __m512 w = _mm512_set1_ps(s.weights_of(h)[p]);
+      for (int j = 0; j < J; ++j) acc[h][j] = _mm512_add_ps(acc[h][j], _mm512_mul_ps(w, x[j]));
     }
   }
-  const __m512 scale = _mm512_set1_ps(inv);
-  for (int j = 0; j < J; ++j) {
-    _mm512_mask_storeu_ps(out + c0 + 16 * j, j + 1 < J ? __mmask16(0xFFFF) : tail,
-                          _mm512_mul_ps(acc[j], scale));
+  for (int h = 0; h < H; ++h) {
+    const __m512 scale = _mm512_set1_ps(inv[h]);
+    for (int j = 0; j < J; ++j) {
+      _mm512_mask_storeu_ps(out + int64_t{h} * hdv + c0 + 16 * j,
+                            j + 1 < J ? __mmask16(0xFFFF) : tail, _mm512_mul_ps(acc[h][j], scale));
+    }
   }
 }
 
-EXO_ATTN_AVX512 void Values512All(const Scratch& s, const AttentionKeys& k, int32_t hdv, float inv,
-                                  float* out) {
-  // Up to 8 registers (128 elements) of output stay in registers while the positions stream by.
-  for (int32_t c = 0; c < hdv; c += 128) {
-    const int32_t width = std::min(128, hdv - c);
+// Every output element of the pass's H heads, in chunks of up to 4 registers (64 elements):
+// H x 4 accumulators stay in registers while the positions stream by.
+template <int H>
+EXO_ATTN_AVX512 void ValuesHeads512(const Scratch& s, const AttentionKeys& k, int32_t hdv,
+                                    const float* inv, float* out) {
+  for (int32_t c = 0; c < hdv; c += 64) {
+    const int32_t width = std::min(64, hdv - c);
     const int j = (width + 15) / 16;
-    const int left = width - 16 * (j - 1);
-    const __mmask16 tail = static_cast<__mmask16>((1u << left) - 1);
+    const __mmask16 tail = static_cast<__mmask16>((1u << (width - 16 * (j - 1))) - 1);
     switch (j) {
       case 1:
-        Values512<1>(s, k, c, tail, inv, out);
+        Values512<H, 1>(s, k, c, tail, inv, out, hdv);
         break;
       case 2:
-        Values512<2>(s, k, c, tail, inv, out);
+        Values512<H, 2>(s, k, c, tail, inv, out, hdv);
         break;
       case 3:
-        Values512<3>(s, k, c, tail, inv, out);
-        break;
-      case 4:
-        Values512<4>(s, k, c, tail, inv, out);
-        break;
-      case 5:
-        Values512<5>(s, k, c, tail, inv, out);
-        break;
-      case 6:
-        Values512<6>(s, k, c, tail, inv, out);
-        break;
-      case 7:
-        Values512<7>(s, k, c, tail, inv, out);
+        Values512<H, 3>(s, k, c, tail, inv, out, hdv);
         break;
       default:
-        Values512<8>(s, k, c, tail, inv, out);
+        Values512<H, 4>(s, k, c, tail, inv, out, hdv);
         break;
     }
+  }
+}
+
+EXO_ATTN_AVX512 void ValuesAll512(const Scratch& s, int heads, const AttentionKeys& k, int32_t hdv,
+                                  const float* inv, float* out) {
+  switch (heads) {
+    case 1:
+      ValuesHeads512<1>(s, k, hdv, inv, out);
+      break;
+    case 2:
+      ValuesHeads512<2>(s, k, hdv, inv, out);
+      break;
+    case 3:
+      ValuesHeads512<3>(s, k, hdv, inv, out);
+      break;
+    default:
+      ValuesHeads512<4>(s, k, hdv, inv, out);
+      break;
   }
 }
 
@@ -286,67 +319,86 @@ EXO_ATTN_AVX2 void ScoresAll256(const float* q, int32_t heads, int32_t hd, const
   }
 }
 
-template <int J>
+// As Values512, eight lanes per register.
+template <int H, int J>
 EXO_ATTN_AVX2 void Values256(const Scratch& s, const AttentionKeys& k, int32_t c0, int left,
-                             float inv, float* out) {
+                             const float* inv, float* out, int32_t hdv) {
   const __m256i tail = LaneMask(left);
-  __m256 acc[J];
-  for (int j = 0; j < J; ++j) acc[j] = _mm256_setzero_ps();
+  __m256 acc[H][J];
+  for (int h = 0; h < H; ++h) {
+    for (int j = 0; j < J; ++j) acc[h][j] = _mm256_setzero_ps();
+  }
   for (int32_t p = 0; p < k.n_keys; ++p) {
-    if (s.rescaled[p]) {
-      const __m256 r = _mm256_set1_ps(s.rescale[p]);
-      for (int j = 0; j < J; ++j) acc[j] = _mm256_mul_ps(acc[j], r);
+    if (const uint8_t flags = s.rescaled[p]) {
+      for (int h = 0; h < H; ++h) {
+        if (!(flags >> h & 1)) continue;
+        const __m256 r = _mm256_set1_ps(s.rescale_of(h)[p]);
+        for (int j = 0; j < J; ++j) acc[h][j] = _mm256_mul_ps(acc[h][j], r);
+      }
     }
-    const __m256 w = _mm256_set1_ps(s.weights[p]);
     const float* v = k.values + p * k.ld_values + c0;
+    __m256 x[J];
     for (int j = 0; j < J; ++j) {
-      const __m256 x = j + 1 < J ? _mm256_loadu_ps(v + 8 * j) : _mm256_maskload_ps(v + 8 * j, tail);
-      acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(w, x));
+      x[j] = j + 1 < J ? _mm256_loadu_ps(v + 8 * j) : _mm256_maskload_ps(v + 8 * j, tail);
+    }
+    for (int h = 0; h < H; ++h) {
+      const __m256 w = _mm256_set1_ps(s.weights_of(h)[p]);
+      for (int j = 0; j < J; ++j) acc[h][j] = _mm256_add_ps(acc[h][j], _mm256_mul_ps(w, x[j]));
     }
   }
-  const __m256 scale = _mm256_set1_ps(inv);
-  for (int j = 0; j < J; ++j) {
-    const __m256 x = _mm256_mul_ps(acc[j], scale);
-    if (j + 1 < J) {
-      _mm256_storeu_ps(out + c0 + 8 * j, x);
-    } else {
-      _mm256_maskstore_ps(out + c0 + 8 * j, tail, x);
+  for (int h = 0; h < H; ++h) {
+    const __m256 scale = _mm256_set1_ps(inv[h]);
+    for (int j = 0; j < J; ++j) {
+      float* o = out + int64_t{h} * hdv + c0 + 8 * j;
+      const __m256 y = _mm256_mul_ps(acc[h][j], scale);
+      if (j + 1 < J) {
+        _mm256_storeu_ps(o, y);
+      } else {
+        _mm256_maskstore_ps(o, tail, y);
+      }
     }
   }
 }
 
-EXO_ATTN_AVX2 void Values256All(const Scratch& s, const AttentionKeys& k, int32_t hdv, float inv,
-                                float* out) {
-  for (int32_t c = 0; c < hdv; c += 64) {
-    const int32_t width = std::min(64, hdv - c);
+template <int H>
+EXO_ATTN_AVX2 void ValuesHeads256(const Scratch& s, const AttentionKeys& k, int32_t hdv,
+                                  const float* inv, float* out) {
+  for (int32_t c = 0; c < hdv; c += 32) {
+    const int32_t width = std::min(32, hdv - c);
     const int j = (width + 7) / 8;
     const int left = width - 8 * (j - 1);
     switch (j) {
       case 1:
-        Values256<1>(s, k, c, left, inv, out);
+        Values256<H, 1>(s, k, c, left, inv, out, hdv);
         break;
       case 2:
-        Values256<2>(s, k, c, left, inv, out);
+        Values256<H, 2>(s, k, c, left, inv, out, hdv);
         break;
       case 3:
-        Values256<3>(s, k, c, left, inv, out);
-        break;
-      case 4:
-        Values256<4>(s, k, c, left, inv, out);
-        break;
-      case 5:
-        Values256<5>(s, k, c, left, inv, out);
-        break;
-      case 6:
-        Values256<6>(s, k, c, left, inv, out);
-        break;
-      case 7:
-        Values256<7>(s, k, c, left, inv, out);
+        Values256<H, 3>(s, k, c, left, inv, out, hdv);
         break;
       default:
-        Values256<8>(s, k, c, left, inv, out);
+        Values256<H, 4>(s, k, c, left, inv, out, hdv);
         break;
     }
+  }
+}
+
+EXO_ATTN_AVX2 void ValuesAll256(const Scratch& s, int heads, const AttentionKeys& k, int32_t hdv,
+                                const float* inv, float* out) {
+  switch (heads) {
+    case 1:
+      ValuesHeads256<1>(s, k, hdv, inv, out);
+      break;
+    case 2:
+      ValuesHeads256<2>(s, k, hdv, inv, out);
+      break;
+    case 3:
+      ValuesHeads256<3>(s, k, hdv, inv, out);
+      break;
+    default:
+      ValuesHeads256<4>(s, k, hdv, inv, out);
+      break;
   }
 }
 
@@ -381,23 +433,30 @@ void Attend(Level level, const float* q, int32_t heads, int32_t hd, const Attent
     ScoresAll256(q, heads, hd, k, scale, scores);
   }
 #endif
-  for (int32_t h = 0; h < heads; ++h) {
-    const float* head_scores = scores + int64_t{h} * k.n_keys;
-    if (level == Level::kScalar)
+  if (level == Level::kScalar) {
+    for (int32_t h = 0; h < heads; ++h) {
       ScoresRef(q + int64_t{h} * hd, hd, k, scale, scores + int64_t{h} * k.n_keys);
-    const float inv = 1.0f / OnlineSoftmax(head_scores, k.n_keys, s);
-    float* o = out + int64_t{h} * hdv;
+    }
+  }
+  for (int32_t h0 = 0; h0 < heads; h0 += kHeadsPerPass) {
+    const int pass = std::min<int>(kHeadsPerPass, heads - h0);
+    std::fill(s.rescaled.begin(), s.rescaled.begin() + k.n_keys, uint8_t{0});
+    float inv[kHeadsPerPass];
+    for (int h = 0; h < pass; ++h) {
+      inv[h] = 1.0f / OnlineSoftmax(scores + int64_t{h0 + h} * k.n_keys, h, s);
+    }
+    float* o = out + int64_t{h0} * hdv;
 #if EXO_ATTENTION_X86
     if (level == Level::kAvx512) {
-      Values512All(s, k, hdv, inv, o);
+      ValuesAll512(s, pass, k, hdv, inv, o);
       continue;
     }
     if (level == Level::kAvx2) {
-      Values256All(s, k, hdv, inv, o);
+      ValuesAll256(s, pass, k, hdv, inv, o);
       continue;
     }
 #endif
-    ValuesRef(s, k, hdv, inv, o);
+    for (int h = 0; h < pass; ++h) ValuesRef(s, h, k, hdv, inv[h], o + int64_t{h} * hdv);
   }
 }
 
