@@ -156,9 +156,12 @@ void AttendRows(const LayerContext& ctx, const LayerScratch& s, const SequenceRo
   });
 }
 
-// Every single-row sequence of the batch (decode), together: one job per (sequence, head), each
-// converting the cached rows of its kv head from f16 into its own scratch (no shared scratch, so
-// any number of sequences run in one parallel pass).
+// Every single-row sequence of the batch (decode), together, converting each job's cached rows
+// from f16 into its own scratch (no shared scratch, so any number of sequences run in one
+// parallel pass). A job is one (sequence, kv head) with all the query heads sharing it, so the
+// keys are converted once for them, when that still gives every thread work; otherwise (few
+// sequences, few kv heads: one sequence of Gemma 3 270M has a single kv head) a job is one
+// (sequence, query head). Each head's arithmetic is the same either way.
 void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles, const float* q,
                       float scale, float* out) {
   const ModelConfig& c = *ctx.config;
@@ -166,12 +169,15 @@ void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles
   const int32_t group = c.n_head / c.n_head_kv;
   const int32_t hd = c.head_dim;
   const int32_t hdv = c.head_dim_v;
-  const int64_t jobs = static_cast<int64_t>(singles.size()) * c.n_head;
-  ParallelOrInline(ctx.pool, jobs, 1, [&](int64_t begin, int64_t end) {
+  const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
+  const int64_t sequences = static_cast<int64_t>(singles.size());
+  const int32_t heads_per_job = sequences * c.n_head_kv >= threads ? group : 1;
+  const int32_t jobs_per_sequence = c.n_head / heads_per_job;
+  ParallelOrInline(ctx.pool, sequences * jobs_per_sequence, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> keys_t, values, row;
     for (int64_t job = begin; job < end; ++job) {
-      const SequenceRows& seq = ctx.sequences[singles[job / c.n_head]];
-      const int32_t h = static_cast<int32_t>(job % c.n_head);
+      const SequenceRows& seq = ctx.sequences[singles[job / jobs_per_sequence]];
+      const int32_t h = static_cast<int32_t>(job % jobs_per_sequence) * heads_per_job;
       const int32_t kv_head = h / group;
       const int32_t pos = seq.first_position;
       const int32_t lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
@@ -188,7 +194,7 @@ void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles
       }
       const int64_t head = int64_t{seq.row_begin} * c.n_head + h;
       kernels::AttentionKeys keys{keys_t.data(), n, values.data(), hdv, n};
-      kernels::AttendHeads(q + head * hd, 1, hd, keys, hdv, scale, out + head * hdv);
+      kernels::AttendHeads(q + head * hd, heads_per_job, hd, keys, hdv, scale, out + head * hdv);
     }
   });
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/thread_pool.h"
 #include "runtime/gguf.h"
 #include "synthetic_model_testlib.h"
 
@@ -199,6 +200,11 @@ TEST_P(StageMatchesReference, BatchedSequencesMatchRunningAlone) {
   StageOptions options = WholeModel(*m.file, /*max_batch=*/16);
   options.num_slots = 4;
   auto batched = Stage::Create(*m.file, options);
+  // The stage running sequences alone has more threads than a decode step has (sequence, kv head)
+  // pairs, so its decode attention runs one job per query head; the batched one (no pool) runs
+  // one per kv head. The two must agree bit for bit too.
+  kernels::ThreadPool pool(3);
+  options.pool = &pool;
   auto alone = Stage::Create(*m.file, options);
   ASSERT_TRUE(batched.ok()) << batched.status();
   ASSERT_TRUE(alone.ok()) << alone.status();
