@@ -464,7 +464,7 @@ json FullResponse(Generation& g, const std::string& text, const std::vector<Toke
 
 // Tokenizes a chat-template rendering: the template writes BOS itself when it wants one.
 std::vector<int32_t> EncodeRendered(const runtime::Tokenizer& tokenizer, const std::string& text) {
-  const std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.TokenText(tokenizer.bos_id()) : "";
+  const std::string bos(tokenizer.TokenText(tokenizer.bos_id()));  // "" when there is none
   const bool has_bos = !bos.empty() && text.rfind(bos, 0) == 0;
   return tokenizer.Encode(text, tokenizer.add_bos() && !has_bos, /*parse_special=*/true);
 }
@@ -490,8 +490,8 @@ absl::StatusOr<std::vector<int32_t>> BuildPrompt(const ServedModel& model,
     return absl::InvalidArgumentError(
         "this model has no chat template; use /v1/completions (or raw: true) instead");
   }
-  const std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.TokenText(tokenizer.bos_id()) : "";
-  const std::string eos = tokenizer.eos_id() >= 0 ? tokenizer.TokenText(tokenizer.eos_id()) : "";
+  const std::string bos(tokenizer.TokenText(tokenizer.bos_id()));  // "" when there is none
+  const std::string eos(tokenizer.TokenText(tokenizer.eos_id()));  // "" when there is none
   ASSIGN_OR_RETURN(std::string rendered,
                    model.chat_template->Render(messages, /*add_generation_prompt=*/true, bos, eos));
   return EncodeRendered(tokenizer, rendered);

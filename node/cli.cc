@@ -47,7 +47,7 @@ int Fail(std::ostream& err, const absl::Status& status) {
 
 // Tokenizes a chat-template rendering: the template writes BOS itself when it wants one.
 std::vector<int32_t> EncodeRendered(const runtime::Tokenizer& tokenizer, const std::string& text) {
-  const std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.TokenText(tokenizer.bos_id()) : "";
+  const std::string bos(tokenizer.TokenText(tokenizer.bos_id()));  // "" when there is none
   const bool has_bos = !bos.empty() && text.rfind(bos, 0) == 0;
   return tokenizer.Encode(text, tokenizer.add_bos() && !has_bos, /*parse_special=*/true);
 }
@@ -61,8 +61,8 @@ absl::StatusOr<runtime::ChatTemplate> LoadChatTemplate(const runtime::GgufFile& 
 absl::StatusOr<std::string> RenderChat(const runtime::ChatTemplate& chat_template,
                                        const runtime::Tokenizer& tokenizer,
                                        const nlohmann::json& messages) {
-  const std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.TokenText(tokenizer.bos_id()) : "";
-  const std::string eos = tokenizer.eos_id() >= 0 ? tokenizer.TokenText(tokenizer.eos_id()) : "";
+  const std::string bos(tokenizer.TokenText(tokenizer.bos_id()));  // "" when there is none
+  const std::string eos(tokenizer.TokenText(tokenizer.eos_id()));  // "" when there is none
   return chat_template.Render(messages, /*add_generation_prompt=*/true, bos, eos);
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -199,11 +200,18 @@ bool VocabularyHasToken(const GgufFile& file, std::string_view token) {
   if (tokens == nullptr) return false;
   const auto* array = std::get_if<GgufValue::Array>(&tokens->data);
   if (array == nullptr) return false;
-  for (const GgufValue& element : array->elements) {
-    const auto* text = std::get_if<std::string>(&element.data);
-    if (text != nullptr && *text == token) return true;
+  bool found = false;
+  // Visits the texts in place: a vocabulary is usually kept encoded, and copying 100k+ strings to
+  // look for one would be wasteful.
+  if (array->ForEachString([&](size_t, std::string_view text) { found |= text == token; })) {
+    return found;
   }
-  return false;
+  array->ForEach([&](size_t, const GgufValue& element) {
+    const auto* text = std::get_if<std::string>(&element.data);
+    found = text != nullptr && *text == token;
+    return !found;
+  });
+  return found;
 }
 
 }  // namespace

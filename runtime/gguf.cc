@@ -123,13 +123,23 @@ bool IsFloatType(GgufValueType t) {
   return t == GgufValueType::kFloat32 || t == GgufValueType::kFloat64;
 }
 
-// A bounds-checked little-endian cursor over the file image.
+// A bounds-checked little-endian cursor over the file image. `owner` (may be empty) keeps the
+// image alive; arrays left encoded share it.
 class Cursor {
  public:
-  Cursor(const uint8_t* base, uint64_t size) : base_(base), size_(size) {}
+  Cursor(const uint8_t* base, uint64_t size,
+         std::shared_ptr<const uint8_t> owner = std::shared_ptr<const uint8_t>())
+      : base_(base), size_(size), owner_(std::move(owner)) {}
 
   uint64_t pos() const { return pos_; }
   uint64_t remaining() const { return size_ - pos_; }
+  // A pointer to image byte `pos` sharing ownership of the image (non-null even when the owner is
+  // empty, as for FromBuffer images).
+  std::shared_ptr<const uint8_t> SharedPointerAt(uint64_t pos) const {
+    return std::shared_ptr<const uint8_t>(owner_, base_ + pos);
+  }
+  // Only for byte counts already checked against remaining().
+  void Skip(uint64_t n) { pos_ += n; }
 
   // `what` names the field for the error message ("metadata value for key 'x'").
   absl::Status Truncated(std::string_view what, uint64_t needed) const {
@@ -152,6 +162,14 @@ class Cursor {
   absl::Status ReadU64(uint64_t* out, std::string_view what) { return ReadUint(8, out, what); }
 
   absl::Status ReadString(std::string* out, std::string_view what) {
+    std::string_view view;
+    RETURN_IF_ERROR(ReadStringView(&view, what));
+    out->assign(view);
+    return absl::OkStatus();
+  }
+
+  // As ReadString, but `out` points into the image.
+  absl::Status ReadStringView(std::string_view* out, std::string_view what) {
     const uint64_t start = pos_;
     if (remaining() < 8) return Truncated(absl::StrCat("string length of ", AV(what)), 8);
     const uint64_t length = LoadLE(base_ + pos_, 8);
@@ -161,7 +179,7 @@ class Cursor {
                                   " extends past end of file (", remaining(),
                                   " bytes left, file size ", size_, ")"));
     }
-    out->assign(reinterpret_cast<const char*>(base_ + pos_), length);
+    *out = std::string_view(reinterpret_cast<const char*>(base_ + pos_), length);
     pos_ += length;
     return absl::OkStatus();
   }
@@ -169,8 +187,15 @@ class Cursor {
  private:
   const uint8_t* base_;
   uint64_t size_;
+  std::shared_ptr<const uint8_t> owner_;
   uint64_t pos_ = 0;
 };
+
+// Wraps an element's error with its position in the array.
+absl::Status ElementError(const absl::Status& status, uint64_t index, uint64_t count) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(status.message(), " (array element ", index, " of ", count, ")"));
+}
 
 // Reads one value of `type`; `depth` counts enclosing arrays.
 absl::Status ReadValue(Cursor& cursor, GgufValueType type, int depth, std::string_view what,
@@ -259,13 +284,30 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, int depth, std::strin
       }
       GgufValue::Array array;
       array.element_type = element_type;
+      if (count > GgufFile::kMaxDecodedArrayElements && element_type != GgufValueType::kArray) {
+        // Long array: validate every element as the decoded path would (same errors), but keep
+        // only where the encoded elements lie.
+        const uint64_t first = cursor.pos();
+        if (element_type == GgufValueType::kString) {
+          std::string_view text;
+          for (uint64_t i = 0; i < count; ++i) {
+            absl::Status status = cursor.ReadStringView(&text, what);
+            if (!status.ok()) return ElementError(status, i, count);
+          }
+        } else {
+          // Fixed-size elements: the count check above already proved that all of them fit.
+          cursor.Skip(count * min_bytes);
+        }
+        array.encoded = cursor.SharedPointerAt(first);
+        array.encoded_bytes = cursor.pos() - first;
+        array.encoded_count = count;
+        out->data = std::move(array);
+        return absl::OkStatus();
+      }
       array.elements.resize(count);
       for (uint64_t i = 0; i < count; ++i) {
         absl::Status status = ReadValue(cursor, element_type, depth + 1, what, &array.elements[i]);
-        if (!status.ok()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(status.message(), " (array element ", i, " of ", count, ")"));
-        }
+        if (!status.ok()) return ElementError(status, i, count);
       }
       out->data = std::move(array);
       return absl::OkStatus();
@@ -352,7 +394,12 @@ void AppendPayload(std::vector<uint8_t>* out, GgufValueType type, const GgufValu
         return;
       }
       AppendLE(out, static_cast<uint32_t>(array->element_type), 4);
-      AppendLE(out, array->elements.size(), 8);
+      AppendLE(out, array->size(), 8);
+      if (array->is_encoded()) {
+        // Already in this very encoding (validated when read): copy the bytes as they are.
+        out->insert(out->end(), array->encoded.get(), array->encoded.get() + array->encoded_bytes);
+        return;
+      }
       for (const GgufValue& element : array->elements) {
         AppendPayload(out, array->element_type, element);
       }
@@ -524,6 +571,61 @@ GgufValue GgufValue::I32Array(const std::vector<int32_t>& v) {
   return value;
 }
 
+void GgufValue::Array::ForEach(absl::FunctionRef<bool(size_t, const GgufValue&)> fn) const {
+  if (!is_encoded()) {
+    for (size_t i = 0; i < elements.size(); ++i) {
+      if (!fn(i, elements[i])) return;
+    }
+    return;
+  }
+  Cursor cursor(encoded.get(), encoded_bytes);
+  GgufValue element;
+  for (uint64_t i = 0; i < encoded_count; ++i) {
+    // Validated when the file was parsed; a failure here would mean the image changed under us.
+    if (!ReadValue(cursor, element_type, 1, "array element", &element).ok()) return;
+    if (!fn(i, element)) return;
+  }
+}
+
+bool GgufValue::Array::ForEachString(absl::FunctionRef<void(size_t, std::string_view)> fn) const {
+  if (!is_encoded()) {
+    // Arrays built in code are judged by their elements, as the getters always did.
+    for (const GgufValue& element : elements) {
+      if (element.type != GgufValueType::kString ||
+          !std::holds_alternative<std::string>(element.data)) {
+        return false;
+      }
+    }
+    for (size_t i = 0; i < elements.size(); ++i) fn(i, std::get<std::string>(elements[i].data));
+    return true;
+  }
+  if (element_type != GgufValueType::kString) return false;
+  Cursor cursor(encoded.get(), encoded_bytes);
+  std::string_view text;
+  for (uint64_t i = 0; i < encoded_count; ++i) {
+    if (!cursor.ReadStringView(&text, "array element").ok()) return false;  // see ForEach
+    fn(i, text);
+  }
+  return true;
+}
+
+GgufValue GgufValue::Array::Element(size_t index) const {
+  if (!is_encoded()) return elements[index];
+  GgufValue element;
+  if (element_type == GgufValueType::kString) {
+    ForEach([&](size_t i, const GgufValue& value) {
+      if (i < index) return true;
+      element = value;
+      return false;
+    });
+    return element;
+  }
+  const uint64_t width = MinEncodedBytes(element_type);  // fixed-size: the exact width
+  Cursor cursor(encoded.get() + index * width, width);
+  (void)ReadValue(cursor, element_type, 1, "array element", &element);
+  return element;
+}
+
 std::string GgufValue::DebugString(size_t max_elements) const {
   if (const auto* u = std::get_if<uint64_t>(&data)) return absl::StrCat(*u);
   if (const auto* i = std::get_if<int64_t>(&data)) return absl::StrCat(*i);
@@ -534,13 +636,17 @@ std::string GgufValue::DebugString(size_t max_elements) const {
   }
   const auto& array = std::get<Array>(data);
   std::string out = "[";
-  const size_t shown = std::min(max_elements, array.elements.size());
-  for (size_t i = 0; i < shown; ++i) {
-    if (i > 0) out += ", ";
-    out += array.elements[i].DebugString(max_elements);
+  const size_t shown = std::min(max_elements, array.size());
+  if (shown > 0) {
+    // Decodes only the elements shown (an encoded vocabulary has 100k+).
+    array.ForEach([&](size_t i, const GgufValue& element) {
+      if (i > 0) out += ", ";
+      out += element.DebugString(max_elements);
+      return i + 1 < shown;
+    });
   }
-  if (shown < array.elements.size()) {
-    absl::StrAppend(&out, shown > 0 ? ", " : "", "... (", array.elements.size(), " ",
+  if (shown < array.size()) {
+    absl::StrAppend(&out, shown > 0 ? ", " : "", "... (", array.size(), " ",
                     GgufValueTypeName(array.element_type), " elements)");
   }
   out += "]";
@@ -585,8 +691,9 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
     return absl::ErrnoToStatus(mmap_errno, absl::StrCat("GGUF: cannot mmap ", path));
   }
   std::unique_ptr<GgufFile> file(new GgufFile());
-  file->mapping_ = mapping;
   file->base_ = static_cast<const uint8_t*>(mapping);
+  file->image_ = std::shared_ptr<const uint8_t>(
+      file->base_, [size](const uint8_t* p) { ::munmap(const_cast<uint8_t*>(p), size); });
   file->size_ = size;
   absl::Status status = file->Parse();
   if (!status.ok()) {
@@ -603,12 +710,11 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::FromBuffer(const uint8_t* by
   return file;
 }
 
-GgufFile::~GgufFile() {
-  if (mapping_ != nullptr) ::munmap(mapping_, size_);
-}
+// The mapping goes when image_'s last owner does (values copied out of the file may share it).
+GgufFile::~GgufFile() = default;
 
 absl::Status GgufFile::Parse() {
-  Cursor cursor(base_, size_);
+  Cursor cursor(base_, size_, image_);
 
   // Header.
   if (size_ < sizeof(kMagic)) {
@@ -842,18 +948,64 @@ absl::StatusOr<bool> GgufFile::GetBool(std::string_view key) const {
   return *b;
 }
 
+namespace {
+
+// The error for a string array that holds a non-string element: names the first such element.
+absl::Status NotAllStrings(const GgufValue::Array& array, std::string_view key) {
+  absl::Status status = absl::InvalidArgumentError(
+      absl::StrCat("GGUF: metadata key ", Quote(key), " is not an array of strings"));
+  array.ForEach([&](size_t i, const GgufValue& element) {
+    if (element.type == GgufValueType::kString &&
+        std::holds_alternative<std::string>(element.data)) {
+      return true;
+    }
+    status = absl::InvalidArgumentError(TypeMismatch(ElementKey(key, i), element, "a string"));
+    return false;
+  });
+  return status;
+}
+
+// Converts each element with `convert(element, index)` (a StatusOr), stopping at the first error.
+template <typename T, typename Convert>
+absl::StatusOr<std::vector<T>> ConvertElements(const GgufValue::Array& array,
+                                               const Convert& convert) {
+  std::vector<T> out;
+  out.reserve(array.size());
+  absl::Status status;
+  array.ForEach([&](size_t i, const GgufValue& element) {
+    absl::StatusOr<T> converted = convert(element, i);
+    if (!converted.ok()) {
+      status = converted.status();
+      return false;
+    }
+    out.push_back(*std::move(converted));
+    return true;
+  });
+  RETURN_IF_ERROR(status);
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<std::string>> GgufFile::GetStringArray(std::string_view key) const {
   ASSIGN_OR_RETURN(const GgufValue* value, Require(*this, key));
   ASSIGN_OR_RETURN(const GgufValue::Array* array, ToArray(*value, key));
   std::vector<std::string> out;
-  out.reserve(array->elements.size());
-  for (size_t i = 0; i < array->elements.size(); ++i) {
-    const GgufValue& element = array->elements[i];
-    const auto* s = std::get_if<std::string>(&element.data);
-    if (element.type != GgufValueType::kString || s == nullptr) {
-      return absl::InvalidArgumentError(TypeMismatch(ElementKey(key, i), element, "a string"));
-    }
-    out.push_back(*s);
+  out.reserve(array->size());
+  if (!array->ForEachString([&](size_t, std::string_view text) { out.emplace_back(text); })) {
+    return NotAllStrings(*array, key);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string_view>> GgufFile::GetStringViewArray(
+    std::string_view key) const {
+  ASSIGN_OR_RETURN(const GgufValue* value, Require(*this, key));
+  ASSIGN_OR_RETURN(const GgufValue::Array* array, ToArray(*value, key));
+  std::vector<std::string_view> out;
+  out.reserve(array->size());
+  if (!array->ForEachString([&](size_t, std::string_view text) { out.push_back(text); })) {
+    return NotAllStrings(*array, key);
   }
   return out;
 }
@@ -861,39 +1013,27 @@ absl::StatusOr<std::vector<std::string>> GgufFile::GetStringArray(std::string_vi
 absl::StatusOr<std::vector<float>> GgufFile::GetFloatArray(std::string_view key) const {
   ASSIGN_OR_RETURN(const GgufValue* value, Require(*this, key));
   ASSIGN_OR_RETURN(const GgufValue::Array* array, ToArray(*value, key));
-  std::vector<float> out;
-  out.reserve(array->elements.size());
-  for (size_t i = 0; i < array->elements.size(); ++i) {
-    const GgufValue& element = array->elements[i];
-    if (IsFloatType(element.type)) {
-      if (const auto* d = std::get_if<double>(&element.data)) {
-        out.push_back(static_cast<float>(*d));
-        continue;
-      }
-    }
-    ASSIGN_OR_RETURN(double d, ToFloat(element, ElementKey(key, i)));
-    out.push_back(static_cast<float>(d));
-  }
-  return out;
+  return ConvertElements<float>(*array,
+                                [&](const GgufValue& element, size_t i) -> absl::StatusOr<float> {
+                                  if (IsFloatType(element.type)) {
+                                    if (const auto* d = std::get_if<double>(&element.data))
+                                      return static_cast<float>(*d);
+                                  }
+                                  ASSIGN_OR_RETURN(double d, ToFloat(element, ElementKey(key, i)));
+                                  return static_cast<float>(d);
+                                });
 }
 
 absl::StatusOr<std::vector<int64_t>> GgufFile::GetIntArray(std::string_view key) const {
   ASSIGN_OR_RETURN(const GgufValue* value, Require(*this, key));
   ASSIGN_OR_RETURN(const GgufValue::Array* array, ToArray(*value, key));
-  std::vector<int64_t> out;
-  out.reserve(array->elements.size());
-  for (size_t i = 0; i < array->elements.size(); ++i) {
-    const GgufValue& element = array->elements[i];
-    if (IsSignedType(element.type)) {
-      if (const auto* v = std::get_if<int64_t>(&element.data)) {
-        out.push_back(*v);
-        continue;
-      }
-    }
-    ASSIGN_OR_RETURN(int64_t v, ToInt(element, ElementKey(key, i)));
-    out.push_back(v);
-  }
-  return out;
+  return ConvertElements<int64_t>(
+      *array, [&](const GgufValue& element, size_t i) -> absl::StatusOr<int64_t> {
+        if (IsSignedType(element.type)) {
+          if (const auto* v = std::get_if<int64_t>(&element.data)) return *v;
+        }
+        return ToInt(element, ElementKey(key, i));
+      });
 }
 
 absl::StatusOr<int64_t> GgufFile::GetIntOr(std::string_view key, int64_t fallback) const {

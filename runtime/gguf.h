@@ -15,6 +15,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/types.h"
@@ -42,9 +43,33 @@ const char* GgufValueTypeName(GgufValueType type);
 // One metadata value. Arrays hold elements of one type; nested arrays are allowed by the format
 // and supported.
 struct GgufValue {
+  // An array has one of two forms. Arrays built in code, and short arrays read from a file, hold
+  // decoded `elements`. Long arrays of strings or fixed-size scalars read from a file (more than
+  // GgufFile::kMaxDecodedArrayElements) stay encoded as in the file: a GgufValue per element costs
+  // ~50 bytes plus a heap string, which for a 262k-token vocabulary is tens of MiB kept for the
+  // life of the file. Read elements through size() / ForEach / Element, which serve both forms.
   struct Array {
     GgufValueType element_type = GgufValueType::kUint8;
-    std::vector<GgufValue> elements;
+    std::vector<GgufValue> elements;  // the decoded form; empty in the encoded form
+    // The encoded form: `encoded_count` elements, already validated, in the `encoded_bytes` bytes
+    // at `encoded`. The pointer shares ownership of the file's mapping (copies of the value stay
+    // valid after the GgufFile is gone; for FromBuffer the caller's buffer must outlive them).
+    std::shared_ptr<const uint8_t> encoded;
+    uint64_t encoded_bytes = 0;
+    uint64_t encoded_count = 0;
+
+    bool is_encoded() const { return encoded != nullptr; }
+    size_t size() const { return is_encoded() ? encoded_count : elements.size(); }
+    // Calls `fn(index, element)` for each element in order while it returns true. Encoded elements
+    // are decoded one at a time into a temporary that is only valid during the call.
+    void ForEach(absl::FunctionRef<bool(size_t, const GgufValue&)> fn) const;
+    // For arrays of strings: calls `fn(index, text)` for each element, without copying (the view
+    // points into the file image or into `elements`). False, without calling `fn`, when the
+    // elements are not all strings.
+    bool ForEachString(absl::FunctionRef<void(size_t, std::string_view)> fn) const;
+    // Element `index` (< size()), decoded. Constant time except for encoded strings, which are
+    // walked from the start: use ForEach to visit many.
+    GgufValue Element(size_t index) const;
   };
   GgufValueType type = GgufValueType::kUint8;
   std::variant<uint64_t, int64_t, double, bool, std::string, Array> data;
@@ -76,6 +101,10 @@ struct GgufTensorInfo {
 
 class GgufFile {
  public:
+  // Arrays read from a file with more elements than this (of strings or fixed-size scalars) are
+  // kept in their encoded form (see GgufValue::Array).
+  static constexpr uint64_t kMaxDecodedArrayElements = 1024;
+
   // Maps `path` read-only and parses header, metadata and tensor table. Errors: NotFound for a
   // missing file, InvalidArgument for anything malformed (the message says what and where).
   static absl::StatusOr<std::unique_ptr<GgufFile>> Open(const std::string& path);
@@ -102,6 +131,9 @@ class GgufFile {
   absl::StatusOr<double> GetFloat(std::string_view key) const;
   absl::StatusOr<bool> GetBool(std::string_view key) const;
   absl::StatusOr<std::vector<std::string>> GetStringArray(std::string_view key) const;
+  // The same without copying the strings: the views point into the file image (or the value's own
+  // strings) and are valid as long as the file.
+  absl::StatusOr<std::vector<std::string_view>> GetStringViewArray(std::string_view key) const;
   absl::StatusOr<std::vector<float>> GetFloatArray(std::string_view key) const;
   absl::StatusOr<std::vector<int64_t>> GetIntArray(std::string_view key) const;
   // Helpers for optional keys: the default when absent, an error only when present but wrong.
@@ -118,7 +150,9 @@ class GgufFile {
 
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
-  void* mapping_ = nullptr;  // non-null when we own an mmap
+  // Owns the mmap when there is one (empty for FromBuffer); encoded arrays share it, so that
+  // values copied out of the file keep their bytes.
+  std::shared_ptr<const uint8_t> image_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

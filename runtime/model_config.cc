@@ -131,19 +131,22 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& file) {
       // an array with one flag per layer (true = sliding).
       const GgufValue* pattern_value = file.Find(p + "attention.sliding_window_pattern");
       if (pattern_value != nullptr && pattern_value->type == GgufValueType::kArray) {
-        const auto& flags = std::get<GgufValue::Array>(pattern_value->data).elements;
-        if (static_cast<int32_t>(flags.size()) != c.n_layer) {
+        const auto& flags = std::get<GgufValue::Array>(pattern_value->data);
+        if (static_cast<int64_t>(flags.size()) != c.n_layer) {
           return absl::InvalidArgumentError(
               absl::StrCat("model metadata: ", p, "attention.sliding_window_pattern has ",
                            flags.size(), " entries for ", c.n_layer, " layers"));
         }
-        for (int32_t il = 0; il < c.n_layer; ++il) {
-          const bool* flag = std::get_if<bool>(&flags[il].data);
-          if (flag == nullptr) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "model metadata: ", p, "attention.sliding_window_pattern must hold booleans"));
-          }
-          c.layer_is_swa[il] = c.sliding_window > 0 && *flag;
+        bool all_bool = true;
+        flags.ForEach([&](size_t il, const GgufValue& element) {
+          const bool* flag = std::get_if<bool>(&element.data);
+          all_bool = flag != nullptr;
+          if (all_bool) c.layer_is_swa[il] = c.sliding_window > 0 && *flag;
+          return all_bool;
+        });
+        if (!all_bool) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "model metadata: ", p, "attention.sliding_window_pattern must hold booleans"));
         }
       } else {
         ASSIGN_OR_RETURN(int64_t period, file.GetIntOr(p + "attention.sliding_window_pattern", 6));

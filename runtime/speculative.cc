@@ -184,9 +184,9 @@ absl::Status CheckDraftVocabulary(const Tokenizer& target, const Tokenizer& draf
   const int32_t common = std::min(target.vocab_size(), draft.vocab_size());
   for (int32_t id = std::max(options.first_checked_id, 0); id < common; ++id) {
     if (target.TokenText(id) != draft.TokenText(id)) {
-      return absl::InvalidArgumentError(absl::StrCat("token ", id, " is '", target.TokenText(id),
-                                                     "' in the target but '", draft.TokenText(id),
-                                                     "' in the draft model", advice));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token ", id, " is '", std::string(target.TokenText(id)), "' in the target but '",
+          std::string(draft.TokenText(id)), "' in the draft model", advice));
     }
   }
   return absl::OkStatus();

@@ -4,7 +4,9 @@
 #include <cstdio>
 #include <queue>
 #include <utility>
+#include <variant>
 
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -164,8 +166,56 @@ bool IsSpecialType(TokenType type) {
 
 }  // namespace
 
-Tokenizer::Tokenizer() = default;
+// The index's hash and equality refer back to this tokenizer's texts (it never moves: tokenizers
+// live behind unique_ptr and cannot be copied).
+Tokenizer::Tokenizer() : token_index_(0, TokenTextHash{this}, TokenTextEq{this}) {}
 Tokenizer::~Tokenizer() = default;
+
+size_t Tokenizer::TokenTextHash::operator()(int32_t id) const {
+  return (*this)(tokenizer->Text(id));
+}
+size_t Tokenizer::TokenTextHash::operator()(std::string_view text) const {
+  return absl::Hash<absl::string_view>()(Absl(text));
+}
+bool Tokenizer::TokenTextEq::operator()(int32_t a, int32_t b) const {
+  return a == b || tokenizer->Text(a) == tokenizer->Text(b);
+}
+bool Tokenizer::TokenTextEq::operator()(std::string_view text, int32_t id) const {
+  return tokenizer->Text(id) == text;
+}
+bool Tokenizer::TokenTextEq::operator()(int32_t id, std::string_view text) const {
+  return tokenizer->Text(id) == text;
+}
+
+absl::StatusOr<Tokenizer::TokenTexts> Tokenizer::ReadTokenTexts(const GgufFile& file,
+                                                                std::string_view key) {
+  // Straight from the file's (usually still encoded) array into one buffer: two passes over the
+  // texts, so that neither a std::string per token nor a growing buffer's slack is ever held.
+  const GgufValue* value = file.Find(key);
+  const auto* array = value != nullptr && value->type == GgufValueType::kArray
+                          ? std::get_if<GgufValue::Array>(&value->data)
+                          : nullptr;
+  uint64_t total = 0;
+  if (array == nullptr ||
+      !array->ForEachString([&](size_t, std::string_view text) { total += text.size(); })) {
+    // Not an array of strings: the getter says why, in its usual words.
+    RETURN_IF_ERROR(file.GetStringArray(key).status());
+    return absl::InvalidArgumentError(absl::StrCat(Absl(key), " is not an array of strings"));
+  }
+  if (total > UINT32_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Absl(key), " holds ", total, " bytes of text (at most 2^32 - 1 supported)"));
+  }
+  TokenTexts texts;
+  texts.bytes.reserve(total);
+  texts.offsets.reserve(array->size() + 1);
+  texts.offsets.push_back(0);
+  array->ForEachString([&](size_t, std::string_view text) {
+    texts.bytes.append(text);
+    texts.offsets.push_back(static_cast<uint32_t>(texts.bytes.size()));
+  });
+  return texts;
+}
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& file) {
   TokenizerVocab vocab;
@@ -192,8 +242,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
     }
     return getter();
   };
+  TokenTexts texts;
   RETURN_IF_ERROR(read_array("tokenizer.ggml.tokens", [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(vocab.tokens, file.GetStringArray("tokenizer.ggml.tokens"));
+    ASSIGN_OR_RETURN(texts, ReadTokenTexts(file, "tokenizer.ggml.tokens"));
     return absl::OkStatus();
   }));
   RETURN_IF_ERROR(read_array("tokenizer.ggml.token_type", [&]() -> absl::Status {
@@ -222,15 +273,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
       ASSIGN_OR_RETURN(vocab.scores, file.GetFloatArray("tokenizer.ggml.scores"));
     }
   }
-  if (vocab.types.size() != vocab.tokens.size() ||
-      (!vocab.scores.empty() && vocab.scores.size() != vocab.tokens.size())) {
+  if (vocab.types.size() != texts.size() ||
+      (!vocab.scores.empty() && vocab.scores.size() != texts.size())) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tokenizer arrays differ in length: ", vocab.tokens.size(), " tokens, ",
+        absl::StrCat("tokenizer arrays differ in length: ", texts.size(), " tokens, ",
                      vocab.types.size(), " token types, ", vocab.scores.size(), " scores"));
   }
 
   // Defaults follow llama.cpp: SentencePiece vocabularies are assumed to be Llama's.
-  const auto n_tokens = static_cast<int64_t>(vocab.tokens.size());
+  const auto n_tokens = static_cast<int64_t>(texts.size());
   const auto default_id = [&](int32_t id) { return is_sentence_piece && id < n_tokens ? id : -1; };
   ASSIGN_OR_RETURN(vocab.bos_id,
                    ReadOptionalId(file, "tokenizer.ggml.bos_token_id", default_id(1)));
@@ -246,17 +297,34 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
   ASSIGN_OR_RETURN(vocab.add_eos, file.GetBoolOr("tokenizer.ggml.add_eos_token", false));
   ASSIGN_OR_RETURN(vocab.add_space_prefix,
                    file.GetBoolOr("tokenizer.ggml.add_space_prefix", is_sentence_piece));
-  return FromVocab(std::move(vocab));
-}
-
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromVocab(TokenizerVocab vocab) {
   std::unique_ptr<Tokenizer> tokenizer(new Tokenizer());
-  RETURN_IF_ERROR(tokenizer->Init(std::move(vocab)));
+  RETURN_IF_ERROR(tokenizer->Init(std::move(vocab), std::move(texts)));
   return tokenizer;
 }
 
-absl::Status Tokenizer::Init(TokenizerVocab vocab) {
-  const size_t n_tokens = vocab.tokens.size();
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromVocab(TokenizerVocab vocab) {
+  TokenTexts texts;
+  uint64_t total = 0;
+  for (const std::string& token : vocab.tokens) total += token.size();
+  if (total > UINT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("the tokenizer vocabulary holds ", total,
+                                                   " bytes of text (at most 2^32 - 1 supported)"));
+  }
+  texts.bytes.reserve(total);
+  texts.offsets.reserve(vocab.tokens.size() + 1);
+  texts.offsets.push_back(0);
+  for (const std::string& token : vocab.tokens) {
+    texts.bytes += token;
+    texts.offsets.push_back(static_cast<uint32_t>(texts.bytes.size()));
+  }
+  vocab.tokens = std::vector<std::string>();
+  std::unique_ptr<Tokenizer> tokenizer(new Tokenizer());
+  RETURN_IF_ERROR(tokenizer->Init(std::move(vocab), std::move(texts)));
+  return tokenizer;
+}
+
+absl::Status Tokenizer::Init(TokenizerVocab vocab, TokenTexts texts) {
+  const size_t n_tokens = texts.size();
   if (n_tokens == 0) return absl::InvalidArgumentError("the tokenizer vocabulary is empty");
   if (n_tokens > static_cast<size_t>(INT32_MAX)) {
     return absl::InvalidArgumentError("the tokenizer vocabulary has more than 2^31 tokens");
@@ -282,7 +350,7 @@ absl::Status Tokenizer::Init(TokenizerVocab vocab) {
   }
 
   kind_ = vocab.kind;
-  tokens_ = std::move(vocab.tokens);
+  texts_ = std::move(texts);
   scores_ = std::move(vocab.scores);
   types_ = std::move(vocab.types);
   bos_id_ = vocab.bos_id;
@@ -294,31 +362,35 @@ absl::Status Tokenizer::Init(TokenizerVocab vocab) {
   add_space_prefix_ = vocab.add_space_prefix;
 
   byte_value_.assign(n_tokens, -1);
-  token_to_id_.reserve(n_tokens);
   for (size_t id = 0; id < n_tokens; ++id) {
-    const std::string& text = tokens_[id];
+    const std::string_view text = Text(static_cast<int32_t>(id));
     if (types_[id] == TokenType::kByte) {
       const int value = ParseByteTokenText(text);
       if (value < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "token ", id, " is a byte token but its text '", text, "' is not of the form <0xAB>"));
+        return absl::InvalidArgumentError(absl::StrCat("token ", id,
+                                                       " is a byte token but its text '",
+                                                       Absl(text), "' is not of the form <0xAB>"));
       }
       byte_value_[id] = static_cast<int16_t>(value);
     }
     if (text.empty()) continue;  // can never be matched
-    token_to_id_[text] = static_cast<int32_t>(id);
     if (types_[id] == TokenType::kControl || types_[id] == TokenType::kUserDefined ||
         types_[id] == TokenType::kUnknown) {
       special_tokens_.push_back(static_cast<int32_t>(id));
     }
   }
+  // Last id first, so that for a repeated text the last one is indexed (insert keeps the first).
+  token_index_.reserve(n_tokens);
+  for (size_t id = n_tokens; id-- > 0;) {
+    if (!Text(static_cast<int32_t>(id)).empty()) token_index_.insert(static_cast<int32_t>(id));
+  }
   // Longest first, so "<|im_end|>" wins over a shorter token that it contains.
   std::stable_sort(special_tokens_.begin(), special_tokens_.end(),
-                   [&](int32_t a, int32_t b) { return tokens_[a].size() > tokens_[b].size(); });
+                   [&](int32_t a, int32_t b) { return Text(a).size() > Text(b).size(); });
   std::vector<tokenizer_internal::SpecialTokenMatcher::Pattern> patterns;
   patterns.reserve(special_tokens_.size());
   for (int32_t id : special_tokens_) {
-    patterns.push_back({tokens_[id], types_[id] == TokenType::kUserDefined});
+    patterns.push_back({Text(id), types_[id] == TokenType::kUserDefined});  // views into texts_
   }
   special_matcher_ = std::make_unique<tokenizer_internal::SpecialTokenMatcher>(std::move(patterns));
 
@@ -422,16 +494,15 @@ void Tokenizer::EncodeSentencePiece(std::string_view text, std::vector<int32_t>&
   const auto try_add = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     const size_t length = symbols[left].length + symbols[right].length;
-    const auto it = token_to_id_.find(Absl(text.substr(symbols[left].start, length)));
-    if (it == token_to_id_.end()) return;
-    queue.push(ScoredBigram{left, right, scores_[it->second], length});
+    const auto id = FindToken(text.substr(symbols[left].start, length));
+    if (!id) return;
+    queue.push(ScoredBigram{left, right, scores_[*id], length});
   };
   MergeBestPairs(symbols, queue, try_add);
   for (int32_t i = symbols.empty() ? -1 : 0; i != -1; i = symbols[i].next) {
     const std::string_view piece = text.substr(symbols[i].start, symbols[i].length);
-    const auto it = token_to_id_.find(Absl(piece));
-    if (it != token_to_id_.end()) {
-      output.push_back(it->second);
+    if (const auto id = FindToken(piece)) {
+      output.push_back(*id);
     } else {
       EmitSentencePieceBytes(piece, output);  // byte fallback
     }
@@ -491,10 +562,10 @@ void Tokenizer::EncodeBytePairs(std::string_view text, std::vector<int32_t>& out
 
 std::string Tokenizer::TokenToPiece(int32_t id, bool render_special) const {
   if (id < 0 || id >= vocab_size()) return "";
-  const std::string& text = tokens_[id];
+  const std::string_view text = Text(id);
   const TokenType type = types_[id];
-  if (IsSpecialType(type)) return render_special ? text : "";
-  if (type == TokenType::kUserDefined) return text;
+  if (IsSpecialType(type)) return render_special ? std::string(text) : std::string();
+  if (type == TokenType::kUserDefined) return std::string(text);
   if (type == TokenType::kByte) return std::string(1, static_cast<char>(byte_value_[id]));
   if (kind_ == TokenizerKind::kSentencePiece) return ReplaceAll(text, kSpaceMarker, " ");
   return tokenizer_internal::DecodeByteLevel(text);
@@ -518,15 +589,14 @@ bool Tokenizer::IsEndOfGeneration(int32_t id) const {
 }
 
 std::optional<int32_t> Tokenizer::FindToken(std::string_view text) const {
-  const auto it = token_to_id_.find(Absl(text));
-  if (it == token_to_id_.end()) return std::nullopt;
-  return it->second;
+  const auto it = token_index_.find(text);
+  if (it == token_index_.end()) return std::nullopt;
+  return *it;
 }
 
-const std::string& Tokenizer::TokenText(int32_t id) const {
-  static const std::string* const kEmpty = new std::string();
-  if (id < 0 || id >= vocab_size()) return *kEmpty;
-  return tokens_[id];
+std::string_view Tokenizer::TokenText(int32_t id) const {
+  if (id < 0 || id >= vocab_size()) return std::string_view();
+  return Text(id);
 }
 
 TokenType Tokenizer::GetTokenType(int32_t id) const {

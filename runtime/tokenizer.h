@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "runtime/gguf.h"
@@ -93,7 +94,7 @@ class Tokenizer {
   // gets no clean_up_tokenization_spaces, so it stays lossless.
   std::string Decode(absl::Span<const int32_t> ids) const;
 
-  int32_t vocab_size() const { return static_cast<int32_t>(tokens_.size()); }
+  int32_t vocab_size() const { return static_cast<int32_t>(texts_.size()); }
   int32_t bos_id() const { return bos_id_; }
   int32_t eos_id() const { return eos_id_; }
   int32_t unknown_id() const { return unknown_id_; }
@@ -109,13 +110,43 @@ class Tokenizer {
 
   // The id whose text is exactly `text` (the last one, if the vocabulary repeats a text).
   std::optional<int32_t> FindToken(std::string_view text) const;
-  // The token's text as stored in the vocabulary ("" for out-of-range ids).
-  const std::string& TokenText(int32_t id) const;
+  // The token's text as stored in the vocabulary ("" for out-of-range ids). Valid as long as the
+  // tokenizer.
+  std::string_view TokenText(int32_t id) const;
   TokenType GetTokenType(int32_t id) const;
 
  private:
+  // All token texts in one buffer: token i is bytes[offsets[i], offsets[i + 1]). A vocabulary of
+  // 262k tokens as separate std::strings costs several times its ~2 MiB of text.
+  struct TokenTexts {
+    std::string bytes;
+    std::vector<uint32_t> offsets;  // size() + 1 entries, offsets[0] == 0
+    size_t size() const { return offsets.empty() ? 0 : offsets.size() - 1; }
+  };
+  // Hash and equality over token ids that compare the ids' texts, and accept a text as the other
+  // operand: the id index then finds a text without storing it a second time.
+  struct TokenTextHash {
+    using is_transparent = void;
+    const Tokenizer* tokenizer;
+    size_t operator()(int32_t id) const;
+    size_t operator()(std::string_view text) const;
+  };
+  struct TokenTextEq {
+    using is_transparent = void;
+    const Tokenizer* tokenizer;
+    bool operator()(int32_t a, int32_t b) const;
+    bool operator()(std::string_view text, int32_t id) const;
+    bool operator()(int32_t id, std::string_view text) const;
+  };
+
   Tokenizer();
-  absl::Status Init(TokenizerVocab vocab);
+  static absl::StatusOr<TokenTexts> ReadTokenTexts(const GgufFile& file, std::string_view key);
+  // `vocab.tokens` is ignored: the texts come as `texts`.
+  absl::Status Init(TokenizerVocab vocab, TokenTexts texts);
+  std::string_view Text(int32_t id) const {
+    return std::string_view(texts_.bytes)
+        .substr(texts_.offsets[id], texts_.offsets[id + 1] - texts_.offsets[id]);
+  }
 
   // One piece of the input after special tokens are split out: either raw text or a token.
   struct Fragment {
@@ -129,11 +160,12 @@ class Tokenizer {
   int32_t FindBpeRank(std::string_view left, std::string_view right, std::string& scratch) const;
 
   TokenizerKind kind_ = TokenizerKind::kSentencePiece;
-  std::vector<std::string> tokens_;
+  TokenTexts texts_;
   std::vector<float> scores_;
   std::vector<TokenType> types_;
   std::vector<int16_t> byte_value_;  // per token: the byte a kByte token stands for, else -1
-  absl::flat_hash_map<std::string, int32_t> token_to_id_;
+  // Ids of the non-empty texts; for a repeated text only the last id.
+  absl::flat_hash_set<int32_t, TokenTextHash, TokenTextEq> token_index_;
   absl::flat_hash_map<std::string, int32_t> bpe_ranks_;  // left + '\xff' + right -> rank
   int32_t byte_token_[256];                              // SentencePiece byte fallback, -1 if none
   // Control, user-defined and unknown tokens, longest text first, and a matcher over their texts

@@ -79,7 +79,7 @@ std::vector<SpecialTokenMatcher::Match> SpecialTokenMatcher::FindReference(
   std::vector<Match> matches;
   for (size_t rank = 0; rank < patterns_.size(); ++rank) {
     if (!Enabled(static_cast<int32_t>(rank), parse_special)) continue;
-    const std::string& pattern = patterns_[rank].text;
+    const std::string_view pattern = patterns_[rank].text;
     std::vector<std::pair<size_t, size_t>> next;
     for (const auto& [offset, length] : raw) {
       std::string_view rest = text.substr(offset, length);

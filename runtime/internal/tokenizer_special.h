@@ -16,8 +16,8 @@ namespace exo::runtime::tokenizer_internal {
 class SpecialTokenMatcher {
  public:
   struct Pattern {
-    std::string text;  // not empty
-    bool always;       // matched even without parse_special (user-defined tokens)
+    std::string_view text;  // not empty; must outlive the matcher (the tokenizer owns the texts)
+    bool always;            // matched even without parse_special (user-defined tokens)
   };
   struct Match {
     size_t offset;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/quants.h"
@@ -235,9 +236,9 @@ TEST(GgufWriter, RoundTripsArraysOfEveryElementType) {
   EXPECT_EQ(*f.GetFloatArray("a_f64"), (std::vector<float>{0.125f, -3.0f}));
   const auto& bools = std::get<GgufValue::Array>(f.Find("a_bool")->data);
   EXPECT_EQ(bools.element_type, GgufValueType::kBool);
-  ASSERT_EQ(bools.elements.size(), 2u);
-  EXPECT_TRUE(std::get<bool>(bools.elements[0].data));
-  EXPECT_FALSE(std::get<bool>(bools.elements[1].data));
+  ASSERT_EQ(bools.size(), 2u);
+  EXPECT_TRUE(std::get<bool>(bools.Element(0).data));
+  EXPECT_FALSE(std::get<bool>(bools.Element(1).data));
   EXPECT_EQ(*f.GetStringArray("a_str"), (std::vector<std::string>{"x", "", "yz"}));
   EXPECT_EQ(*f.GetFloatArray("a_f32"), (std::vector<float>{1.0f, -0.5f}));
   EXPECT_EQ(*f.GetIntArray("a_i32"), (std::vector<int64_t>{7, -8, 9}));
@@ -259,13 +260,15 @@ TEST(GgufWriter, RoundTripsNestedArrays) {
   ASSERT_NE(nested, nullptr);
   const auto& outer = std::get<GgufValue::Array>(nested->data);
   EXPECT_EQ(outer.element_type, GgufValueType::kArray);
-  ASSERT_EQ(outer.elements.size(), 2u);
-  const auto& mid = std::get<GgufValue::Array>(outer.elements[1].data);
-  ASSERT_EQ(mid.elements.size(), 2u);
-  const auto& leaf = std::get<GgufValue::Array>(mid.elements[0].data);
+  ASSERT_EQ(outer.size(), 2u);
+  const GgufValue mid_value = outer.Element(1);
+  const auto& mid = std::get<GgufValue::Array>(mid_value.data);
+  ASSERT_EQ(mid.size(), 2u);
+  const GgufValue leaf_value = mid.Element(0);
+  const auto& leaf = std::get<GgufValue::Array>(leaf_value.data);
   EXPECT_EQ(leaf.element_type, GgufValueType::kInt32);
-  ASSERT_EQ(leaf.elements.size(), 3u);
-  EXPECT_EQ(std::get<int64_t>(leaf.elements[2].data), 3);
+  ASSERT_EQ(leaf.size(), 3u);
+  EXPECT_EQ(std::get<int64_t>(leaf.Element(2).data), 3);
   EXPECT_EQ(nested->DebugString(), "[[[1, 2, 3], []], [[1, 2, 3], []]]");
   EXPECT_EQ((*file)->Find("strings2")->DebugString(), "[[\"p\", \"q\"]]");
   // An array of arrays is not an int array.
@@ -480,6 +483,209 @@ TEST(GgufReader, TypedGettersReportMissingAndMismatchedKeys) {
   EXPECT_TRUE(*f.GetBoolOr("nope", true));
   EXPECT_FALSE(*f.GetBoolOr("b", true));
   EXPECT_EQ(f.GetBoolOr("s", true).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ---- Long arrays (kept encoded) ----------------------------------------------------------------
+
+constexpr size_t kLong = GgufFile::kMaxDecodedArrayElements + 1;
+
+std::vector<std::string> LongStrings(size_t n) {
+  std::vector<std::string> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    // Empty, short (SSO) and long texts, and bytes that are not text.
+    v[i] = i % 7 == 0 ? std::string() : std::string(i % 23, static_cast<char>('a' + i % 26));
+    if (i % 11 == 0) v[i] += std::string("\0\xff", 2);
+  }
+  return v;
+}
+
+// A writer with long arrays of strings and of fixed-size scalars, a short one at the threshold,
+// and a nested array holding a long array.
+GgufWriter LongArrayWriter() {
+  GgufWriter writer;
+  writer.SetValue("strings", GgufValue::StringArray(LongStrings(3000)));
+  std::vector<float> floats(2000);
+  for (size_t i = 0; i < floats.size(); ++i) floats[i] = -0.25f * static_cast<float>(i);
+  writer.SetValue("floats", GgufValue::F32Array(floats));
+  std::vector<int32_t> ints(kLong);
+  for (size_t i = 0; i < ints.size(); ++i) ints[i] = static_cast<int32_t>(i * 7919) - 4000000;
+  writer.SetValue("ints", GgufValue::I32Array(ints));
+  std::vector<GgufValue> bools;
+  for (size_t i = 0; i < kLong; ++i) bools.push_back(GgufValue::Bool(i % 3 == 1));
+  writer.SetValue("bools", MakeArray(GgufValueType::kBool, bools));
+  std::vector<GgufValue> u16s;
+  for (size_t i = 0; i < 1500; ++i) u16s.push_back(Make(GgufValueType::kUint16, 65535 - i));
+  writer.SetValue("u16s", MakeArray(GgufValueType::kUint16, u16s));
+  writer.SetValue("at_threshold",
+                  GgufValue::I32Array(std::vector<int32_t>(GgufFile::kMaxDecodedArrayElements, 5)));
+  writer.SetValue("nested", MakeArray(GgufValueType::kArray,
+                                      {GgufValue::I32Array({1}), GgufValue::I32Array(ints)}));
+  writer.SetValue("after", GgufValue::U32(77));  // parsing resumes after the encoded bytes
+  return writer;
+}
+
+const GgufValue::Array& ArrayOf(const GgufFile& file, std::string_view key) {
+  return std::get<GgufValue::Array>(file.Find(key)->data);
+}
+
+TEST(GgufReader, KeepsLongArraysEncodedAndReadsThemLikeShortOnes) {
+  const GgufWriter writer = LongArrayWriter();
+  const std::vector<uint8_t> bytes = writer.Serialize();
+  auto file = Parse(bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const GgufFile& f = **file;
+  EXPECT_EQ(*f.GetInt("after"), 77);
+
+  for (const char* key : {"strings", "floats", "ints", "bools", "u16s"}) {
+    SCOPED_TRACE(key);
+    EXPECT_TRUE(ArrayOf(f, key).is_encoded());
+    EXPECT_TRUE(ArrayOf(f, key).elements.empty());
+  }
+  EXPECT_FALSE(ArrayOf(f, "at_threshold").is_encoded());
+  EXPECT_EQ(ArrayOf(f, "at_threshold").size(), GgufFile::kMaxDecodedArrayElements);
+
+  const std::vector<std::string> strings = LongStrings(3000);
+  EXPECT_EQ(*f.GetStringArray("strings"), strings);
+  auto views = f.GetStringViewArray("strings");
+  ASSERT_TRUE(views.ok()) << views.status();
+  EXPECT_EQ(std::vector<std::string>(views->begin(), views->end()), strings);
+  for (std::string_view view : *views) {  // into the image, not copies
+    if (view.empty()) continue;
+    EXPECT_GE(reinterpret_cast<const uint8_t*>(view.data()), bytes.data());
+    EXPECT_LE(reinterpret_cast<const uint8_t*>(view.data() + view.size()),
+              bytes.data() + bytes.size());
+  }
+  const GgufValue::Array& string_array = ArrayOf(f, "strings");
+  EXPECT_EQ(string_array.size(), 3000u);
+  EXPECT_EQ(std::get<std::string>(string_array.Element(0).data), strings[0]);
+  EXPECT_EQ(std::get<std::string>(string_array.Element(2999).data), strings[2999]);
+  EXPECT_EQ(std::get<std::string>(string_array.Element(1234).data), strings[1234]);
+  EXPECT_EQ(string_array.Element(1234).type, GgufValueType::kString);
+
+  auto floats = f.GetFloatArray("floats");
+  ASSERT_TRUE(floats.ok()) << floats.status();
+  ASSERT_EQ(floats->size(), 2000u);
+  EXPECT_EQ((*floats)[1999], -0.25f * 1999);
+  EXPECT_EQ(std::get<double>(ArrayOf(f, "floats").Element(3).data), -0.75);
+  auto ints = f.GetIntArray("ints");
+  ASSERT_TRUE(ints.ok()) << ints.status();
+  ASSERT_EQ(ints->size(), kLong);
+  EXPECT_EQ((*ints)[0], -4000000);
+  EXPECT_EQ((*ints)[kLong - 1], static_cast<int64_t>((kLong - 1) * 7919) - 4000000);
+  EXPECT_EQ(ArrayOf(f, "ints").Element(kLong - 1).type, GgufValueType::kInt32);
+  auto u16s = f.GetIntArray("u16s");
+  ASSERT_TRUE(u16s.ok()) << u16s.status();
+  EXPECT_EQ((*u16s)[1499], 65535 - 1499);
+  EXPECT_TRUE(std::get<bool>(ArrayOf(f, "bools").Element(1).data));
+  EXPECT_FALSE(std::get<bool>(ArrayOf(f, "bools").Element(kLong - 2).data));  // 1023 % 3 == 0
+
+  // Nested: the inner long array is encoded too.
+  const GgufValue inner = ArrayOf(f, "nested").Element(1);
+  EXPECT_TRUE(std::get<GgufValue::Array>(inner.data).is_encoded());
+  EXPECT_EQ(std::get<int64_t>(std::get<GgufValue::Array>(inner.data).Element(2).data),
+            2 * 7919 - 4000000);
+
+  // ForEach visits in order and stops when asked.
+  size_t visited = 0;
+  string_array.ForEach([&](size_t i, const GgufValue& element) {
+    EXPECT_EQ(i, visited);
+    EXPECT_EQ(std::get<std::string>(element.data), strings[i]);
+    return ++visited < 10;
+  });
+  EXPECT_EQ(visited, 10u);
+
+  // DebugString: as for the same array decoded.
+  EXPECT_EQ(f.Find("strings")->DebugString(3), GgufValue::StringArray(strings).DebugString(3));
+  EXPECT_EQ(f.Find("ints")->DebugString(),
+            GgufValue::I32Array(std::vector<int32_t>(ints->begin(), ints->end())).DebugString());
+  EXPECT_EQ(f.Find("bools")->DebugString(2), "[false, true, ... (1025 bool elements)]");
+  EXPECT_EQ(f.Find("floats")->DebugString(0), "[... (2000 float32 elements)]");
+}
+
+TEST(GgufReader, LongArraysReportTypeMismatchesPerElement) {
+  auto file = Parse(LongArrayWriter().Serialize());
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto as_ints = (*file)->GetIntArray("strings");
+  EXPECT_EQ(as_ints.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(as_ints.status().message()),
+              HasSubstr("'strings[0]' is string, expected an integer"));
+  auto as_strings = (*file)->GetStringArray("ints");
+  EXPECT_EQ(as_strings.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(as_strings.status().message()),
+              HasSubstr("'ints[0]' is int32, expected a string"));
+  EXPECT_EQ((*file)->GetStringViewArray("floats").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*file)->GetStringViewArray("after").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GgufWriter, CopiesEncodedArraysExactly) {
+  const std::vector<uint8_t> original = LongArrayWriter().Serialize();
+  auto file = Parse(original);
+  ASSERT_TRUE(file.ok()) << file.status();
+  GgufWriter copy;
+  for (const auto& [key, value] : (*file)->metadata()) copy.SetValue(key, value);
+  EXPECT_EQ(copy.Serialize(), original);
+}
+
+TEST(GgufReader, EncodedValuesCopiedOutOutliveAnOpenedFile) {
+  const std::string path = TempPath("long_arrays.gguf");
+  ASSERT_TRUE(LongArrayWriter().WriteFile(path).ok());
+  GgufValue strings;
+  {
+    auto file = GgufFile::Open(path);
+    ASSERT_TRUE(file.ok()) << file.status();
+    strings = *(*file)->Find("strings");
+  }  // the file (and its reference to the mapping) is gone; the copy keeps the mapping
+  std::remove(path.c_str());
+  const auto& array = std::get<GgufValue::Array>(strings.data);
+  ASSERT_TRUE(array.is_encoded());
+  std::vector<std::string> seen;
+  EXPECT_TRUE(array.ForEachString([&](size_t, std::string_view s) { seen.emplace_back(s); }));
+  EXPECT_EQ(seen, LongStrings(3000));
+}
+
+TEST(GgufReader, LongArraysGiveTheSameErrorsAsShortOnes) {
+  // A string element whose length runs past the end, in a short and in a long array.
+  for (uint64_t count : {uint64_t{3}, uint64_t{2000}}) {
+    SCOPED_TRACE(count);
+    Bytes b;
+    b.Header(3, 0, 1).Str("arr").U32(9).U32(8).U64(count);
+    for (uint64_t i = 0; i + 1 < count; ++i) b.Str("ab");
+    b.U64(1000).Raw("xyz", 3);
+    ExpectInvalid(b.data(),
+                  {"string length 1000 of metadata value for key 'arr'", "extends past end of file",
+                   absl::StrCat("(array element ", count - 1, " of ", count, ")")});
+    // Cut inside the last length field.
+    std::vector<uint8_t> cut = b.data();
+    cut.resize(cut.size() - 3 - 4);
+    ExpectInvalid(cut, {"truncated string length of metadata value for key 'arr'",
+                        absl::StrCat("(array element ", count - 1, " of ", count, ")")});
+  }
+  // Fixed-size elements that do not all fit.
+  Bytes u32s;
+  u32s.Header(3, 0, 1).Str("arr").U32(9).U32(4).U64(2000);
+  for (int i = 0; i < 1999; ++i) u32s.U32(i);
+  ExpectInvalid(u32s.data(),
+                {"array of 2000 uint32 elements in metadata value for key 'arr'", "cannot fit"});
+}
+
+TEST(GgufReader, RejectsEveryTruncationOfAFileWithLongArrays) {
+  GgufWriter writer;
+  writer.SetValue("strings", GgufValue::StringArray(std::vector<std::string>(kLong, "t")));
+  writer.SetValue("ints", GgufValue::I32Array(std::vector<int32_t>(kLong, 9)));
+  writer.SetValue("end", GgufValue::U32(1));
+  const std::vector<uint8_t> full = writer.Serialize();
+  ASSERT_TRUE(Parse(full).ok());
+  // Only the alignment padding after the last value may be cut.
+  const std::string image(full.begin(), full.end());
+  const size_t metadata_end = image.rfind("end") + 3 + 4 + 4;
+  for (size_t length = 0; length < metadata_end; length += 1 + length % 5) {
+    std::vector<uint8_t> prefix(full.begin(), full.begin() + length);
+    auto file = Parse(prefix);
+    ASSERT_FALSE(file.ok()) << "accepted a file truncated to " << length << " bytes";
+    EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument) << length;
+  }
 }
 
 TEST(GgufValue, DebugStringRendersAndElides) {
