@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <variant>
 
 #include "runtime/gguf.h"
 
@@ -22,7 +23,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // Exercise the typed getters; each either succeeds or returns a status.
     checksum += gguf.GetString(key).ok() + gguf.GetInt(key).ok() + gguf.GetFloat(key).ok() +
                 gguf.GetBool(key).ok() + gguf.GetStringArray(key).ok() +
-                gguf.GetFloatArray(key).ok() + gguf.GetIntArray(key).ok();
+                gguf.GetStringViewArray(key).ok() + gguf.GetFloatArray(key).ok() +
+                gguf.GetIntArray(key).ok();
+    // Random access into arrays (encoded ones decode from the image).
+    if (const auto* array = std::get_if<exo::runtime::GgufValue::Array>(&value.data)) {
+      if (array->size() > 0) {
+        checksum += array->Element(0).DebugString(2).size();
+        checksum += array->Element(array->size() - 1).DebugString(2).size();
+      }
+    }
   }
   for (const auto& tensor : gguf.tensors()) {
     if (gguf.FindTensor(tensor.name) != &tensor) __builtin_trap();

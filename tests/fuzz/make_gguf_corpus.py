@@ -4,7 +4,8 @@
 Usage: tests/fuzz/make_gguf_corpus.py [OUT_DIR]   (default: tests/fuzz/corpus/gguf)
 
 Each seed is a valid file covering a different part of the format: every metadata value type,
-nested arrays, version 2, a non-default alignment, several tensor types and shapes. Written
+nested arrays, arrays long enough to stay encoded, version 2, a non-default alignment, several
+tensor types and shapes. Written
 independently of runtime/gguf.cc so the seeds also cross-check the C++ reader.
 """
 import os
@@ -91,6 +92,13 @@ def seeds():
         ("blk.0.ffn_down.weight", 12, [256, 1], bytes(144)),
         ("output_norm.weight", 30, [4, 1, 1, 1], bytes(8)),
     ])
+    # Arrays longer than the reader's 1024-element limit stay encoded in the image.
+    yield "long_arrays.gguf", gguf([
+        ("tokens", ARR, (STR, [chr(ord("a") + i % 26) * (i % 3) for i in range(1100)])),
+        ("types", ARR, (I32, [i % 7 for i in range(1030)])),
+        ("flags", ARR, (BOOL, [i % 2 == 0 for i in range(1025)])),
+        ("nested", ARR, (ARR, [(U8, list(range(256)) * 5)])),
+    ], [])
 
 
 def main():

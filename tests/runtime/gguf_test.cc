@@ -1021,9 +1021,10 @@ TEST(GgufReader, OpensTheFuzzSeedCorpus) {
     uint64_t alignment;
     size_t tensors;
   };
-  for (const Case& c : {Case{"every_value_type.gguf", 3, 32, 2},
-                        Case{"nested_arrays.gguf", 3, 32, 0}, Case{"version2.gguf", 2, 32, 1},
-                        Case{"alignment8.gguf", 3, 8, 3}, Case{"quantized.gguf", 3, 32, 4}}) {
+  for (const Case& c :
+       {Case{"every_value_type.gguf", 3, 32, 2}, Case{"nested_arrays.gguf", 3, 32, 0},
+        Case{"version2.gguf", 2, 32, 1}, Case{"alignment8.gguf", 3, 8, 3},
+        Case{"quantized.gguf", 3, 32, 4}, Case{"long_arrays.gguf", 3, 32, 0}}) {
     SCOPED_TRACE(c.file);
     auto file = GgufFile::Open(dir + c.file);
     ASSERT_TRUE(file.ok()) << file.status();
@@ -1037,6 +1038,14 @@ TEST(GgufReader, OpensTheFuzzSeedCorpus) {
   EXPECT_EQ(*(*every)->GetFloat("f64"), 1e100);
   EXPECT_EQ(*(*every)->GetStringArray("tokens"),
             (std::vector<std::string>{"<s>", "</s>", "a", "b"}));
+  auto long_arrays = GgufFile::Open(dir + "long_arrays.gguf");
+  ASSERT_TRUE(long_arrays.ok()) << long_arrays.status();
+  auto long_tokens = (*long_arrays)->GetStringArray("tokens");
+  ASSERT_TRUE(long_tokens.ok()) << long_tokens.status();
+  ASSERT_EQ(long_tokens->size(), 1100u);
+  EXPECT_EQ((*long_tokens)[1099], "h");  // chr(ord("a") + 1099 % 26) * (1099 % 3)
+  EXPECT_EQ((*(*long_arrays)->GetIntArray("types"))[1029], 1029 % 7);
+  EXPECT_EQ((*long_arrays)->Find("nested")->DebugString(2), "[[0, 1, ... (1280 uint8 elements)]]");
   auto nested = GgufFile::Open(dir + "nested_arrays.gguf");
   ASSERT_TRUE(nested.ok()) << nested.status();
   EXPECT_EQ((*nested)->Find("nested")->DebugString(), "[[1, 2, 3], [\"x\"], [[9]], []]");

@@ -1,12 +1,16 @@
 #include "runtime/tokenizer.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -498,6 +502,102 @@ TEST(TokenizerFromGguf, RejectsMissingArraysAndMismatchedLengths) {
     GgufWriter writer = MinimalSentencePieceWriter();
     writer.SetValue("tokenizer.ggml.token_type", GgufValue::I32Array({2, 3, 3, 9}));
     EXPECT_FALSE(TokenizerFromWriter(writer, storage).ok());
+  }
+}
+
+TEST(TokenizerFromGguf, RejectsMistypedTokenArrays) {
+  std::vector<uint8_t> storage;
+  // Short arrays are decoded when read, long ones stay encoded: the errors are the same.
+  for (size_t n : {size_t{4}, size_t{GgufFile::kMaxDecodedArrayElements + 1}}) {
+    SCOPED_TRACE(n);
+    GgufWriter writer = MinimalSentencePieceWriter();
+    writer.SetValue("tokenizer.ggml.tokens", GgufValue::I32Array(std::vector<int32_t>(n, 1)));
+    auto tokenizer = TokenizerFromWriter(writer, storage);
+    EXPECT_EQ(tokenizer.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(tokenizer.status().message()),
+                HasSubstr("'tokenizer.ggml.tokens[0]' is int32, expected a string"));
+  }
+  GgufWriter writer = MinimalSentencePieceWriter();
+  writer.SetValue("tokenizer.ggml.tokens", GgufValue::String("a"));
+  auto tokenizer = TokenizerFromWriter(writer, storage);
+  EXPECT_EQ(tokenizer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(tokenizer.status().message()), HasSubstr("expected an array"));
+}
+
+// A vocabulary long enough that the GGUF reader keeps its arrays encoded, with empty and repeated
+// texts, read through FromGguf and built through FromVocab: both tokenizers must agree.
+TEST(TokenizerFromGguf, LongVocabularyReadsLikeTheSameVocabBuiltInCode) {
+  TokenizerVocab vocab;
+  vocab.tokens = {"<unk>", "<s>", "</s>", "", "<ctl>"};
+  for (int b = 0; b < 256; ++b) {
+    char text[8];
+    std::snprintf(text, sizeof(text), "<0x%02X>", b);
+    vocab.tokens.push_back(text);
+  }
+  std::mt19937 rng(7);
+  const std::string letters = "abcde \xE2\x96\x81";
+  while (vocab.tokens.size() < 3000) {
+    std::string text;
+    const size_t length = 1 + rng() % 6;
+    for (size_t i = 0; i < length; ++i) text += letters[rng() % letters.size()];
+    vocab.tokens.push_back(text);  // repeats on purpose: the last id must win
+  }
+  vocab.tokens.push_back("");
+  vocab.types.assign(vocab.tokens.size(), TokenType::kNormal);
+  vocab.types[0] = TokenType::kUnknown;
+  vocab.types[1] = vocab.types[2] = vocab.types[4] = TokenType::kControl;
+  for (int b = 0; b < 256; ++b) vocab.types[5 + b] = TokenType::kByte;
+  for (size_t i = 0; i < vocab.tokens.size(); ++i) {
+    vocab.scores.push_back(-static_cast<float>(rng() % 1000));
+  }
+
+  GgufWriter writer;
+  writer.SetValue("tokenizer.ggml.model", GgufValue::String("llama"));
+  writer.SetValue("tokenizer.ggml.tokens", GgufValue::StringArray(vocab.tokens));
+  writer.SetValue("tokenizer.ggml.scores", GgufValue::F32Array(vocab.scores));
+  std::vector<int32_t> types;
+  for (TokenType t : vocab.types) types.push_back(static_cast<int32_t>(t));
+  writer.SetValue("tokenizer.ggml.token_type", GgufValue::I32Array(types));
+  std::vector<uint8_t> storage = writer.Serialize();
+  auto file = GgufFile::FromBuffer(storage.data(), storage.size());
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_TRUE(
+      std::get<GgufValue::Array>((*file)->Find("tokenizer.ggml.tokens")->data).is_encoded());
+  auto from_gguf = Tokenizer::FromGguf(**file);
+  ASSERT_TRUE(from_gguf.ok()) << from_gguf.status();
+  file->reset();  // the tokenizer owns its texts
+  storage.assign(storage.size(), 0);
+
+  vocab.bos_id = 1;
+  vocab.eos_id = 2;
+  vocab.unknown_id = 0;
+  vocab.add_bos = true;
+  vocab.add_space_prefix = true;
+  const std::vector<std::string> texts = vocab.tokens;
+  auto from_vocab = Tokenizer::FromVocab(vocab);
+  ASSERT_TRUE(from_vocab.ok()) << from_vocab.status();
+
+  const Tokenizer& a = **from_gguf;
+  const Tokenizer& b = **from_vocab;
+  ASSERT_EQ(a.vocab_size(), static_cast<int32_t>(texts.size()));
+  ASSERT_EQ(b.vocab_size(), a.vocab_size());
+  std::map<std::string, int32_t> last_id;
+  for (int32_t id = 0; id < a.vocab_size(); ++id) {
+    EXPECT_EQ(a.TokenText(id), texts[id]);
+    EXPECT_EQ(b.TokenText(id), texts[id]);
+    if (!texts[id].empty()) last_id[texts[id]] = id;
+  }
+  EXPECT_EQ(a.TokenText(-1), "");
+  EXPECT_EQ(a.TokenText(a.vocab_size()), "");
+  for (const auto& [text, id] : last_id) {
+    EXPECT_EQ(a.FindToken(text), id) << text;
+    EXPECT_EQ(b.FindToken(text), id) << text;
+  }
+  EXPECT_EQ(a.FindToken(""), std::nullopt);
+  EXPECT_EQ(a.FindToken("not in the vocabulary"), std::nullopt);
+  for (const char* text : {"abc de", "eeee a<ctl>b", "x\xC3\xA9y", "   "}) {
+    EXPECT_EQ(a.Encode(text, true, true), b.Encode(text, true, true)) << text;
+    EXPECT_EQ(a.Decode(a.Encode(text, false, false)), b.Decode(b.Encode(text, false, false)));
   }
 }
 
