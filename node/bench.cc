@@ -7,7 +7,9 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -76,6 +78,22 @@ double MeasureReadBandwidth(kernels::ThreadPool& pool, size_t bytes) {
   return best;
 }
 
+// Peak resident memory of this process, in MiB. VmHWM, the high-water mark of this process's own
+// address space, rather than getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent
+// at fork and exec, so a bench started by a large process (a Python script with llama.cpp and the
+// model loaded) would report the parent's size.
+double PeakRssMib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    long long kib = 0;
+    if (std::sscanf(line.c_str(), "VmHWM: %lld kB", &kib) == 1) return kib / 1024.0;
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;  // KiB on Linux
+}
+
 absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream& err) {
   if (command.prompt_tokens <= 0 || command.generate_tokens <= 0 || command.repetitions <= 0) {
     return absl::InvalidArgumentError("--pp, --tg and --reps must be positive");
@@ -141,9 +159,7 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
     tg.push_back(t);
   }
   // Peak RSS of inference, read before the bandwidth test allocates its buffer.
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  const double peak_rss_mib = usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
+  const double peak_rss_mib = PeakRssMib();
   err << "exo-node bench: measuring memory bandwidth\n";
   // The machine's bandwidth, read with a thread per physical core whatever --threads says, so
   // that the roofline is the machine's and not the thread count's.
