@@ -62,6 +62,7 @@ struct MatMulJob {
   internal::VecDotFn dot;
   internal::VecDotMultiFn dot_multi;       // nullptr: only the single-token dot
   internal::GemvRowsFn gemv = nullptr;     // one token: kGemvRows rows at once (nullptr: none)
+  uint8_t* gemv_prepared = nullptr;        // `gemv`'s activation-side data (PrepareGemv)
   internal::Gemm32RowFn gemm32 = nullptr;  // nullptr: no 16-token kernel (32-element types)
   internal::GemmKRowFn gemmk = nullptr;    // nullptr: no 16-token kernel (K-quants)
   TensorType type;
@@ -141,7 +142,7 @@ struct MatMulJob {
     constexpr int64_t kR = internal::kGemvRows;
     int64_t r = row_begin;
     for (; r + kR <= row_end; r += kR) {
-      gemv(weights + r * weight_row_bytes, weight_row_bytes, act, cols, y + r);
+      gemv(weights + r * weight_row_bytes, weight_row_bytes, act, gemv_prepared, cols, y + r);
     }
     for (; r < row_end; ++r) y[r] = dot(weights + r * weight_row_bytes, act, cols);
   }
@@ -217,6 +218,13 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
                                            : internal::Gemm32GroupBytes(job.act_blocks);
     job.group_act = GroupScratch(static_cast<size_t>((n + kG - 1) / kG * job.group_bytes));
   }
+  // The decode kernel's activation-side data (shared by every weight row), in the group scratch
+  // that only the batch kernels use otherwise.
+  const int64_t gemv_prepared_bytes =
+      job.gemv != nullptr ? internal::GemvPreparedBytes(type, cols) : 0;
+  if (gemv_prepared_bytes > 0) {
+    job.gemv_prepared = GroupScratch(static_cast<size_t>(gemv_prepared_bytes));
+  }
   const MatMulJob* job_ptr = &job;
 
   // 1. Convert every activation row to the dot product's input type, once.
@@ -228,6 +236,9 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
     RunParallel(pool, n, 1, n * cols * 4, [job_ptr](int64_t begin, int64_t end) {
       job_ptr->QuantizeActivations(begin, end);
     });
+  }
+  if (job.gemv_prepared != nullptr) {
+    internal::PrepareGemv(type, job.act, cols, job.gemv_prepared);
   }
 
   // 2. Each thread takes a range of weight rows.

@@ -17,6 +17,12 @@
 #define EXO_GEMV_X86 0
 #endif
 
+// GCC 12's AVX-512 headers trip -W(maybe-)uninitialized on their own _mm512_undefined_*() values.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace exo::kernels::internal {
 
 #if EXO_GEMV_X86
@@ -44,92 +50,141 @@ EXO_GEMV_AVX512 inline __m256i Load256(const void* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
-EXO_GEMV_AVX512 inline __m256i UnpackNibbles(const uint8_t* p) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+// ---- AVX-512: two rows per 512-bit register ------------------------------------------------
+// There is no 512-bit vpsignb, so the weight quants are taken unsigned, q = w + offset (Q4_0: the
+// nibble, offset 8; Q5_0: nibble | high bit, offset 16; Q8_0: w ^ 0x80, offset 128), and each
+// int32 lane starts from bias = -offset * (sum of its 4 activation bytes), prepared once per
+// activation row (PrepareGemv): dpbusd(bias, q, y) = sum(w * y), the same exact integers as the
+// AVX2 dot's lanes. Rows r and r + 1 share one register (r in the low 256 bits), so the dpbusd,
+// the int -> float conversion and the fma serve two rows; per row the float work is still
+// acc = fma(dx * dy, float(lanes), acc) per block, then HorizontalSum of that row's 8 lanes.
+
+// Prepared activation data: int32 bias[nb][8], then float dy[nb] (the activation scales).
+EXO_GEMV_AVX512 void PrepareGemv32(int32_t offset, const BlockQ8_0* y, int64_t nb, void* out) {
+  int32_t* bias = static_cast<int32_t*>(out);
+  float* dy = reinterpret_cast<float*>(bias + 8 * nb);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int j = 0; j < 8; ++j) {
+      const int8_t* q = y[b].qs + 4 * j;
+      bias[8 * b + j] = -offset * (q[0] + q[1] + q[2] + q[3]);
+    }
+    dy[b] = Half(y[b].d);  // the same conversion as the single dot's
+  }
 }
 
-EXO_GEMV_AVX512 inline __m256i HighBitsQ5(const uint8_t* p) {
-  uint32_t bits;
-  std::memcpy(&bits, p, sizeof(bits));
-  return _mm256_maskz_mov_epi8(_cvtu32_mask32(bits), _mm256_set1_epi8(0x10));
+// Nibbles of two rows' 16 packed bytes: per 256-bit half (a low, b high) the low nibbles in
+// bytes 0..15, the high nibbles in bytes 16..31.
+EXO_GEMV_AVX512 inline __m512i NibblePair(const uint8_t* a, const uint8_t* b) {
+  const __m256i pa =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+  const __m256i pb =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+  const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(pa), pb, 1);
+  const __m512i shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+  return _mm512_and_si512(_mm512_srlv_epi64(both, shift), _mm512_set1_epi8(0x0F));
 }
 
-struct Q4_0Rows {
+struct Q4_0Pair {
   using Block = BlockQ4_0;
+  static constexpr int32_t kOffset = 8;
   static constexpr bool kTwoAccumulators = false;
-  EXO_GEMV_AVX512 static __m256i Signed(const Block& b) {
-    return _mm256_sub_epi8(UnpackNibbles(b.qs), _mm256_set1_epi8(8));
+  EXO_GEMV_AVX512 static __m512i Unsigned(const Block& a, const Block& b) {
+    return NibblePair(a.qs, b.qs);
   }
 };
 
-struct Q5_0Rows {
+struct Q5_0Pair {
   using Block = BlockQ5_0;
+  static constexpr int32_t kOffset = 16;
   static constexpr bool kTwoAccumulators = false;
-  EXO_GEMV_AVX512 static __m256i Signed(const Block& b) {
-    return _mm256_sub_epi8(_mm256_or_si256(UnpackNibbles(b.qs), HighBitsQ5(b.qh)),
-                           _mm256_set1_epi8(16));
+  EXO_GEMV_AVX512 static __m512i Unsigned(const Block& a, const Block& b) {
+    uint32_t ha, hb;
+    std::memcpy(&ha, a.qh, sizeof(ha));
+    std::memcpy(&hb, b.qh, sizeof(hb));
+    // Bit j of the mask: bit 4 of byte j (bytes 32..63 are row b's).
+    const __mmask64 high =
+        _cvtu64_mask64(static_cast<uint64_t>(ha) | static_cast<uint64_t>(hb) << 32);
+    const __m512i nibbles = NibblePair(a.qs, b.qs);
+    return _mm512_mask_add_epi8(nibbles, high, nibbles, _mm512_set1_epi8(0x10));
   }
 };
 
-struct Q8_0Rows {
+struct Q8_0Pair {
   using Block = BlockQ8_0;
+  static constexpr int32_t kOffset = 128;
   static constexpr bool kTwoAccumulators = true;  // even blocks into acc0, odd into acc1
-  EXO_GEMV_AVX512 static __m256i Signed(const Block& b) { return Load256(b.qs); }
+  EXO_GEMV_AVX512 static __m512i Unsigned(const Block& a, const Block& b) {
+    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(Load256(a.qs)), Load256(b.qs), 1);
+    return _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
 };
 
-// acc += dx * dy * float(lanes(x, y)): one block of one row.
+// Block i of the R = 4 rows: acc[p] (rows 2p, 2p + 1) += (dx * dy) * float(lanes).
 template <typename W>
-EXO_GEMV_AVX512 inline __m256 Step(const typename W::Block& x, const BlockQ8_0& y, __m256 acc) {
-  const __m256i w = W::Signed(x);
-  const __m256i ys = _mm256_sign_epi8(Load256(y.qs), w);
-  const __m256i lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), ys);
-  return _mm256_fmadd_ps(_mm256_set1_ps(Half(x.d) * Half(y.d)), _mm256_cvtepi32_ps(lanes), acc);
+EXO_GEMV_AVX512 inline void PairStep(const typename W::Block* const* x, int64_t i,
+                                     const BlockQ8_0& y, const int32_t* bias, const float* dy,
+                                     __m512* acc) {
+  static_assert(R == 4, "two register pairs below");
+  const __m512i yv = _mm512_broadcast_i64x4(Load256(y.qs));
+  const __m512i b = _mm512_broadcast_i64x4(Load256(bias));
+  // dx * dy of the four rows: one conversion of four halves, one multiply (the same f32 product
+  // per row as the single dot's Half(x.d) * Half(y.d)).
+  const uint64_t d = static_cast<uint64_t>(x[0][i].d) | static_cast<uint64_t>(x[1][i].d) << 16 |
+                     static_cast<uint64_t>(x[2][i].d) << 32 |
+                     static_cast<uint64_t>(x[3][i].d) << 48;
+  const __m128 s =
+      _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(d))), _mm_set1_ps(*dy));
+  const __m512 s4 = _mm512_castps128_ps512(s);
+  for (int p = 0; p < 2; ++p) {
+    const __m512i lanes = _mm512_dpbusd_epi32(b, W::Unsigned(x[2 * p][i], x[2 * p + 1][i]), yv);
+    // 2p in the low 8 floats, 2p + 1 in the high 8.
+    const __m512i pick = _mm512_setr_epi32(2 * p, 2 * p, 2 * p, 2 * p, 2 * p, 2 * p, 2 * p, 2 * p,
+                                           2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1,
+                                           2 * p + 1, 2 * p + 1, 2 * p + 1);
+    acc[p] = _mm512_fmadd_ps(_mm512_permutexvar_ps(pick, s4), _mm512_cvtepi32_ps(lanes), acc[p]);
+  }
 }
 
 template <typename W>
-EXO_GEMV_AVX512 void GemvRows(const void* vw, int64_t row_bytes, const void* vy, int64_t n,
-                              float* out) {
+EXO_GEMV_AVX512 void GemvRowPairs(const void* vw, int64_t row_bytes, const void* vy,
+                                  const void* prepared, int64_t n, float* out) {
   using Block = typename W::Block;
   const uint8_t* base = static_cast<const uint8_t*>(vw);
   const Block* x[R];
   for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const Block*>(base + r * row_bytes);
   const BlockQ8_0* y = static_cast<const BlockQ8_0*>(vy);
   const int64_t nb = n / kQk32;
+  const int32_t* bias = static_cast<const int32_t*>(prepared);
+  const float* dy = reinterpret_cast<const float*>(bias + 8 * nb);
   const int64_t ahead = kPrefetchGroups * R * row_bytes;
-  __m256 acc0[R], acc1[R];
-  for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  __m512 acc0[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 acc1[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   int64_t i = 0;
-  if constexpr (W::kTwoAccumulators) {
-    for (; i + 2 <= nb; i += 2) {
-      for (int r = 0; r < R; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(x[r] + i) + ahead, _MM_HINT_T0);
-        acc0[r] = Step<W>(x[r][i], y[i], acc0[r]);
-        acc1[r] = Step<W>(x[r][i + 1], y[i + 1], acc1[r]);
-      }
+  for (; i + 2 <= nb; i += 2) {  // two blocks per prefetch (>= one cache line)
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(x[r] + i) + ahead, _MM_HINT_T0);
     }
-  } else {
-    for (; i + 2 <= nb; i += 2) {  // two blocks per prefetch (>= one cache line)
-      for (int r = 0; r < R; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(x[r] + i) + ahead, _MM_HINT_T0);
-        acc0[r] = Step<W>(x[r][i], y[i], acc0[r]);
-        acc0[r] = Step<W>(x[r][i + 1], y[i + 1], acc0[r]);
-      }
-    }
+    PairStep<W>(x, i, y[i], bias + 8 * i, dy + i, acc0);
+    PairStep<W>(x, i + 1, y[i + 1], bias + 8 * (i + 1), dy + i + 1,
+                W::kTwoAccumulators ? acc1 : acc0);
   }
-  for (; i < nb; ++i) {
-    for (int r = 0; r < R; ++r) acc0[r] = Step<W>(x[r][i], y[i], acc0[r]);
-  }
-  for (int r = 0; r < R; ++r) {
-    out[r] = W::kTwoAccumulators ? HorizontalSum(_mm256_add_ps(acc0[r], acc1[r]))
-                                 : HorizontalSum(acc0[r]);
+  for (; i < nb; ++i) PairStep<W>(x, i, y[i], bias + 8 * i, dy + i, acc0);
+  for (int p = 0; p < 2; ++p) {
+    const __m512 sum = W::kTwoAccumulators ? _mm512_add_ps(acc0[p], acc1[p]) : acc0[p];
+    out[2 * p] = HorizontalSum(_mm512_castps512_ps256(sum));
+    out[2 * p + 1] = HorizontalSum(_mm512_extractf32x8_ps(sum, 1));
   }
 }
 
 // ---- AVX2: the same kernels with the AVX2 dot's lane sums (maddubs + madd) -----------------
 
 #define EXO_GEMV_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+EXO_GEMV_AVX2 inline float HalfAvx2(uint16_t h) { return _cvtsh_ss(h); }
+
+EXO_GEMV_AVX2 inline __m256i Load256Avx2(const void* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
 
 EXO_GEMV_AVX2 inline __m256i UnpackNibbles2(const uint8_t* p) {
   const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -192,8 +247,8 @@ EXO_GEMV_AVX2 inline float HorizontalSumAvx2(__m256 v) {
 }
 
 template <typename W>
-EXO_GEMV_AVX2 void GemvRowsAvx2(const void* vw, int64_t row_bytes, const void* vy, int64_t n,
-                                float* out) {
+EXO_GEMV_AVX2 void GemvRowsAvx2(const void* vw, int64_t row_bytes, const void* vy,
+                                const void* /*prepared*/, int64_t n, float* out) {
   using Block = typename W::Block;
   const uint8_t* base = static_cast<const uint8_t*>(vw);
   const Block* x[R];
@@ -224,17 +279,101 @@ EXO_GEMV_AVX2 void GemvRowsAvx2(const void* vw, int64_t row_bytes, const void* v
   }
 }
 
+// ---- Q4_K against Q8_K (AVX2; also the AVX-512 level's Q4_K dot) ---------------------------
+// Per row exactly vec_dot_q4_k_q8_k_avx2: the same int32 lane sums per super-block (integer
+// arithmetic, any order), acc = fma(d * dy, float(lanes), acc), sum_mins += (dmin * dy) *
+// float(mins . bsums), HorizontalSum(acc) - sum_mins. What changes is how the integers are made:
+// the 6-bit scales and mins are unpacked with a few 32-bit operations instead of per byte, each
+// chunk's scale pair comes from one byte shuffle of them, the mins term is one madd against the
+// activation's 16-sums added in pairs once per super-block for all rows, and four rows'
+// independent work is interleaved with their streams prefetched.
+
+// Scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K / Q5_K super-block, as GetScaleMinK4.
+EXO_GEMV_AVX2 inline __m128i ScalesMinsK(const uint8_t* q) {
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  uint32_t u[3];
+  std::memcpy(u, q, sizeof(u));
+  const uint32_t scales_lo = u[0] & kLow6;
+  const uint32_t scales_hi = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  const uint32_t mins_lo = u[1] & kLow6;
+  const uint32_t mins_hi = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+  return _mm_set_epi32(static_cast<int>(mins_hi), static_cast<int>(mins_lo),
+                       static_cast<int>(scales_hi), static_cast<int>(scales_lo));
+}
+
+EXO_GEMV_AVX2 inline int HorizontalSumI32(__m128i v) {
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+  return _mm_cvtsi128_si32(v);
+}
+
+EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy,
+                               const void* /*prepared*/, int64_t n, float* out) {
+  const uint8_t* base = static_cast<const uint8_t*>(vw);
+  const BlockQ4_K* x[R];
+  for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ4_K*>(base + r * row_bytes);
+  const BlockQ8_K* y = static_cast<const BlockQ8_K*>(vy);
+  const int64_t nb = n / kQkK;
+  const int64_t ahead = kPrefetchGroups * R * row_bytes;
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  __m256 acc[R];
+  float sum_mins[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm256_setzero_ps();
+    sum_mins[r] = 0.0f;
+  }
+  for (int64_t i = 0; i < nb; ++i) {
+    const float yd = y[i].d;
+    // bsums[2j] + bsums[2j + 1] (|sum| <= 2 * 16 * 128: no int16 overflow).
+    const __m128i bsum_pairs =
+        _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y[i].bsums)),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(y[i].bsums + 8)));
+    for (int r = 0; r < R; ++r) {
+      const BlockQ4_K& b = x[r][i];
+      const char* next = reinterpret_cast<const char*>(&b) + ahead;
+      for (int line = 0; line < static_cast<int>(sizeof(BlockQ4_K)); line += 64) {
+        _mm_prefetch(next + line, _MM_HINT_T0);
+      }
+      const __m256i scales_mins = _mm256_cvtepu8_epi16(ScalesMinsK(b.scales));
+      const int mins =
+          HorizontalSumI32(_mm_madd_epi16(_mm256_extracti128_si256(scales_mins, 1), bsum_pairs));
+      sum_mins[r] += HalfAvx2(b.dmin) * yd * static_cast<float>(mins);
+      // The eight int16 scales in both 128-bit lanes; scale j is byte pair (2j, 2j + 1).
+      const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scales_mins));
+      __m256i sumi = _mm256_setzero_si256();
+      for (int chunk = 0; chunk < 4; ++chunk) {
+        const __m256i q4 = Load256Avx2(b.qs + 32 * chunk);
+        const __m256i lo = _mm256_and_si256(q4, low_mask);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low_mask);
+        const __m256i p0 = _mm256_maddubs_epi16(lo, Load256Avx2(y[i].qs + 64 * chunk));
+        const __m256i p1 = _mm256_maddubs_epi16(hi, Load256Avx2(y[i].qs + 64 * chunk + 32));
+        const __m256i s0 = _mm256_shuffle_epi8(
+            scales, _mm256_set1_epi16(static_cast<short>((4 * chunk + 1) << 8 | 4 * chunk)));
+        const __m256i s1 = _mm256_shuffle_epi8(
+            scales, _mm256_set1_epi16(static_cast<short>((4 * chunk + 3) << 8 | (4 * chunk + 2))));
+        sumi = _mm256_add_epi32(
+            sumi, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+      }
+      const __m256 d = _mm256_set1_ps(HalfAvx2(b.d) * yd);
+      acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = HorizontalSumAvx2(acc[r]) - sum_mins[r];
+}
+
 }  // namespace
 
 GemvRowsFn GetGemvRows(TensorType type) {
   if (CpuHasAvx512Vnni()) {
     switch (type) {
       case TensorType::kQ4_0:
-        return GemvRows<Q4_0Rows>;
+        return GemvRowPairs<Q4_0Pair>;
       case TensorType::kQ5_0:
-        return GemvRows<Q5_0Rows>;
+        return GemvRowPairs<Q5_0Pair>;
       case TensorType::kQ8_0:
-        return GemvRows<Q8_0Rows>;
+        return GemvRowPairs<Q8_0Pair>;
+      case TensorType::kQ4_K:  // the AVX-512 level's Q4_K dot is the AVX2 one
+        return GemvRowsQ4K;
       default:
         return nullptr;
     }
@@ -247,6 +386,8 @@ GemvRowsFn GetGemvRows(TensorType type) {
         return GemvRowsAvx2<Q5_0Avx2>;
       case TensorType::kQ8_0:
         return GemvRowsAvx2<Q8_0Avx2>;
+      case TensorType::kQ4_K:
+        return GemvRowsQ4K;
       default:
         return nullptr;
     }
@@ -254,9 +395,39 @@ GemvRowsFn GetGemvRows(TensorType type) {
   return nullptr;
 }
 
+namespace {
+
+// The offset that makes `type`'s weight quants unsigned in GemvRowPairs, 0 for other types.
+int32_t PairOffset(TensorType type) {
+  switch (type) {
+    case TensorType::kQ4_0:
+      return Q4_0Pair::kOffset;
+    case TensorType::kQ5_0:
+      return Q5_0Pair::kOffset;
+    case TensorType::kQ8_0:
+      return Q8_0Pair::kOffset;
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+int64_t GemvPreparedBytes(TensorType type, int64_t n) {
+  if (!CpuHasAvx512Vnni() || PairOffset(type) == 0) return 0;
+  return (n / kQk32) * (8 * sizeof(int32_t) + sizeof(float));
+}
+
+void PrepareGemv(TensorType type, const void* activations, int64_t n, void* prepared) {
+  if (GemvPreparedBytes(type, n) == 0) return;
+  PrepareGemv32(PairOffset(type), static_cast<const BlockQ8_0*>(activations), n / kQk32, prepared);
+}
+
 #else  // !EXO_GEMV_X86
 
 GemvRowsFn GetGemvRows(TensorType) { return nullptr; }
+int64_t GemvPreparedBytes(TensorType, int64_t) { return 0; }
+void PrepareGemv(TensorType, const void*, int64_t, void*) {}
 
 #endif
 

@@ -26,7 +26,24 @@ bool SameBits(float a, float b) {
   return x == y;
 }
 
-constexpr TensorType kGemvTypes[] = {TensorType::kQ4_0, TensorType::kQ5_0, TensorType::kQ8_0};
+constexpr TensorType kGemvTypes[] = {TensorType::kQ4_0, TensorType::kQ5_0, TensorType::kQ8_0,
+                                     TensorType::kQ4_K};
+
+// The kernel's prepared activation data (PrepareGemv), 64-byte aligned as MatMul's scratch.
+class Prepared {
+ public:
+  Prepared(TensorType type, const uint8_t* act, int64_t n)
+      : lines_(static_cast<size_t>(internal::GemvPreparedBytes(type, n) + 63) / 64) {
+    internal::PrepareGemv(type, act, n, data());
+  }
+  void* data() { return lines_.empty() ? nullptr : lines_.data()->bytes; }
+
+ private:
+  struct alignas(64) Line {
+    uint8_t bytes[64];
+  };
+  std::vector<Line> lines_;
+};
 
 class GemvRowsTest : public ::testing::TestWithParam<TensorType> {
  protected:
@@ -42,8 +59,9 @@ TEST_P(GemvRowsTest, BitIdenticalToVecDotForOddBlockCounts) {
   const internal::GemvRowsFn gemv = internal::GetGemvRows(type);
   ASSERT_NE(gemv, nullptr);
   constexpr int kR = internal::kGemvRows;
+  const int64_t block_size = GetTypeInfo(type).block_size;
   for (int64_t blocks : {1, 2, 3, 5, 20, 33}) {
-    const int64_t n = blocks * 32;
+    const int64_t n = blocks * block_size;
     const int64_t row_bytes = RowBytes(type, n);
     // Raw random blocks (every bit pattern a file may hold) for the weights, and a quantised
     // activation row with outliers.
@@ -51,8 +69,9 @@ TEST_P(GemvRowsTest, BitIdenticalToVecDotForOddBlockCounts) {
     const std::vector<float> x = RandomValues(static_cast<size_t>(n), 7 + blocks, 1.0f);
     std::vector<uint8_t> act(static_cast<size_t>(RowBytes(VecDotType(type), n)));
     QuantizeRow(VecDotType(type), x.data(), act.data(), n);
+    Prepared prepared(type, act.data(), n);
     float got[kR];
-    gemv(w.data(), row_bytes, act.data(), n, got);
+    gemv(w.data(), row_bytes, act.data(), prepared.data(), n, got);
     for (int r = 0; r < kR; ++r) {
       const float want = VecDot(type, w.data() + r * row_bytes, act.data(), n);
       EXPECT_TRUE(SameBits(got[r], want)) << TypeName(type) << " blocks " << blocks << " row " << r
@@ -65,8 +84,9 @@ TEST_P(GemvRowsTest, BitIdenticalToVecDotForOddBlockCounts) {
 TEST_P(GemvRowsTest, MatMulDecodeMatchesVecDotPerRow) {
   const TensorType type = GetParam();
   ThreadPool pool(2);
-  const int64_t cols = 7 * 32;
-  for (int64_t rows : {1, 3, 4, 5, 61, 1027}) {
+  // Odd block counts (the kernels' one-block tails).
+  const int64_t cols = (type == TensorType::kQ4_K ? 3 : 7) * GetTypeInfo(type).block_size;
+  for (int64_t rows : {1, 3, 4, 5, 7, 61, 1027}) {
     const int64_t row_bytes = RowBytes(type, cols);
     std::vector<uint8_t> w(static_cast<size_t>(rows * row_bytes));
     const std::vector<float> wv = RandomValues(static_cast<size_t>(rows * cols), 31, 0.5f);
@@ -95,6 +115,35 @@ INSTANTIATE_TEST_SUITE_P(Types, GemvRowsTest, ::testing::ValuesIn(kGemvTypes),
 TEST(GemvRows, NoKernelForOtherTypes) {
   EXPECT_EQ(internal::GetGemvRows(TensorType::kF32), nullptr);
   EXPECT_EQ(internal::GetGemvRows(TensorType::kQ4_1), nullptr);
+  EXPECT_EQ(internal::GemvPreparedBytes(TensorType::kQ4_1, 256), 0);
+}
+
+// The AVX-512 kernels start each lane from -offset * (sum of its 4 activation bytes): the
+// extremes of every quant (raw random weights hold them; activations here are +-127 and mixed)
+// must still give the single dot's bits.
+TEST(GemvRows, ExtremeActivations) {
+  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU lacks AVX2 (or EXO_SIMD=scalar)";
+  constexpr int kR = internal::kGemvRows;
+  for (TensorType type : kGemvTypes) {
+    const int64_t n = 9 * GetTypeInfo(type).block_size;
+    const int64_t row_bytes = RowBytes(type, n);
+    const std::vector<uint8_t> w = RandomWeightBytes(type, 9 * kR, 77);
+    std::vector<float> x(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      x[static_cast<size_t>(i)] = (i / 32) % 3 == 0   ? 1.0f
+                                  : (i / 32) % 3 == 1 ? -1.0f
+                                                      : (i % 2 ? 1.0f : -1.0f);
+    }
+    std::vector<uint8_t> act(static_cast<size_t>(RowBytes(VecDotType(type), n)));
+    QuantizeRow(VecDotType(type), x.data(), act.data(), n);
+    Prepared prepared(type, act.data(), n);
+    float got[kR];
+    internal::GetGemvRows(type)(w.data(), row_bytes, act.data(), prepared.data(), n, got);
+    for (int r = 0; r < kR; ++r) {
+      EXPECT_TRUE(SameBits(got[r], VecDot(type, w.data() + r * row_bytes, act.data(), n)))
+          << TypeName(type) << " row " << r;
+    }
+  }
 }
 
 }  // namespace
