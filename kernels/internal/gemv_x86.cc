@@ -288,27 +288,25 @@ EXO_GEMV_AVX2 void GemvRowsAvx2(const void* vw, int64_t row_bytes, const void* v
 // activation's 16-sums added in pairs once per super-block for all rows, and four rows'
 // independent work is interleaved with their streams prefetched.
 
-// Scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K / Q5_K super-block, as GetScaleMinK4.
+// Scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K / Q5_K super-block, as GetScaleMinK4,
+// from its 12 scale bytes at q (16 bytes are read: the 4 after them are the block's quants).
+// As 32-bit words u0..u2: scales 0-3 = u0 & 0x3f.., scales 4-7 = (u2 & 0x0f..) | top two bits of
+// u0's bytes << 4, mins 0-3 = u1 & 0x3f.., mins 4-7 = (u2 >> 4 & 0x0f..) | top bits of u1 << 4.
 EXO_GEMV_AVX2 inline __m128i ScalesMinsK(const uint8_t* q) {
-  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-  uint32_t u[3];
-  std::memcpy(u, q, sizeof(u));
-  const uint32_t scales_lo = u[0] & kLow6;
-  const uint32_t scales_hi = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
-  const uint32_t mins_lo = u[1] & kLow6;
-  const uint32_t mins_hi = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
-  return _mm_set_epi32(static_cast<int>(mins_hi), static_cast<int>(mins_lo),
-                       static_cast<int>(scales_hi), static_cast<int>(scales_lo));
-}
-
-EXO_GEMV_AVX2 inline int HorizontalSumI32(__m128i v) {
-  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
-  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
-  return _mm_cvtsi128_si32(v);
+  const __m128i u = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i low = _mm_and_si128(
+      _mm_srlv_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4)),
+      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+  // (u >> 2) & 0x30.. is ((u >> 6) & 0x03..) << 4 per byte.
+  const __m128i top =
+      _mm_and_si128(_mm_srli_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0)), 2),
+                    _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+  return _mm_or_si128(low, top);
 }
 
 EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy,
                                const void* /*prepared*/, int64_t n, float* out) {
+  static_assert(R == 4, "four rows' d/dmin in one register below");
   const uint8_t* base = static_cast<const uint8_t*>(vw);
   const BlockQ4_K* x[R];
   for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ4_K*>(base + r * row_bytes);
@@ -317,17 +315,22 @@ EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy
   const int64_t ahead = kPrefetchGroups * R * row_bytes;
   const __m256i low_mask = _mm256_set1_epi8(0x0F);
   __m256 acc[R];
-  float sum_mins[R];
-  for (int r = 0; r < R; ++r) {
-    acc[r] = _mm256_setzero_ps();
-    sum_mins[r] = 0.0f;
-  }
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  __m128 sum_mins = _mm_setzero_ps();  // lane r: row r's sum_mins
   for (int64_t i = 0; i < nb; ++i) {
-    const float yd = y[i].d;
     // bsums[2j] + bsums[2j + 1] (|sum| <= 2 * 16 * 128: no int16 overflow).
     const __m128i bsum_pairs =
         _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y[i].bsums)),
                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(y[i].bsums + 8)));
+    // (d, dmin) of the four rows, times the activation scale: lanes 2r, 2r + 1 hold row r's
+    // Half(d) * d_y and Half(dmin) * d_y, the same f32 products as the single dot's.
+    uint32_t d_dmin[R];
+    for (int r = 0; r < R; ++r) std::memcpy(&d_dmin[r], &x[r][i].d, sizeof(uint32_t));
+    const __m256 dxy = _mm256_mul_ps(
+        _mm256_cvtph_ps(_mm_setr_epi32(static_cast<int>(d_dmin[0]), static_cast<int>(d_dmin[1]),
+                                       static_cast<int>(d_dmin[2]), static_cast<int>(d_dmin[3]))),
+        _mm256_set1_ps(y[i].d));
+    __m128i mins[R];
     for (int r = 0; r < R; ++r) {
       const BlockQ4_K& b = x[r][i];
       const char* next = reinterpret_cast<const char*>(&b) + ahead;
@@ -335,9 +338,7 @@ EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy
         _mm_prefetch(next + line, _MM_HINT_T0);
       }
       const __m256i scales_mins = _mm256_cvtepu8_epi16(ScalesMinsK(b.scales));
-      const int mins =
-          HorizontalSumI32(_mm_madd_epi16(_mm256_extracti128_si256(scales_mins, 1), bsum_pairs));
-      sum_mins[r] += HalfAvx2(b.dmin) * yd * static_cast<float>(mins);
+      mins[r] = _mm_madd_epi16(_mm256_extracti128_si256(scales_mins, 1), bsum_pairs);
       // The eight int16 scales in both 128-bit lanes; scale j is byte pair (2j, 2j + 1).
       const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scales_mins));
       __m256i sumi = _mm256_setzero_si256();
@@ -354,11 +355,20 @@ EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy
         sumi = _mm256_add_epi32(
             sumi, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
       }
-      const __m256 d = _mm256_set1_ps(HalfAvx2(b.d) * yd);
+      const __m256 d = _mm256_permutevar8x32_ps(dxy, _mm256_set1_epi32(2 * r));
       acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
     }
+    // Lane r: row r's mins . bsum pairs (exact integers), then sum_mins += (dmin * d_y) *
+    // float(that), lane by lane as the single dot's scalar code.
+    const __m128i mins_total =
+        _mm_hadd_epi32(_mm_hadd_epi32(mins[0], mins[1]), _mm_hadd_epi32(mins[2], mins[3]));
+    const __m128 dmin = _mm256_castps256_ps128(
+        _mm256_permutevar8x32_ps(dxy, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)));
+    sum_mins = _mm_add_ps(sum_mins, _mm_mul_ps(dmin, _mm_cvtepi32_ps(mins_total)));
   }
-  for (int r = 0; r < R; ++r) out[r] = HorizontalSumAvx2(acc[r]) - sum_mins[r];
+  float mins_out[R];
+  _mm_storeu_ps(mins_out, sum_mins);
+  for (int r = 0; r < R; ++r) out[r] = HorizontalSumAvx2(acc[r]) - mins_out[r];
 }
 
 }  // namespace
