@@ -176,6 +176,100 @@ EXO_GEMV_AVX512 void GemvRowPairs(const void* vw, int64_t row_bytes, const void*
   }
 }
 
+// ---- Q6_K against Q8_K (AVX-512: the level's VecDotQ6K, four rows) -------------------------
+// Per row the integer lanes of VecDotQ6K (quants_avx512.cc: 512-bit maddubs + dpwssd over two
+// 32-byte chunks per register, folded back to the AVX2 dot's eight lanes, -32 * sum(scale *
+// bsum) added to lane 0) and its float work: acc = fma(d * d_y, float(lanes), acc) per
+// super-block, HorizontalSum(acc). Shared by the four rows: the activation loads, the scales'
+// int16 conversion of d, and the reduction of the four offset sums.
+
+EXO_GEMV_AVX512 inline __m512i Load512(const void* p) {
+  return _mm512_loadu_si512(reinterpret_cast<const __m512i*>(p));
+}
+
+EXO_GEMV_AVX512 inline __m256i Fold(__m512i s) {
+  return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+}
+
+// Sum of the eight int32 lanes of v into 4 lanes (still exact).
+EXO_GEMV_AVX512 inline __m128i Fold256(__m256i v) {
+  return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
+EXO_GEMV_AVX512 void GemvRowsQ6K(const void* vw, int64_t row_bytes, const void* vy,
+                                 const void* /*prepared*/, int64_t n, float* out) {
+  static_assert(R == 4, "four rows' d in one register below");
+  const uint8_t* base = static_cast<const uint8_t*>(vw);
+  const BlockQ6_K* x[R];
+  for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ6_K*>(base + r * row_bytes);
+  const BlockQ8_K* y = static_cast<const BlockQ8_K*>(vy);
+  const int64_t nb = n / kQkK;
+  const int64_t ahead = kPrefetchGroups * R * row_bytes;
+  const __m512i low_mask = _mm512_set1_epi8(0x0F);
+  const __m512i two_bits = _mm512_set1_epi8(0x03);
+  const __m512i shift01 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+  const __m512i shift23 = _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint64_t d = static_cast<uint64_t>(x[0][i].d) | static_cast<uint64_t>(x[1][i].d) << 16 |
+                       static_cast<uint64_t>(x[2][i].d) << 32 |
+                       static_cast<uint64_t>(x[3][i].d) << 48;
+    const __m256 dxy = _mm256_castps128_ps256(_mm_mul_ps(
+        _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(d))), _mm_set1_ps(y[i].d)));
+    const __m256i bsums = Load256(y[i].bsums);
+    __m512i yq[4];
+    for (int k = 0; k < 4; ++k) yq[k] = Load512(y[i].qs + 64 * k);
+    __m256i sc16[R];
+    __m512i s[R];
+    for (int r = 0; r < R; ++r) {
+      const BlockQ6_K& b = x[r][i];
+      const char* next = reinterpret_cast<const char*>(&b) + ahead;
+      for (int line = 0; line < static_cast<int>(sizeof(BlockQ6_K)); line += 64) {
+        _mm_prefetch(next + line, _MM_HINT_T0);
+      }
+      sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
+      const __m512i sc512 = _mm512_castsi256_si512(sc16[r]);
+      s[r] = _mm512_setzero_si512();
+      for (int h = 0; h < 2; ++h) {
+        const __m512i ql = Load512(b.ql + 64 * h);
+        const __m512i qh = _mm512_broadcast_i64x4(Load256(b.qh + 32 * h));
+        __m512i q[2];
+        q[0] = _mm512_or_si512(
+            _mm512_and_si512(ql, low_mask),
+            _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, shift01), two_bits), 4));
+        q[1] = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16(ql, 4), low_mask),
+            _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, shift23), two_bits), 4));
+        for (int m = 0; m < 2; ++m) {
+          // 128-bit lane k of q[m] uses scale 8h + 4m + k.
+          const short c = static_cast<short>(8 * h + 4 * m);
+          const __m512i index =
+              _mm512_set_epi16(c + 3, c + 3, c + 3, c + 3, c + 3, c + 3, c + 3, c + 3, c + 2, c + 2,
+                               c + 2, c + 2, c + 2, c + 2, c + 2, c + 2, c + 1, c + 1, c + 1, c + 1,
+                               c + 1, c + 1, c + 1, c + 1, c, c, c, c, c, c, c, c);
+          s[r] = _mm512_dpwssd_epi32(s[r], _mm512_maddubs_epi16(q[m], yq[2 * h + m]),
+                                     _mm512_permutexvar_epi16(index, sc512));
+        }
+      }
+    }
+    // Lane r: row r's sum(scale * bsum) (the quants are stored +32).
+    __m128i part[R];
+    for (int r = 0; r < R; ++r) part[r] = Fold256(_mm256_madd_epi16(sc16[r], bsums));
+    const __m256i offset = _mm256_castsi128_si256(_mm_mullo_epi32(
+        _mm_hadd_epi32(_mm_hadd_epi32(part[0], part[1]), _mm_hadd_epi32(part[2], part[3])),
+        _mm_set1_epi32(-32)));
+    for (int r = 0; r < R; ++r) {
+      // -32 * offset_sum into lane 0 only.
+      const __m256i lane0 = _mm256_maskz_permutexvar_epi32(0x01, _mm256_set1_epi32(r), offset);
+      const __m256i lanes = _mm256_add_epi32(Fold(s[r]), lane0);
+      const __m256 dr = _mm256_permutexvar_ps(_mm256_set1_epi32(r), dxy);
+      acc[r] = _mm256_fmadd_ps(dr, _mm256_cvtepi32_ps(lanes), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = HorizontalSum(acc[r]);
+}
+
 // ---- AVX2: the same kernels with the AVX2 dot's lane sums (maddubs + madd) -----------------
 
 #define EXO_GEMV_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -384,6 +478,8 @@ GemvRowsFn GetGemvRows(TensorType type) {
         return GemvRowPairs<Q8_0Pair>;
       case TensorType::kQ4_K:  // the AVX-512 level's Q4_K dot is the AVX2 one
         return GemvRowsQ4K;
+      case TensorType::kQ6_K:
+        return GemvRowsQ6K;
       default:
         return nullptr;
     }

@@ -27,7 +27,10 @@ bool SameBits(float a, float b) {
 }
 
 constexpr TensorType kGemvTypes[] = {TensorType::kQ4_0, TensorType::kQ5_0, TensorType::kQ8_0,
-                                     TensorType::kQ4_K};
+                                     TensorType::kQ4_K, TensorType::kQ6_K};
+
+// Types with a multi-row kernel only on AVX-512 (elsewhere MatMul uses the single dot).
+bool Avx512Only(TensorType type) { return type == TensorType::kQ6_K; }
 
 // The kernel's prepared activation data (PrepareGemv), 64-byte aligned as MatMul's scratch.
 class Prepared {
@@ -49,6 +52,9 @@ class GemvRowsTest : public ::testing::TestWithParam<TensorType> {
  protected:
   void SetUp() override {
     if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU lacks AVX2 (or EXO_SIMD=scalar)";
+    if (Avx512Only(GetParam()) && !internal::CpuHasAvx512Vnni()) {
+      GTEST_SKIP() << "no " << TypeName(GetParam()) << " kernel below AVX-512";
+    }
   }
 };
 
@@ -85,7 +91,8 @@ TEST_P(GemvRowsTest, MatMulDecodeMatchesVecDotPerRow) {
   const TensorType type = GetParam();
   ThreadPool pool(2);
   // Odd block counts (the kernels' one-block tails).
-  const int64_t cols = (type == TensorType::kQ4_K ? 3 : 7) * GetTypeInfo(type).block_size;
+  const int64_t block_size = GetTypeInfo(type).block_size;
+  const int64_t cols = (block_size == 256 ? 3 : 7) * block_size;
   for (int64_t rows : {1, 3, 4, 5, 7, 61, 1027}) {
     const int64_t row_bytes = RowBytes(type, cols);
     std::vector<uint8_t> w(static_cast<size_t>(rows * row_bytes));
@@ -125,6 +132,7 @@ TEST(GemvRows, ExtremeActivations) {
   if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU lacks AVX2 (or EXO_SIMD=scalar)";
   constexpr int kR = internal::kGemvRows;
   for (TensorType type : kGemvTypes) {
+    if (internal::GetGemvRows(type) == nullptr) continue;  // Avx512Only below AVX-512
     const int64_t n = 9 * GetTypeInfo(type).block_size;
     const int64_t row_bytes = RowBytes(type, n);
     const std::vector<uint8_t> w = RandomWeightBytes(type, 9 * kR, 77);
