@@ -710,6 +710,16 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::FromBuffer(const uint8_t* by
   return file;
 }
 
+absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::FromBytes(std::vector<uint8_t> bytes) {
+  auto owned = std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
+  std::unique_ptr<GgufFile> file(new GgufFile());
+  file->base_ = owned->empty() ? nullptr : owned->data();
+  file->size_ = owned->size();
+  file->image_ = std::shared_ptr<const uint8_t>(owned, file->base_);
+  RETURN_IF_ERROR(file->Parse());
+  return file;
+}
+
 // The mapping goes when image_'s last owner does (values copied out of the file may share it).
 GgufFile::~GgufFile() = default;
 

@@ -110,6 +110,8 @@ class GgufFile {
   static absl::StatusOr<std::unique_ptr<GgufFile>> Open(const std::string& path);
   // Parses an in-memory image (the fuzz target and tests use this). `bytes` must outlive the file.
   static absl::StatusOr<std::unique_ptr<GgufFile>> FromBuffer(const uint8_t* bytes, size_t size);
+  // Parses an in-memory image that the file (and values copied out of it) then own.
+  static absl::StatusOr<std::unique_ptr<GgufFile>> FromBytes(std::vector<uint8_t> bytes);
 
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;

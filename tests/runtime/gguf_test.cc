@@ -68,6 +68,8 @@ class Bytes {
   std::vector<uint8_t> data_;
 };
 
+// `bytes` must outlive the file (tensor data and long arrays point into it): pass a named
+// vector, or use GgufFile::FromBytes, which keeps its own copy.
 absl::StatusOr<std::unique_ptr<GgufFile>> Parse(const std::vector<uint8_t>& bytes) {
   return GgufFile::FromBuffer(bytes.data(), bytes.size());
 }
@@ -175,7 +177,7 @@ TEST(GgufWriter, RoundTripsEveryScalarValueType) {
   writer.SetValue("u64", GgufValue::U64(0xFFFFFFFFFFFFFFFFull));
   writer.SetValue("i64", MakeSigned(GgufValueType::kInt64, std::numeric_limits<int64_t>::min()));
   writer.SetValue("f64", MakeF64(-2.25e300));
-  auto file = Parse(writer.Serialize());
+  auto file = GgufFile::FromBytes(writer.Serialize());
   ASSERT_TRUE(file.ok()) << file.status();
   const GgufFile& f = **file;
   EXPECT_EQ(f.version(), 3u);
@@ -227,7 +229,7 @@ TEST(GgufWriter, RoundTripsArraysOfEveryElementType) {
   writer.SetValue("a_f32", GgufValue::F32Array({1.0f, -0.5f}));
   writer.SetValue("a_i32", GgufValue::I32Array({7, -8, 9}));
   writer.SetValue("a_empty", GgufValue::I32Array({}));
-  auto file = Parse(writer.Serialize());
+  auto file = GgufFile::FromBytes(writer.Serialize());
   ASSERT_TRUE(file.ok()) << file.status();
   const GgufFile& f = **file;
   EXPECT_EQ(*f.GetIntArray("a_u8"), (std::vector<int64_t>{1, 255}));
@@ -254,7 +256,7 @@ TEST(GgufWriter, RoundTripsNestedArrays) {
       MakeArray(GgufValueType::kArray, {GgufValue::I32Array({1, 2, 3}), GgufValue::I32Array({})});
   writer.SetValue("nested", MakeArray(GgufValueType::kArray, {level2, level2}));
   writer.SetValue("strings2", MakeArray(GgufValueType::kArray, {inner_strings}));
-  auto file = Parse(writer.Serialize());
+  auto file = GgufFile::FromBytes(writer.Serialize());
   ASSERT_TRUE(file.ok()) << file.status();
   const GgufValue* nested = (*file)->Find("nested");
   ASSERT_NE(nested, nullptr);
@@ -392,7 +394,7 @@ TEST(GgufWriter, SetValueReplacesAnExistingKey) {
   writer.SetValue("k", GgufValue::U32(1));
   writer.SetValue("other", GgufValue::U32(2));
   writer.SetValue("k", GgufValue::String("now a string"));
-  auto file = Parse(writer.Serialize());
+  auto file = GgufFile::FromBytes(writer.Serialize());
   ASSERT_TRUE(file.ok()) << file.status();
   ASSERT_EQ((*file)->metadata().size(), 2u);
   EXPECT_EQ((*file)->metadata()[0].first, "k");
@@ -450,7 +452,7 @@ TEST(GgufReader, TypedGettersReportMissingAndMismatchedKeys) {
   writer.SetValue("f", GgufValue::F32(0.25f));
   writer.SetValue("b", GgufValue::Bool(false));
   writer.SetValue("mixed", GgufValue::StringArray({"a"}));
-  auto file = Parse(writer.Serialize());
+  auto file = GgufFile::FromBytes(writer.Serialize());
   ASSERT_TRUE(file.ok()) << file.status();
   const GgufFile& f = **file;
 
@@ -602,8 +604,24 @@ TEST(GgufReader, KeepsLongArraysEncodedAndReadsThemLikeShortOnes) {
   EXPECT_EQ(f.Find("floats")->DebugString(0), "[... (2000 float32 elements)]");
 }
 
+TEST(GgufReader, FromBytesOwnsTheImage) {
+  GgufValue copy;
+  {
+    std::vector<uint8_t> bytes = LongArrayWriter().Serialize();
+    auto file = GgufFile::FromBytes(std::move(bytes));
+    ASSERT_TRUE(file.ok()) << file.status();
+    copy = *(*file)->Find("strings");
+  }
+  // The file and the vector it was made from are gone; the copied encoded array still reads.
+  const auto& array = std::get<GgufValue::Array>(copy.data);
+  ASSERT_TRUE(array.is_encoded());
+  std::vector<std::string> got;
+  EXPECT_TRUE(array.ForEachString([&](size_t, std::string_view text) { got.emplace_back(text); }));
+  EXPECT_EQ(got, LongStrings(3000));
+}
+
 TEST(GgufReader, LongArraysReportTypeMismatchesPerElement) {
-  auto file = Parse(LongArrayWriter().Serialize());
+  auto file = GgufFile::FromBytes(LongArrayWriter().Serialize());
   ASSERT_TRUE(file.ok()) << file.status();
   auto as_ints = (*file)->GetIntArray("strings");
   EXPECT_EQ(as_ints.status().code(), absl::StatusCode::kInvalidArgument);
