@@ -9,6 +9,7 @@
 #include "kernels/internal/blocks.h"
 #include "kernels/internal/gemv.h"
 #include "kernels/internal/quants_impl.h"
+#include "kernels/internal/simd_x86.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -32,23 +33,16 @@ namespace exo::kernels::internal {
 
 namespace {
 
+using x86::Half;
+using x86::HighBitsQ5;
+using x86::HorizontalSum;
+using x86::Load256;
+using x86::UnpackNibbles;
+
 constexpr int R = kGemvRows;
 // How far ahead of the current block each row's stream is prefetched: the same block of the row
 // group after next, so the prefetches run one group ahead of the hardware's own.
 constexpr int kPrefetchGroups = 2;
-
-EXO_GEMV_AVX512 inline float HorizontalSum(__m256 v) {  // as quants_avx2.cc
-  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
-  return _mm_cvtss_f32(sum);
-}
-
-EXO_GEMV_AVX512 inline float Half(uint16_t h) { return _cvtsh_ss(h); }
-
-EXO_GEMV_AVX512 inline __m256i Load256(const void* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
 
 // ---- AVX-512: two rows per 512-bit register ------------------------------------------------
 // There is no 512-bit vpsignb, so the weight quants are taken unsigned, q = w + offset (Q4_0: the
@@ -274,35 +268,11 @@ EXO_GEMV_AVX512 void GemvRowsQ6K(const void* vw, int64_t row_bytes, const void* 
 
 #define EXO_GEMV_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-EXO_GEMV_AVX2 inline float HalfAvx2(uint16_t h) { return _cvtsh_ss(h); }
-
-EXO_GEMV_AVX2 inline __m256i Load256Avx2(const void* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
-
-EXO_GEMV_AVX2 inline __m256i UnpackNibbles2(const uint8_t* p) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
-// 0x10 in byte j when bit j of the little-endian uint32 at `p` is set, else 0.
-EXO_GEMV_AVX2 inline __m256i HighBitsQ5Avx2(const uint8_t* p) {
-  uint32_t bits;
-  std::memcpy(&bits, p, sizeof(bits));
-  const __m256i select = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
-                                           0x0101010101010101LL, 0x0000000000000000LL);
-  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), select);
-  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
-  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
-                          _mm256_set1_epi8(0x10));
-}
-
 struct Q4_0Avx2 {
   using Block = BlockQ4_0;
   static constexpr bool kTwoAccumulators = false;
   EXO_GEMV_AVX2 static __m256i Signed(const Block& b) {
-    return _mm256_sub_epi8(UnpackNibbles2(b.qs), _mm256_set1_epi8(8));
+    return _mm256_sub_epi8(UnpackNibbles(b.qs), _mm256_set1_epi8(8));
   }
 };
 
@@ -310,7 +280,7 @@ struct Q5_0Avx2 {
   using Block = BlockQ5_0;
   static constexpr bool kTwoAccumulators = false;
   EXO_GEMV_AVX2 static __m256i Signed(const Block& b) {
-    return _mm256_sub_epi8(_mm256_or_si256(UnpackNibbles2(b.qs), HighBitsQ5Avx2(b.qh)),
+    return _mm256_sub_epi8(_mm256_or_si256(UnpackNibbles(b.qs), HighBitsQ5(b.qh)),
                            _mm256_set1_epi8(16));
   }
 };
@@ -331,13 +301,6 @@ EXO_GEMV_AVX2 inline __m256 StepAvx2(const typename W::Block& x, const BlockQ8_0
   const __m256i dot16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), ys);
   const __m256 lanes = _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
   return _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x.d) * _cvtsh_ss(y.d)), lanes, acc);
-}
-
-EXO_GEMV_AVX2 inline float HorizontalSumAvx2(__m256 v) {
-  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
-  return _mm_cvtss_f32(sum);
 }
 
 template <typename W>
@@ -368,8 +331,8 @@ EXO_GEMV_AVX2 void GemvRowsAvx2(const void* vw, int64_t row_bytes, const void* v
     for (int r = 0; r < R; ++r) acc0[r] = StepAvx2<W>(x[r][i], y[i], acc0[r]);
   }
   for (int r = 0; r < R; ++r) {
-    out[r] = W::kTwoAccumulators ? HorizontalSumAvx2(_mm256_add_ps(acc0[r], acc1[r]))
-                                 : HorizontalSumAvx2(acc0[r]);
+    out[r] = W::kTwoAccumulators ? HorizontalSum(_mm256_add_ps(acc0[r], acc1[r]))
+                                 : HorizontalSum(acc0[r]);
   }
 }
 
@@ -437,11 +400,11 @@ EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy
       const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scales_mins));
       __m256i sumi = _mm256_setzero_si256();
       for (int chunk = 0; chunk < 4; ++chunk) {
-        const __m256i q4 = Load256Avx2(b.qs + 32 * chunk);
+        const __m256i q4 = Load256(b.qs + 32 * chunk);
         const __m256i lo = _mm256_and_si256(q4, low_mask);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low_mask);
-        const __m256i p0 = _mm256_maddubs_epi16(lo, Load256Avx2(y[i].qs + 64 * chunk));
-        const __m256i p1 = _mm256_maddubs_epi16(hi, Load256Avx2(y[i].qs + 64 * chunk + 32));
+        const __m256i p0 = _mm256_maddubs_epi16(lo, Load256(y[i].qs + 64 * chunk));
+        const __m256i p1 = _mm256_maddubs_epi16(hi, Load256(y[i].qs + 64 * chunk + 32));
         const __m256i s0 = _mm256_shuffle_epi8(
             scales, _mm256_set1_epi16(static_cast<short>((4 * chunk + 1) << 8 | 4 * chunk)));
         const __m256i s1 = _mm256_shuffle_epi8(
@@ -462,7 +425,7 @@ EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy
   }
   float mins_out[R];
   _mm_storeu_ps(mins_out, sum_mins);
-  for (int r = 0; r < R; ++r) out[r] = HorizontalSumAvx2(acc[r]) - mins_out[r];
+  for (int r = 0; r < R; ++r) out[r] = HorizontalSum(acc[r]) - mins_out[r];
 }
 
 }  // namespace

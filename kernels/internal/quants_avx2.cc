@@ -9,6 +9,7 @@
 #include "kernels/internal/blocks.h"
 #include "kernels/internal/fp16.h"
 #include "kernels/internal/quants_impl.h"
+#include "kernels/internal/simd_x86.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -42,14 +43,11 @@ bool CpuHasAvx2Fma() {
 
 namespace {
 
-EXO_AVX2 inline float HorizontalSum(__m256 v) {
-  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
-  return _mm_cvtss_f32(sum);
-}
-
-EXO_AVX2 inline float Half(uint16_t h) { return _cvtsh_ss(h); }
+using x86::Half;
+using x86::HighBitsQ5;
+using x86::HorizontalSum;
+using x86::Load256;
+using x86::UnpackNibbles;
 
 // Sum of adjacent products of 32 signed bytes, as 8 floats. |x| <= 127 and |y| <= 127 keep
 // maddubs from saturating.
@@ -64,29 +62,6 @@ EXO_AVX2 inline __m256 MulSumI8Pairs(__m256i x, __m256i y) {
 EXO_AVX2 inline __m256 MulSumU8I8Pairs(__m256i x, __m256i y) {
   const __m256i dot16 = _mm256_maddubs_epi16(x, y);
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
-}
-
-// 16 packed bytes -> 32 nibbles: low nibbles in bytes 0..15, high nibbles in bytes 16..31.
-EXO_AVX2 inline __m256i UnpackNibbles(const uint8_t* p) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
-// 0x10 in byte j when bit j of the little-endian uint32 at `p` is set, else 0.
-EXO_AVX2 inline __m256i HighBitsQ5(const uint8_t* p) {
-  uint32_t bits;
-  std::memcpy(&bits, p, sizeof(bits));
-  const __m256i select = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
-                                           0x0101010101010101LL, 0x0000000000000000LL);
-  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), select);
-  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
-  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-}
-
-EXO_AVX2 inline __m256i Load256(const void* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
 EXO_AVX2 float vec_dot_f32_avx2(const void* vx, const void* vy, int64_t n) {

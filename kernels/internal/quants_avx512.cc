@@ -18,6 +18,7 @@
 #include "kernels/internal/blocks.h"
 #include "kernels/internal/fp16.h"
 #include "kernels/internal/quants_impl.h"
+#include "kernels/internal/simd_x86.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -55,26 +56,11 @@ bool CpuHasAvx512Vnni() {
 
 namespace {
 
-// Same reduction order as quants_avx2.cc's HorizontalSum (required for bit-identity).
-EXO_AVX512 inline float HorizontalSum(__m256 v) {
-  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
-  return _mm_cvtss_f32(sum);
-}
-
-EXO_AVX512 inline int HorizontalSumI32(__m256i v) {
-  __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0x4E));
-  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0xB1));
-  return _mm_cvtsi128_si32(sum);
-}
-
-EXO_AVX512 inline float Half(uint16_t h) { return _cvtsh_ss(h); }
-
-EXO_AVX512 inline __m256i Load256(const void* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
+using x86::Half;
+using x86::HorizontalSum;
+using x86::HorizontalSumI32;
+using x86::Load256;
+using x86::UnpackNibbles;
 
 EXO_AVX512 inline __m512i Load512(const void* p) {
   return _mm512_loadu_si512(reinterpret_cast<const __m512i*>(p));
@@ -88,15 +74,8 @@ EXO_AVX512 inline __m256i Fold(__m512i s) {
   return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
 }
 
-// 16 packed bytes -> 32 nibbles: low nibbles in bytes 0..15, high nibbles in bytes 16..31.
-EXO_AVX512 inline __m256i UnpackNibbles(const uint8_t* p) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
 // 0x10 in byte j when bit j of the little-endian uint32 at `p` is set, else 0.
-EXO_AVX512 inline __m256i HighBitsQ5(const uint8_t* p) {
+EXO_AVX512 inline __m256i HighBitsQ5Mask(const uint8_t* p) {
   uint32_t bits;
   std::memcpy(&bits, p, sizeof(bits));
   const __mmask32 set = _cvtu32_mask32(bits);
@@ -136,7 +115,7 @@ struct Q5_0Weights {
   static constexpr bool kTwoAccumulators = false;
   static constexpr int kOffset = 16;
   EXO_AVX512 static __m256i Signed(const Block& b) {
-    const __m256i q = _mm256_or_si256(UnpackNibbles(b.qs), HighBitsQ5(b.qh));
+    const __m256i q = _mm256_or_si256(UnpackNibbles(b.qs), HighBitsQ5Mask(b.qh));
     return _mm256_sub_epi8(q, _mm256_set1_epi8(16));
   }
   EXO_AVX512 static __m512i Unsigned(const Block& b) {
