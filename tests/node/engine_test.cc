@@ -269,15 +269,18 @@ TEST(EngineTest, LongPromptsAreChunkedBetweenDecodeSteps) {
   FakeModel model(/*slots=*/2, /*batch=*/16);
   EngineOptions options;
   options.prefill_chunk = 4;
+  // The model stalls until both requests are in, so the first sequence is still decoding when the
+  // prompt arrives (a fake model would otherwise finish all 40 tokens before the second Submit on
+  // a busy machine, and the prompt would take slot 0 alone).
+  model.SetOpen(false);
   auto engine = Engine::Create(model, options);
   ASSERT_TRUE(engine.ok());
   auto decoding = (*engine)->Submit(Request({1}, 40));
   ASSERT_TRUE(decoding.ok());
-  std::vector<TokenEvent> events;
-  (*decoding)->Wait(&events, absl::Seconds(30));
   std::vector<int32_t> long_prompt(10, 3);
   auto prefilling = (*engine)->Submit(Request(long_prompt, 2));
   ASSERT_TRUE(prefilling.ok());
+  model.SetOpen(true);
   EXPECT_EQ(Drain(**prefilling), (std::vector<int32_t>{4, 5}));
   Drain(**decoding);
   // Some step carried a decode row of the first sequence and a 4-token chunk of the prompt.
