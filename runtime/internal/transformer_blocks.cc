@@ -86,21 +86,31 @@ void ParallelOrInline(kernels::ThreadPool* pool, int64_t count, int64_t grain,
 }
 
 // Cached keys (f16) of positions [first, first + n) of one kv head into keys_t (head_dim rows of
-// `ld` floats, transposed as kernels::AttentionKeys wants), starting at column `column`.
+// `ld` floats, transposed as kernels::AttentionKeys wants), starting at column `column`. Eight
+// positions at a time: converted into `rows` (8 x head_dim scratch), then written as runs of 8
+// consecutive floats per dimension rather than one float per row of keys_t.
 void TransposeKeys(const LayerContext& ctx, int32_t slot, int32_t first, int32_t n, int32_t kv_head,
-                   float* keys_t, int64_t ld, int64_t column, float* row) {
+                   float* keys_t, int64_t ld, int64_t column, float* rows) {
+  constexpr int32_t kBlock = 8;
   const int32_t hd = ctx.config->head_dim;
-  for (int32_t i = 0; i < n; ++i) {
-    kernels::DequantizeRow(kernels::TensorType::kF16,
-                           ctx.kv->Key(slot, ctx.local_layer, first + i) + int64_t{kv_head} * hd,
-                           row, hd);
-    for (int32_t d = 0; d < hd; ++d) keys_t[d * ld + column + i] = row[d];
+  for (int32_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int32_t count = std::min(kBlock, n - i0);
+    for (int32_t j = 0; j < count; ++j) {
+      kernels::DequantizeRow(
+          kernels::TensorType::kF16,
+          ctx.kv->Key(slot, ctx.local_layer, first + i0 + j) + int64_t{kv_head} * hd,
+          rows + int64_t{j} * hd, hd);
+    }
+    float* dst = keys_t + column + i0;
+    for (int32_t d = 0; d < hd; ++d) {
+      for (int32_t j = 0; j < count; ++j) dst[d * ld + j] = rows[int64_t{j} * hd + d];
+    }
   }
 }
 
-// A sequence with several rows (prefill, speculative verification): convert every position some
-// row can see to f32 once (keys transposed per kv head), then one job per (row, kv head) that
-// attends with all the query heads sharing that kv head.
+// One sequence's rows (prefill, speculative verification, or a decode row when there are few):
+// convert every position some row can see to f32 once (keys transposed per kv head), then attend,
+// one job per (row, kv head) or per (row, query head).
 void AttendRows(const LayerContext& ctx, const LayerScratch& s, const SequenceRows& seq,
                 const float* q, float scale, float* out) {
   const ModelConfig& c = *ctx.config;
@@ -117,51 +127,52 @@ void AttendRows(const LayerContext& ctx, const LayerScratch& s, const SequenceRo
   // s.keys: kv head h's keys at s.keys + h * hd * visible, element d of position p at
   // [d * visible + p - first_visible].
   const int64_t head_keys = int64_t{hd} * visible;
-  ParallelOrInline(ctx.pool, int64_t{visible} * c.n_head_kv, 64, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> row;
-    row.resize(hd);
-    // Jobs run position-major inside each kv head, so a chunk is a run of positions.
-    for (int64_t job = begin; job < end;) {
-      const int32_t kv_head = static_cast<int32_t>(job / visible);
-      const int32_t i = static_cast<int32_t>(job % visible);
-      const int32_t count = static_cast<int32_t>(std::min<int64_t>(end - job, visible - i));
-      TransposeKeys(ctx, seq.slot, first_visible + i, count, kv_head, s.keys + kv_head * head_keys,
-                    visible, i, row.data());
-      job += count;
+  // One pass over runs of positions converts their keys (every kv head) and values.
+  ParallelOrInline(ctx.pool, visible, 32, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> rows;
+    rows.resize(size_t(8) * hd);
+    const int32_t count = static_cast<int32_t>(end - begin);
+    for (int32_t kv_head = 0; kv_head < c.n_head_kv; ++kv_head) {
+      TransposeKeys(ctx, seq.slot, first_visible + static_cast<int32_t>(begin), count, kv_head,
+                    s.keys + kv_head * head_keys, visible, begin, rows.data());
     }
-  });
-  ParallelOrInline(ctx.pool, visible, 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int32_t p = first_visible + static_cast<int32_t>(i);
       kernels::DequantizeRow(kernels::TensorType::kF16, ctx.kv->Value(seq.slot, ctx.local_layer, p),
                              s.values + i * v_width, v_width);
     }
   });
-  ParallelOrInline(ctx.pool, int64_t{seq.n} * c.n_head_kv, 1, [&](int64_t begin, int64_t end) {
+  // One job per (row, kv head) with all the query heads sharing it; per (row, query head) when
+  // that is the only way to give every thread work (a decode row of a model with one kv head).
+  // Each head's arithmetic is the same either way.
+  const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
+  const int32_t heads_per_job = int64_t{seq.n} * c.n_head_kv >= threads ? group : 1;
+  const int32_t jobs_per_row = c.n_head / heads_per_job;
+  ParallelOrInline(ctx.pool, int64_t{seq.n} * jobs_per_row, 1, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
-      const int32_t r = static_cast<int32_t>(job / c.n_head_kv);
-      const int32_t kv_head = static_cast<int32_t>(job % c.n_head_kv);
+      const int32_t r = static_cast<int32_t>(job / jobs_per_row);
+      const int32_t h = static_cast<int32_t>(job % jobs_per_row) * heads_per_job;
+      const int32_t kv_head = h / group;
       const int32_t pos = seq.first_position + r;
       const int32_t lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
-      const int64_t first_head = int64_t{seq.row_begin + r} * c.n_head + int64_t{kv_head} * group;
+      const int64_t first_head = int64_t{seq.row_begin + r} * c.n_head + h;
       kernels::AttentionKeys keys;
       keys.keys_t = s.keys + kv_head * head_keys + (lo - first_visible);
       keys.ld_keys = visible;
       keys.values = s.values + int64_t{lo - first_visible} * v_width + int64_t{kv_head} * hdv;
       keys.ld_values = v_width;
       keys.n_keys = pos - lo + 1;
-      kernels::AttendHeads(q + first_head * hd, group, hd, keys, hdv, scale,
+      kernels::AttendHeads(q + first_head * hd, heads_per_job, hd, keys, hdv, scale,
                            out + first_head * hdv);
     }
   });
 }
 
-// Every single-row sequence of the batch (decode), together, converting each job's cached rows
-// from f16 into its own scratch (no shared scratch, so any number of sequences run in one
-// parallel pass). A job is one (sequence, kv head) with all the query heads sharing it, so the
-// keys are converted once for them, when that still gives every thread work; otherwise (few
-// sequences, few kv heads: one sequence of Gemma 3 270M has a single kv head) a job is one
-// (sequence, query head). Each head's arithmetic is the same either way.
+// Single-row sequences (decode), together: one job per (sequence, kv head) with all the query
+// heads sharing it, each converting its cached rows from f16 into its own scratch (no shared
+// scratch, so any number of sequences run in one parallel pass). Attention() uses this when
+// there are at least as many such jobs as threads; fewer sequences go through AttendRows one at
+// a time, which converts a sequence's rows once, in parallel, and can split the heads.
 void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles, const float* q,
                       float scale, float* out) {
   const ModelConfig& c = *ctx.config;
@@ -169,32 +180,28 @@ void AttendSingleRows(const LayerContext& ctx, absl::Span<const int32_t> singles
   const int32_t group = c.n_head / c.n_head_kv;
   const int32_t hd = c.head_dim;
   const int32_t hdv = c.head_dim_v;
-  const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
-  const int64_t sequences = static_cast<int64_t>(singles.size());
-  const int32_t heads_per_job = sequences * c.n_head_kv >= threads ? group : 1;
-  const int32_t jobs_per_sequence = c.n_head / heads_per_job;
-  ParallelOrInline(ctx.pool, sequences * jobs_per_sequence, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> keys_t, values, row;
+  const int64_t jobs = static_cast<int64_t>(singles.size()) * c.n_head_kv;
+  ParallelOrInline(ctx.pool, jobs, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> keys_t, values, rows;
     for (int64_t job = begin; job < end; ++job) {
-      const SequenceRows& seq = ctx.sequences[singles[job / jobs_per_sequence]];
-      const int32_t h = static_cast<int32_t>(job % jobs_per_sequence) * heads_per_job;
-      const int32_t kv_head = h / group;
+      const SequenceRows& seq = ctx.sequences[singles[job / c.n_head_kv]];
+      const int32_t kv_head = static_cast<int32_t>(job % c.n_head_kv);
       const int32_t pos = seq.first_position;
       const int32_t lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
       const int32_t n = pos - lo + 1;
       keys_t.resize(size_t(hd) * n);
       values.resize(size_t(hdv) * n);
-      row.resize(hd);
-      TransposeKeys(ctx, seq.slot, lo, n, kv_head, keys_t.data(), n, 0, row.data());
+      rows.resize(size_t(8) * hd);
+      TransposeKeys(ctx, seq.slot, lo, n, kv_head, keys_t.data(), n, 0, rows.data());
       for (int32_t i = 0; i < n; ++i) {
         kernels::DequantizeRow(
             kernels::TensorType::kF16,
             ctx.kv->Value(seq.slot, ctx.local_layer, lo + i) + int64_t{kv_head} * hdv,
             values.data() + int64_t{i} * hdv, hdv);
       }
-      const int64_t head = int64_t{seq.row_begin} * c.n_head + h;
+      const int64_t head = int64_t{seq.row_begin} * c.n_head + int64_t{kv_head} * group;
       kernels::AttentionKeys keys{keys_t.data(), n, values.data(), hdv, n};
-      kernels::AttendHeads(q + head * hd, heads_per_job, hd, keys, hdv, scale, out + head * hdv);
+      kernels::AttendHeads(q + head * hd, group, hd, keys, hdv, scale, out + head * hdv);
     }
   });
 }
@@ -219,14 +226,20 @@ void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, c
                            ctx.kv->Value(seq.slot, ctx.local_layer, pos), v_width);
     }
   }
-  // 2. Sequences with several rows one at a time; single-row sequences all together.
+  // 2. Sequences with several rows one at a time; single-row sequences all together when they
+  // give every thread a job, else one at a time too (sharing each one's conversion).
   for (int32_t i = 0; i < ctx.n_sequences; ++i) {
     if (ctx.sequences[i].n > 1) AttendRows(ctx, s, ctx.sequences[i], q, scale, out);
   }
-  if (ctx.n_single_row_sequences > 0) {
+  const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
+  if (int64_t{ctx.n_single_row_sequences} * c.n_head_kv >= threads) {
     AttendSingleRows(
         ctx, absl::Span<const int32_t>(ctx.single_row_sequences, ctx.n_single_row_sequences), q,
         scale, out);
+  } else {
+    for (int32_t i = 0; i < ctx.n_single_row_sequences; ++i) {
+      AttendRows(ctx, s, ctx.sequences[ctx.single_row_sequences[i]], q, scale, out);
+    }
   }
 }
 
