@@ -68,8 +68,9 @@ void ApplyRope(const LayerContext& ctx, float* rows, int32_t n_heads);
 // (n x n_head * head_dim_v), with an online softmax. `scale` multiplies q·k. For a sequence with
 // several rows the keys and values it can see are converted from f16 once into s.keys / s.values
 // and shared by every row and head; single-row sequences (decode) are computed together, one job
-// per (sequence, head), converting cached rows as they are read. Both ways
-// do the same arithmetic in the same order, so a row's result does not depend on its batch.
+// per (sequence, kv head) converting its own cached rows, when that gives every thread a job, and
+// otherwise one sequence at a time like a multi-row one. Every way does the same arithmetic in the
+// same order (kernels::AttendHeads), so a row's result does not depend on its batch.
 void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, const float* k,
                const float* v, float scale, float* out);
 
