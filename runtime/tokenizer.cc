@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <queue>
 #include <utility>
 #include <variant>
@@ -187,34 +188,57 @@ bool Tokenizer::TokenTextEq::operator()(int32_t id, std::string_view text) const
   return tokenizer->Text(id) == text;
 }
 
-absl::StatusOr<Tokenizer::TokenTexts> Tokenizer::ReadTokenTexts(const GgufFile& file,
-                                                                std::string_view key) {
-  // Straight from the file's (usually still encoded) array into one buffer: two passes over the
-  // texts, so that neither a std::string per token nor a growing buffer's slack is ever held.
-  const GgufValue* value = file.Find(key);
-  const auto* array = value != nullptr && value->type == GgufValueType::kArray
-                          ? std::get_if<GgufValue::Array>(&value->data)
-                          : nullptr;
+namespace {
+
+// Packs `count` texts, visited in order by for_each(fn) (fn takes a std::string_view; for_each
+// returns false when the source is not all strings, giving nullopt), into one buffer with
+// offsets: two passes, so that neither a std::string per token nor a growing buffer's slack is
+// ever held. `what` names the source for the size error.
+template <typename Texts, typename ForEach>
+absl::StatusOr<std::optional<Texts>> PackTexts(size_t count, const ForEach& for_each,
+                                               std::string_view what) {
   uint64_t total = 0;
-  if (array == nullptr ||
-      !array->ForEachString([&](size_t, std::string_view text) { total += text.size(); })) {
-    // Not an array of strings: the getter says why, in its usual words.
-    RETURN_IF_ERROR(file.GetStringArray(key).status());
-    return absl::InvalidArgumentError(absl::StrCat(Absl(key), " is not an array of strings"));
-  }
+  if (!for_each([&](std::string_view text) { total += text.size(); })) return std::nullopt;
   if (total > UINT32_MAX) {
     return absl::InvalidArgumentError(
-        absl::StrCat(Absl(key), " holds ", total, " bytes of text (at most 2^32 - 1 supported)"));
+        absl::StrCat(Absl(what), " holds ", total, " bytes of text (at most 2^32 - 1 supported)"));
   }
-  TokenTexts texts;
+  Texts texts;
   texts.bytes.reserve(total);
-  texts.offsets.reserve(array->size() + 1);
+  texts.offsets.reserve(count + 1);
   texts.offsets.push_back(0);
-  array->ForEachString([&](size_t, std::string_view text) {
+  for_each([&](std::string_view text) {
     texts.bytes.append(text);
     texts.offsets.push_back(static_cast<uint32_t>(texts.bytes.size()));
   });
   return texts;
+}
+
+}  // namespace
+
+absl::StatusOr<Tokenizer::TokenTexts> Tokenizer::ReadTokenTexts(const GgufFile& file,
+                                                                std::string_view key) {
+  // Straight from the file's (usually still encoded) array into one buffer.
+  const GgufValue* value = file.Find(key);
+  const auto* array = value != nullptr && value->type == GgufValueType::kArray
+                          ? std::get_if<GgufValue::Array>(&value->data)
+                          : nullptr;
+  std::optional<TokenTexts> texts;
+  if (array != nullptr) {
+    ASSIGN_OR_RETURN(
+        texts, PackTexts<TokenTexts>(
+                   array->size(),
+                   [&](const auto& fn) {
+                     return array->ForEachString([&](size_t, std::string_view text) { fn(text); });
+                   },
+                   key));
+  }
+  if (!texts) {
+    // Not an array of strings: the getter says why, in its usual words.
+    RETURN_IF_ERROR(file.GetStringArray(key).status());
+    return absl::InvalidArgumentError(absl::StrCat(Absl(key), " is not an array of strings"));
+  }
+  return *std::move(texts);
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& file) {
@@ -303,23 +327,17 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromVocab(TokenizerVocab vocab) {
-  TokenTexts texts;
-  uint64_t total = 0;
-  for (const std::string& token : vocab.tokens) total += token.size();
-  if (total > UINT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat("the tokenizer vocabulary holds ", total,
-                                                   " bytes of text (at most 2^32 - 1 supported)"));
-  }
-  texts.bytes.reserve(total);
-  texts.offsets.reserve(vocab.tokens.size() + 1);
-  texts.offsets.push_back(0);
-  for (const std::string& token : vocab.tokens) {
-    texts.bytes += token;
-    texts.offsets.push_back(static_cast<uint32_t>(texts.bytes.size()));
-  }
+  ASSIGN_OR_RETURN(std::optional<TokenTexts> texts,
+                   PackTexts<TokenTexts>(
+                       vocab.tokens.size(),
+                       [&](const auto& fn) {
+                         for (const std::string& token : vocab.tokens) fn(token);
+                         return true;
+                       },
+                       "the tokenizer vocabulary"));
   vocab.tokens = std::vector<std::string>();
   std::unique_ptr<Tokenizer> tokenizer(new Tokenizer());
-  RETURN_IF_ERROR(tokenizer->Init(std::move(vocab), std::move(texts)));
+  RETURN_IF_ERROR(tokenizer->Init(std::move(vocab), *std::move(texts)));
   return tokenizer;
 }
 

@@ -84,10 +84,8 @@ std::vector<float> PlainAttention(const Problem& pr, float scale) {
 void ExpectSameBits(const std::vector<float>& a, const std::vector<float>& b, const char* what) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
-    uint32_t x, y;
-    std::memcpy(&x, &a[i], 4);
-    std::memcpy(&y, &b[i], 4);
-    ASSERT_EQ(x, y) << what << ": element " << i << " " << a[i] << " vs " << b[i];
+    ASSERT_TRUE(testing::SameBits(a[i], b[i]))
+        << what << ": element " << i << " " << a[i] << " vs " << b[i];
   }
 }
 

@@ -43,7 +43,7 @@ std::vector<uint8_t> ActivationRows(TensorType type, int64_t n, int tokens, uint
   return rows;
 }
 
-bool SameBits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
+using testing::SameBits;
 
 class VecDotMultiTest : public ::testing::TestWithParam<TensorType> {
  protected:

@@ -19,12 +19,7 @@ namespace {
 using testing::RandomValues;
 using testing::RandomWeightBytes;
 
-bool SameBits(float a, float b) {
-  uint32_t x, y;
-  std::memcpy(&x, &a, 4);
-  std::memcpy(&y, &b, 4);
-  return x == y;
-}
+using testing::SameBits;
 
 constexpr TensorType kGemvTypes[] = {TensorType::kQ4_0, TensorType::kQ5_0, TensorType::kQ8_0,
                                      TensorType::kQ4_K, TensorType::kQ6_K};

@@ -36,6 +36,10 @@ inline std::vector<float> RandomValues(size_t n, uint32_t seed, float scale = 1.
   return v;
 }
 
+// Whether two floats have the same bits (what the bit-identity promises are about; also tells
+// -0 from +0 and compares NaNs).
+inline bool SameBits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
+
 inline std::vector<uint8_t> Quantize(TensorType type, const std::vector<float>& values) {
   const int64_t n = static_cast<int64_t>(values.size());
   std::vector<uint8_t> out(static_cast<size_t>(RowBytes(type, n)));
