@@ -306,7 +306,7 @@ void Engine::Step(std::vector<Active*>& running) {
     const int32_t token = a.sampler->Sample(absl::MakeSpan(row), a.history);
     ++generated;
     if (options_.is_end_of_generation && options_.is_end_of_generation(token)) {
-      Retire(a, FinishReason::kStop, absl::OkStatus());
+      finished_.push_back({&a, FinishReason::kStop});
       continue;
     }
     TokenEvent event;
@@ -322,13 +322,19 @@ void Engine::Step(std::vector<Active*>& running) {
     a.sequence->Push(std::move(event));
     if ((a.request.max_tokens >= 0 && a.generated >= a.request.max_tokens) ||
         static_cast<int32_t>(a.history.size()) > model_.context()) {
-      Retire(a, FinishReason::kLength, absl::OkStatus());
+      finished_.push_back({&a, FinishReason::kLength});
     }
   }
-  absl::MutexLock lock(&mu_);
-  ++stats_.steps;
-  stats_.prompt_tokens += prompt_tokens;
-  stats_.generated_tokens += generated;
+  {
+    // Counted before any sequence of this step says it is finished, so a client that saw its
+    // last token also sees it in the stats.
+    absl::MutexLock lock(&mu_);
+    ++stats_.steps;
+    stats_.prompt_tokens += prompt_tokens;
+    stats_.generated_tokens += generated;
+  }
+  for (const auto& [active, reason] : finished_) Retire(*active, reason, absl::OkStatus());
+  finished_.clear();
 }
 
 void Engine::Retire(Active& active, FinishReason reason, absl::Status error) {

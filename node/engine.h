@@ -198,6 +198,7 @@ class Engine : public GenerationBackend {
   std::vector<int32_t> batch_tokens_;
   std::vector<BatchModel::Segment> segments_;
   std::vector<Active*> segment_owner_;
+  std::vector<std::pair<Active*, FinishReason>> finished_;  // this step's, retired after the stats
   size_t rotation_ = 0;
   std::vector<float> row_;  // one row of logits, for the sampler to penalise in place
   std::thread thread_;
