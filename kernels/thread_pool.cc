@@ -47,8 +47,18 @@ bool SpinUntil(Predicate ready) {
 
 }  // namespace
 
+// A job's state word: the low 32 bits of its generation, a closed bit, and how many workers
+// have joined it and not yet left. A worker joins only an open job of the generation it saw, so
+// the caller waits only for workers that are really running chunks, never for one that has not
+// woken up yet (on an oversubscribed machine that wake-up can take a scheduler time slice, and
+// decode issues a few hundred jobs per token).
+constexpr uint64_t kParticipantMask = 0xffff;
+constexpr uint64_t kClosed = uint64_t{1} << 16;
+constexpr int kGenerationShift = 32;
+
 struct ThreadPool::Impl {
-  explicit Impl(int threads) : num_threads(threads) {}
+  Impl(int threads, std::function<void()> hook)
+      : num_threads(threads), worker_start_hook(std::move(hook)) {}
 
   // Claims chunks of the current job until none are left. Runs on workers and on the caller.
   void RunChunks() {
@@ -59,9 +69,22 @@ struct ThreadPool::Impl {
     }
   }
 
+  // Joins job `g` if it is still open; false if it is closed or a newer job replaced it.
+  bool Join(uint64_t g) {
+    uint64_t s = state.load(std::memory_order_acquire);
+    for (;;) {
+      if ((s >> kGenerationShift) != (g & 0xffffffffu) || (s & kClosed) != 0) return false;
+      if (state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+        return true;
+      }
+    }
+  }
+
   // Each worker: wait (briefly polling, then asleep on work_cv) for a new job generation or
-  // shutdown, help run its chunks, report done.
+  // shutdown, join the job if the caller has not finished it alone, help run its chunks, leave.
   void WorkerLoop() {
+    if (worker_start_hook) worker_start_hook();
     uint64_t seen_generation = 0;
     for (;;) {
       const auto has_news = [&] {
@@ -74,9 +97,12 @@ struct ThreadPool::Impl {
       }
       if (stop.load(std::memory_order_acquire)) return;
       seen_generation = generation.load(std::memory_order_acquire);
+      if (!Join(seen_generation)) continue;
       RunChunks();
-      if (workers_busy.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        // Taking the lock orders this notify after the caller's predicate check, if it sleeps.
+      const uint64_t before = state.fetch_sub(1, std::memory_order_acq_rel);
+      if ((before & kParticipantMask) == 1 && (before & kClosed) != 0) {
+        // The caller has closed the job and may be asleep waiting for the last participant.
+        // Taking the lock orders this notify after its predicate check.
         std::lock_guard<std::mutex> lock(mu);
         done_cv.notify_one();
       }
@@ -84,6 +110,7 @@ struct ThreadPool::Impl {
   }
 
   const int num_threads;
+  const std::function<void()> worker_start_hook;
   std::vector<std::thread> workers;
 
   // Serialises ParallelFor calls coming from different threads.
@@ -94,19 +121,22 @@ struct ThreadPool::Impl {
   std::condition_variable work_cv;
   std::condition_variable done_cv;
   std::atomic<uint64_t> generation{0};  // bumped (under mu) to publish a job
-  std::atomic<int> workers_busy{0};     // workers that have not finished the current job
+  std::atomic<uint64_t> state{kClosed};  // the current job's (generation, closed, participants)
   std::atomic<bool> stop{false};
 
   // The current job; written by the caller before generation is bumped (release), read by
-  // workers after they observe the new generation (acquire).
+  // workers after they join it (acquire).
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0;
   int64_t chunk = 1;
   std::atomic<int64_t> next{0};
 };
 
-ThreadPool::ThreadPool(int num_threads)
-    : impl_(std::make_unique<Impl>(num_threads > 0 ? num_threads : PhysicalCoreCount())) {
+ThreadPool::ThreadPool(int num_threads) : ThreadPool(num_threads, nullptr) {}
+
+ThreadPool::ThreadPool(int num_threads, std::function<void()> worker_start_hook)
+    : impl_(std::make_unique<Impl>(num_threads > 0 ? num_threads : PhysicalCoreCount(),
+                                   std::move(worker_start_hook))) {
   for (int i = 1; i < impl_->num_threads; ++i) {
     // Worker thread: runs chunks of ParallelFor jobs; sleeps on work_cv between jobs.
     impl_->workers.emplace_back([impl = impl_.get()] { impl->WorkerLoop(); });
@@ -144,12 +174,19 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     impl.n = n;
     impl.chunk = chunk;
     impl.next.store(0, std::memory_order_relaxed);
-    impl.workers_busy.store(static_cast<int>(impl.workers.size()), std::memory_order_relaxed);
-    impl.generation.fetch_add(1, std::memory_order_release);
+    const uint64_t g = impl.generation.load(std::memory_order_relaxed) + 1;
+    // Open before it is announced: a worker that sees generation g finds state g open.
+    impl.state.store((g & 0xffffffffu) << kGenerationShift, std::memory_order_release);
+    impl.generation.store(g, std::memory_order_release);
   }
   impl.work_cv.notify_all();
   impl.RunChunks();
-  const auto all_done = [&] { return impl.workers_busy.load(std::memory_order_acquire) == 0; };
+  // Every chunk is claimed. Close the job (no worker joins it now) and wait only for those that
+  // joined and still run a chunk.
+  impl.state.fetch_or(kClosed, std::memory_order_acq_rel);
+  const auto all_done = [&] {
+    return (impl.state.load(std::memory_order_acquire) & kParticipantMask) == 0;
+  };
   if (!SpinUntil(all_done)) {
     std::unique_lock<std::mutex> lock(impl.mu);
     impl.done_cv.wait(lock, all_done);

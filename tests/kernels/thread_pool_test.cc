@@ -89,6 +89,42 @@ TEST(ThreadPool, UsesSeveralThreadsForLargeJobs) {
   EXPECT_GE(ids.size(), 2u);
 }
 
+// A worker the OS has not scheduled yet (here: held at its start) must not hold a job up: the
+// caller claims every chunk and returns. Before workers joined jobs explicitly, the caller waited
+// for every worker to report each job done, so this test hung.
+TEST(ThreadPool, JobsFinishWhileWorkersHaveNotWokenUp) {
+  std::mutex gate;
+  gate.lock();  // workers block at their start until the gate opens
+  ThreadPool pool(3, [&] {
+    std::lock_guard<std::mutex> wait(gate);
+  });
+  std::set<std::thread::id> ids;
+  int64_t total = 0;
+  for (int job = 0; job < 100; ++job) {
+    pool.ParallelFor(64, 1, [&](int64_t begin, int64_t end) {
+      ids.insert(std::this_thread::get_id());  // only the caller runs chunks: no lock needed
+      total += end - begin;
+    });
+  }
+  EXPECT_EQ(total, 100 * 64);
+  EXPECT_EQ(ids, std::set<std::thread::id>{std::this_thread::get_id()});
+  gate.unlock();
+  // Once they are up the workers take part again, and late ones never replay an old job.
+  std::atomic<int64_t> after{0};
+  std::mutex mu;
+  std::set<std::thread::id> later_ids;
+  for (int attempt = 0; attempt < 50 && later_ids.size() < 2; ++attempt) {
+    pool.ParallelFor(64, 1, [&](int64_t begin, int64_t end) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      after.fetch_add(end - begin);
+      std::lock_guard<std::mutex> lock(mu);
+      later_ids.insert(std::this_thread::get_id());
+    });
+    ASSERT_EQ(after.load(), (attempt + 1) * 64);
+  }
+  EXPECT_GE(later_ids.size(), 2u);
+}
+
 TEST(ThreadPool, ManyConsecutiveJobs) {
   ThreadPool pool(3);
   std::atomic<int64_t> total{0};
