@@ -4,7 +4,13 @@
 Prints pp (prompt processing) and tg (decode) tokens/s for both, measured in one run on this
 machine. llama.cpp is a benchmark peer only: install it with
   pip install --no-binary llama-cpp-python llama-cpp-python
-Usage: bench/compare_llamacpp.py [--model PATH] [--threads N] [--pp 512] [--tg 128] [--reps 3]
+Usage: bench/compare_llamacpp.py [--model PATH] [--threads N] [--pp 512] [--tg 128] [--depth 0]
+                                 [--reps 3]
+
+To compare on the AVX2 level of an AVX-512 machine: build llama-cpp-python with
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF"
+into a folder of its own (pip install --target DIR ...), then run this script with
+PYTHONPATH=DIR EXO_SIMD=avx2.
 """
 import argparse
 import json
@@ -21,24 +27,30 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 class LlamaCpp:
     """llama.cpp (llama-cpp-python) with the model loaded once; one repetition per call."""
 
-    def __init__(self, model, threads, pp, tg):
+    def __init__(self, model, threads, pp, tg, depth):
         import llama_cpp  # noqa: imported here so --help works without it
-        self.llm = llama_cpp.Llama(model_path=model, n_ctx=max(pp, tg) + 8, n_batch=pp,
+        self.llm = llama_cpp.Llama(model_path=model, n_ctx=depth + max(pp, tg) + 8, n_batch=pp,
                                    n_ubatch=pp, n_threads=threads, n_threads_batch=threads,
                                    verbose=False)
-        self.pp, self.tg = pp, tg
-        self.prompt = [(i * 7919) % self.llm.n_vocab() for i in range(max(pp, tg))]
+        self.pp, self.tg, self.depth = pp, tg, depth
+        self.prompt = [(i * 7919) % self.llm.n_vocab() for i in range(depth + max(pp, tg))]
         self.llm.reset()
         self.llm.eval(self.prompt[:8])  # warm-up
 
+    def fill_depth(self):
+        # The context of `depth` tokens both tests start from (untimed), as exo-node bench --depth.
+        self.llm.reset()
+        if self.depth:
+            self.llm.eval(self.prompt[:self.depth])
+
     def rep(self):
-        self.llm.reset()
+        self.fill_depth()
         start = time.perf_counter()
-        self.llm.eval(self.prompt[:self.pp])
+        self.llm.eval(self.prompt[self.depth:self.depth + self.pp])
         pp_rate = self.pp / (time.perf_counter() - start)
-        self.llm.reset()
+        self.fill_depth()
         start = time.perf_counter()
-        for i in range(self.tg):
+        for i in range(self.depth, self.depth + self.tg):
             self.llm.eval([self.prompt[i]])
         return pp_rate, self.tg / (time.perf_counter() - start)
 
@@ -69,7 +81,7 @@ def llama_cold_start(args, threads):
 def exo_bench(args, threads):
     result = subprocess.run([args.exo_node, "bench", "--model", args.model, "--threads",
                              str(threads), "--pp", str(args.pp), "--tg", str(args.tg),
-                             "--reps", "1", "--json"], capture_output=True, text=True)
+                             "--depth", str(args.depth), "--reps", "1", "--json"], capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"exo-node bench failed: {result.stderr.strip()}")
     return json.loads(result.stdout)
@@ -84,6 +96,8 @@ def main():
                         help="0 (default): exo-node's default, one per physical core, for both")
     parser.add_argument("--pp", type=int, default=512)
     parser.add_argument("--tg", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=0,
+                        help="tokens already in the context when each test starts")
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
 
@@ -91,7 +105,7 @@ def main():
     # processes on a shared machine falls on both alike.
     first = exo_bench(args, args.threads)
     threads = first["threads"]
-    llama = LlamaCpp(args.model, threads, args.pp, args.tg)
+    llama = LlamaCpp(args.model, threads, args.pp, args.tg, args.depth)
     exo_runs, pp_rates, tg_rates, llama_starts = [], [], [], []
     for rep in range(args.reps):
         exo_runs.append(first if rep == 0 else exo_bench(args, threads))
@@ -104,8 +118,15 @@ def main():
         spread = statistics.stdev(values) if len(values) > 1 else 0
         return f"{statistics.mean(values):8.{digits}f} ± {spread:.{digits}f}"
 
+    import llama_cpp
     print(f"model {args.model}, {threads} threads, {args.reps} interleaved repetitions, "
-          f"exo-node kernels: {first.get('kernels', '?')}")
+          f"exo-node kernels: {first.get('kernels', '?')}"
+          + (f", both tests at depth {args.depth}" if args.depth else ""))
+    # Which llama.cpp build ran (PYTHONPATH can point at another one, e.g. one built for AVX2
+    # only), and the instruction sets it reports.
+    print(f"llama.cpp: llama-cpp-python {llama_cpp.__version__} from "
+          f"{pathlib.Path(llama_cpp.__file__).parent}; "
+          f"{llama_cpp.llama_print_system_info().decode().strip()}")
     print(f"{'':10s} {'exo-node':>18s} {'llama.cpp':>18s}")
     for name, rates in ((f"pp{args.pp}", pp_rates), (f"tg{args.tg}", tg_rates)):
         exo_rates = [run[name]["tokens_per_second"] for run in exo_runs]

@@ -98,17 +98,23 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   if (command.prompt_tokens <= 0 || command.generate_tokens <= 0 || command.repetitions <= 0) {
     return absl::InvalidArgumentError("--pp, --tg and --reps must be positive");
   }
+  if (command.depth < 0) return absl::InvalidArgumentError("--depth must be 0 or more");
+  const int64_t needed =
+      int64_t{command.depth} + std::max(command.prompt_tokens, command.generate_tokens);
+  if (needed > (1 << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--depth plus the larger test size is ", needed, " tokens, too many"));
+  }
   ModelOptions model_options = command.model;
-  model_options.context =
-      std::max(model_options.context, command.prompt_tokens + command.generate_tokens);
+  model_options.context = std::max<int32_t>(model_options.context, static_cast<int32_t>(needed));
   ASSIGN_OR_RETURN(LoadedModel model, LoadModel(model_options));
   runtime::Stage& stage = *model.stage;
   const int32_t vocab = stage.config().n_vocab;
-  if (stage.options().context < command.prompt_tokens ||
-      stage.options().context < command.generate_tokens) {
+  if (stage.options().context < needed) {
     return absl::InvalidArgumentError(absl::StrCat("the model's context of ",
                                                    stage.options().context,
-                                                   " tokens is smaller than the test sizes"));
+                                                   " tokens is smaller than the test sizes (",
+                                                   needed, " with --depth)"));
   }
 
   // Cold start: process start to the first token out of a one-token prompt.
@@ -119,37 +125,59 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   const double cold_start = SecondsSince(kBenchProcessStart);
 
   std::mt19937 rng(1234);
-  // Random tokens for the prompt test; the decode test feeds the first generate_tokens of them.
-  std::vector<int32_t> prompt(std::max(command.prompt_tokens, command.generate_tokens));
-  for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % vocab);
+  // Random tokens: the first `depth` fill the context, the prompt test feeds the next
+  // prompt_tokens and the decode test the next generate_tokens.
+  std::vector<int32_t> tokens(needed);
+  for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % vocab);
+  const int32_t depth = command.depth;
 
-  auto run_prompt = [&]() -> absl::StatusOr<double> {
-    stage.ResetSlot(0);
-    const auto start = Clock::now();
-    for (int32_t pos = 0; pos < command.prompt_tokens;) {
-      const int32_t n = std::min(stage.options().max_batch_tokens, command.prompt_tokens - pos);
+  // Feeds tokens [from, to) to slot 0 in batches as large as the stage takes.
+  auto feed = [&](int32_t from, int32_t to) -> absl::Status {
+    for (int32_t pos = from; pos < to;) {
+      const int32_t n = std::min(stage.options().max_batch_tokens, to - pos);
       runtime::StageInput in;
       in.first_position = pos;
-      in.tokens = absl::MakeConstSpan(prompt).subspan(pos, n);  // pos + n <= prompt_tokens
+      in.tokens = absl::MakeConstSpan(tokens).subspan(pos, n);  // pos + n <= to <= needed
       RETURN_IF_ERROR(stage.Forward(in, runtime::LogitsMode::kLast).status());
       pos += n;
     }
+    return absl::OkStatus();
+  };
+  // A fresh slot holding `depth` tokens, filled untimed.
+  auto fill_depth = [&]() -> absl::Status {
+    stage.ResetSlot(0);
+    if (depth > 0) err << absl::StrFormat("exo-node bench: filling %d tokens of context\n", depth);
+    return feed(0, depth);
+  };
+  auto run_prompt = [&]() -> absl::StatusOr<double> {
+    RETURN_IF_ERROR(fill_depth());
+    const auto start = Clock::now();
+    RETURN_IF_ERROR(feed(depth, depth + command.prompt_tokens));
     return command.prompt_tokens / SecondsSince(start);
   };
   auto run_decode = [&]() -> absl::StatusOr<double> {
-    stage.ResetSlot(0);
+    RETURN_IF_ERROR(fill_depth());
     const auto start = Clock::now();
-    for (int32_t pos = 0; pos < command.generate_tokens; ++pos) {
+    for (int32_t pos = depth; pos < depth + command.generate_tokens; ++pos) {
       runtime::StageInput in;
       in.first_position = pos;
-      in.tokens = absl::MakeConstSpan(prompt).subspan(pos, 1);
+      in.tokens = absl::MakeConstSpan(tokens).subspan(pos, 1);
       RETURN_IF_ERROR(stage.Forward(in, runtime::LogitsMode::kLast).status());
     }
     return command.generate_tokens / SecondsSince(start);
   };
 
   err << "exo-node bench: warming up\n";
-  RETURN_IF_ERROR(run_decode().status());
+  {
+    // A short decode from an empty context: the warm-up is for the weights, not the depth.
+    stage.ResetSlot(0);
+    for (int32_t pos = 0; pos < std::min(command.generate_tokens, 16); ++pos) {
+      runtime::StageInput in;
+      in.first_position = pos;
+      in.tokens = absl::MakeConstSpan(tokens).subspan(pos, 1);
+      RETURN_IF_ERROR(stage.Forward(in, runtime::LogitsMode::kLast).status());
+    }
+  }
   std::vector<double> pp, tg;
   for (int32_t rep = 0; rep < command.repetitions; ++rep) {
     err << absl::StrFormat("exo-node bench: repetition %d/%d\n", rep + 1, command.repetitions);
@@ -167,7 +195,21 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   // decode step reads, which a large last-level cache may partly hold just as it holds the
   // weights. The roofline uses the larger, so a model that fits in cache is not credited with
   // beating memory.
-  const uint64_t bytes_per_token = stage.weight_bytes_per_token();
+  // At depth, a decode step also reads the cached keys and values it attends to (f16): counted
+  // at the middle of the decode test.
+  uint64_t kv_bytes_per_token = 0;
+  if (depth > 0) {
+    const runtime::ModelConfig& c = stage.config();
+    const int64_t visible_full = int64_t{depth} + command.generate_tokens / 2 + 1;
+    const runtime::LayerRange layers = stage.options().layers;
+    for (int32_t il = layers.begin; il < layers.end; ++il) {
+      const bool sliding = c.sliding_window > 0 && c.layer_is_swa[il];
+      const int64_t visible = sliding ? std::min<int64_t>(visible_full, c.sliding_window)
+                                      : visible_full;
+      kv_bytes_per_token += visible * (c.n_embd_k_gqa() + c.n_embd_v_gqa()) * sizeof(uint16_t);
+    }
+  }
+  const uint64_t bytes_per_token = stage.weight_bytes_per_token() + kv_bytes_per_token;
   double bandwidth, working_set_bandwidth;
   {
     std::unique_ptr<kernels::ThreadPool> all_cores;
@@ -189,14 +231,18 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   const Figure tg_fig = Summarize(tg);
   const std::string pp_name = absl::StrCat("pp", command.prompt_tokens);
   const std::string tg_name = absl::StrCat("tg", command.generate_tokens);
+  // llama-bench's naming for a test at depth: "tg128 @ d4096".
+  const std::string at_depth = depth > 0 ? absl::StrCat(" @ d", depth) : "";
   if (command.json) {
     nlohmann::json j = {{"model", stage.config().name},
                         {"threads", model.pool->num_threads()},
                         {"kernels", kernels::SimdLevelName()},
                         {"repetitions", command.repetitions},
+                        {"depth", depth},
                         {pp_name, {{"tokens_per_second", pp_fig.mean}, {"stddev", pp_fig.stddev}}},
                         {tg_name, {{"tokens_per_second", tg_fig.mean}, {"stddev", tg_fig.stddev}}},
                         {"bytes_per_token", bytes_per_token},
+                        {"kv_bytes_per_token", kv_bytes_per_token},
                         {"memory_bandwidth_bytes_per_second", bandwidth},
                         {"working_set_bandwidth_bytes_per_second", working_set_bandwidth},
                         {"roofline_tokens_per_second", roofline},
@@ -211,10 +257,16 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
     out << absl::StrFormat("model: %s, %d threads, %s kernels, %d repetitions\n",
                            stage.config().name, model.pool->num_threads(), kernels::SimdLevelName(),
                            command.repetitions);
-    out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", pp_name, pp_fig.mean, pp_fig.stddev);
-    out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", tg_name, tg_fig.mean, tg_fig.stddev);
-    out << absl::StrFormat("  bytes read per decoded token: %.1f MiB\n",
-                           bytes_per_token / 1048576.0);
+    out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", pp_name + at_depth, pp_fig.mean,
+                           pp_fig.stddev);
+    out << absl::StrFormat("  %-8s %10.1f ± %.1f tok/s\n", tg_name + at_depth, tg_fig.mean,
+                           tg_fig.stddev);
+    out << absl::StrFormat("  bytes read per decoded token: %.1f MiB", bytes_per_token / 1048576.0);
+    if (depth > 0) {
+      out << absl::StrFormat(" (%.1f MiB of it cached keys and values)",
+                             kv_bytes_per_token / 1048576.0);
+    }
+    out << "\n";
     out << absl::StrFormat(
         "  read bandwidth: %.2f GB/s (512 MiB buffer), %.2f GB/s (%.0f MiB, the bytes one token "
         "reads) -> decode roofline %.1f tok/s; tg is %.0f%% of it\n",

@@ -66,6 +66,9 @@ struct BenchCommand {
   ModelOptions model;
   int32_t prompt_tokens = 512;    // pp: prompt processing test size
   int32_t generate_tokens = 128;  // tg: decode test size
+  // Tokens already in the context when each test starts (llama-bench's -d): both tests then
+  // attend to `depth` earlier positions, as a long chat does. Filled untimed before each test.
+  int32_t depth = 0;
   int32_t repetitions = 3;
   bool json = false;
 };

@@ -78,6 +78,8 @@ ABSL_FLAG(int32_t, ngram_min, 2, "generate --speculative=ngram: shortest context
 ABSL_FLAG(bool, all, false, "inspect: print metadata arrays in full.");
 ABSL_FLAG(int32_t, pp, 512, "bench: prompt tokens in the prompt-processing test.");
 ABSL_FLAG(int32_t, tg, 128, "bench: tokens in the decode test.");
+ABSL_FLAG(int32_t, depth, 0,
+          "bench: tokens already in the context when each test starts (long-context speed).");
 ABSL_FLAG(int32_t, reps, 3, "bench: repetitions of each test.");
 ABSL_FLAG(std::string, fleet, "",
           "plan: JSON file describing the nodes (id, memory, bandwidth, kind) and links "
@@ -173,9 +175,10 @@ Usage:
       on SIGINT or SIGTERM.
   exo-node inspect FILE [--all]
       Print a GGUF file's metadata and tensor table.
-  exo-node bench [--model PATH] [--pp 512] [--tg 128] [--reps 3] [--json]
+  exo-node bench [--model PATH] [--pp 512] [--tg 128] [--depth 0] [--reps 3] [--json]
       Prompt-processing and decode speed, bytes per token, memory bandwidth and roofline,
-      peak RSS and cold start, as llama-bench reports them.
+      peak RSS and cold start, as llama-bench reports them; --depth N runs both tests with N
+      tokens already in the context.
   exo-node plan [--fleet FILE | --state_dir DIR] [--model PATH] [--strategy optimal|ring]
                 [--max_stages N] [--ctx N] [--max_sequences N]
       The plan the running node's cluster (this node and its up peers) would use, or, with
@@ -526,6 +529,7 @@ int main(int argc, char** argv) {
     b.model = ModelFromFlags();
     b.prompt_tokens = absl::GetFlag(FLAGS_pp);
     b.generate_tokens = absl::GetFlag(FLAGS_tg);
+    b.depth = absl::GetFlag(FLAGS_depth);
     b.repetitions = absl::GetFlag(FLAGS_reps);
     b.json = absl::GetFlag(FLAGS_json);
     return exo::node::RunBench(b, std::cout, std::cerr);

@@ -108,3 +108,24 @@ def test_bench_reports_every_figure(exo_node_bin, default_model):
     assert abs(figures["rss_budget_mib"] - (size_mib + figures["kv_cache_mib"] + 64)) < 0.01
     assert figures["peak_rss_mib"] > 0 and figures["cold_start_seconds"] > 0
     assert "repetition 2/2" in result.stderr  # progress is shown while it runs
+
+
+def test_bench_at_depth_counts_the_cached_keys_a_token_reads(exo_node_bin, default_model):
+    plain = json.loads(run(exo_node_bin, "bench", "--model", default_model, "--pp", "8", "--tg",
+                           "4", "--reps", "1", "--json").stdout)
+    result = run(exo_node_bin, "bench", "--model", default_model, "--pp", "8", "--tg", "4",
+                 "--depth", "40", "--reps", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["depth"] == 40 and plain["depth"] == 0 and plain["kv_bytes_per_token"] == 0
+    assert figures["pp8"]["tokens_per_second"] > 0 and figures["tg4"]["tokens_per_second"] > 0
+    # Gemma 3 270M: 18 layers, one kv head of 256 for keys and for values, f16; mid-test the
+    # decode step sees 40 + 4/2 + 1 positions, all inside the 512-token window.
+    assert figures["kv_bytes_per_token"] == 18 * 43 * (256 + 256) * 2
+    assert figures["bytes_per_token"] == plain["bytes_per_token"] + figures["kv_bytes_per_token"]
+    assert "filling 40 tokens of context" in result.stderr
+    text = run(exo_node_bin, "bench", "--model", default_model, "--pp", "8", "--tg", "4",
+               "--depth", "40", "--reps", "1")
+    assert "pp8 @ d40" in text.stdout and "tg4 @ d40" in text.stdout, text.stdout
+    bad = run(exo_node_bin, "bench", "--model", default_model, "--depth", "-3")
+    assert bad.returncode == 1 and "--depth must be 0 or more" in bad.stderr
