@@ -2,7 +2,9 @@
 // a prompt batch (--tokens, default 512) and for decode (1 token), plus the Q8_0 output head at
 // decode. Prints the best-of-N time per shape and the implied multiply-adds per second, so that
 // kernel changes can be compared without the rest of the runtime (attention, norms) in the way.
-//   kernels_bench [--threads N] [--tokens N] [--reps N]
+//   kernels_bench [--threads N] [--tokens N] [--reps N] [--type NAME]
+// --type Q5_K (any supported type name) gives every layer shape that weight type instead of the
+// Q4_K_M mix, for kernels no local model file exercises.
 // EXO_SIMD=scalar|avx2|avx512 forces a kernel level (see docs/kernels.md).
 #include <time.h>
 
@@ -78,19 +80,40 @@ double BestSeconds(int reps, const std::function<void()>& fn) {
 
 }  // namespace
 
+// The supported type named `name` ("Q5_K"), or false.
+bool ParseType(const std::string& name, TensorType* type) {
+  for (uint32_t id = 0; id < 64; ++id) {
+    const exo::kernels::TypeInfo* info = exo::kernels::FindTypeInfo(id);
+    if (info != nullptr && info->supported && name == info->name) {
+      *type = static_cast<TensorType>(id);
+      return true;
+    }
+  }
+  return false;
+}
+
 int main(int argc, char** argv) {
   int threads = 0, tokens = 512, reps = 5;
+  bool one_type = false;
+  TensorType layer_type = TensorType::kF32;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int value = std::atoi(argv[i + 1]);
-    if (flag == "--threads") {
+    if (flag == "--type") {
+      one_type = ParseType(argv[i + 1], &layer_type);
+      if (!one_type) {
+        std::fprintf(stderr, "kernels_bench: unknown or unsupported type %s\n", argv[i + 1]);
+        return 2;
+      }
+    } else if (flag == "--threads") {
       threads = value;
     } else if (flag == "--tokens") {
       tokens = value;
     } else if (flag == "--reps") {
       reps = value;
     } else {
-      std::fprintf(stderr, "usage: kernels_bench [--threads N] [--tokens N] [--reps N]\n");
+      std::fprintf(stderr,
+                   "usage: kernels_bench [--threads N] [--tokens N] [--reps N] [--type NAME]\n");
       return 2;
     }
   }
@@ -106,7 +129,8 @@ int main(int argc, char** argv) {
   std::mt19937 rng(7);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   double layer_pp = 0, layer_tg = 0;
-  for (const Shape& s : kLayer) {
+  for (Shape s : kLayer) {
+    if (one_type) s.type = layer_type;
     const std::vector<uint8_t> w = RandomWeights(s.type, s.rows, s.cols, 1);
     std::vector<float> x(static_cast<size_t>(tokens * s.cols));
     for (float& v : x) v = dist(rng);

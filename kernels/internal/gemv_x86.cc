@@ -1,10 +1,12 @@
-// Multi-row decode kernels (x86, AVX-512 VNNI and AVX2) for the 32-element block types against
-// Q8_0 activations. Per row they do exactly what the single-row dot of the same level does
-// (VecDot32 in quants_avx512.cc, the AVX2 dots in quants_avx2.cc, which agree bit for bit): the
-// same int32 lane sums, the same acc = fma(dx * dy, float(lanes), acc) per block with the same
-// accumulator pattern, the same horizontal sum. Only the order in which the rows' independent
-// operations are issued differs, which cannot change a bit. gemv_test checks this.
+// Multi-row decode kernels (x86, AVX-512 VNNI and AVX2): Q4_0/Q5_0/Q8_0 against Q8_0 activations,
+// Q4_1/Q5_1 against Q8_1, Q4_K/Q5_K/Q6_K against Q8_K. Per row they do exactly what the
+// single-row dot of the same level does (VecDot32 / VecDotQ6K in quants_avx512.cc, the AVX2 dots
+// in quants_avx2.cc, which agree bit for bit): the same int32 lane sums, the same
+// acc = fma(dx * dy, float(lanes), acc) per block with the same accumulator pattern, the same
+// horizontal sum (and mins terms). Only the order in which the rows' independent operations are
+// issued differs, which cannot change a bit. gemv_test checks this.
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/internal/blocks.h"
 #include "kernels/internal/gemv.h"
@@ -30,6 +32,8 @@ namespace exo::kernels::internal {
 
 #define EXO_GEMV_AVX512 \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+// Small helpers inlined into kernels of both levels (AVX2 code only).
+#define EXO_GEMV_AVX2_OR_512 __attribute__((target("avx2,fma,f16c"), always_inline))
 
 namespace {
 
@@ -87,10 +91,9 @@ struct Q4_0Pair {
   }
 };
 
-struct Q5_0Pair {
-  using Block = BlockQ5_0;
-  static constexpr int32_t kOffset = 16;
-  static constexpr bool kTwoAccumulators = false;
+// Q5_0 / Q5_1 quants of two rows (nibble | high bit << 4), as NibblePair.
+struct Q5Pair {
+  template <typename Block>
   EXO_GEMV_AVX512 static __m512i Unsigned(const Block& a, const Block& b) {
     uint32_t ha, hb;
     std::memcpy(&ha, a.qh, sizeof(ha));
@@ -101,6 +104,12 @@ struct Q5_0Pair {
     const __m512i nibbles = NibblePair(a.qs, b.qs);
     return _mm512_mask_add_epi8(nibbles, high, nibbles, _mm512_set1_epi8(0x10));
   }
+};
+
+struct Q5_0Pair : Q5Pair {
+  using Block = BlockQ5_0;
+  static constexpr int32_t kOffset = 16;
+  static constexpr bool kTwoAccumulators = false;
 };
 
 struct Q8_0Pair {
@@ -167,6 +176,88 @@ EXO_GEMV_AVX512 void GemvRowPairs(const void* vw, int64_t row_bytes, const void*
     const __m512 sum = W::kTwoAccumulators ? _mm512_add_ps(acc0[p], acc1[p]) : acc0[p];
     out[2 * p] = HorizontalSum(_mm512_castps512_ps256(sum));
     out[2 * p + 1] = HorizontalSum(_mm512_extractf32x8_ps(sum, 1));
+  }
+}
+
+// ---- Q4_1 / Q5_1 against Q8_1 (AVX-512, two rows per register) -----------------------------
+// The level's dots are vec_dot_q4_1_q8_1_avx2 / vec_dot_q5_1_q8_1_avx2: per block, lanes =
+// madd(maddubs(q, y), 1) with q unsigned (nibble, or nibble | high bit), acc = fma(Half(x.d) *
+// Half(y.d), float(lanes), acc), sum_mins += Half(x.m) * Half(y.s); the result is
+// HorizontalSum(acc) + sum_mins. The quants are already unsigned and maddubs cannot saturate
+// here (|2 * 31 * 128| < 2^15), so one vpdpbusd from zero makes the same lanes with no
+// prepared bias. The four rows' (d, m) are converted in one go and multiplied by (d_y, s_y) in
+// one vmulps (the single dot's f32 products), and the four sum_mins run lane-wise in one register.
+
+struct Q4_1Pair {
+  using Block = BlockQ4_1;
+  EXO_GEMV_AVX512 static __m512i Unsigned(const Block& a, const Block& b) {
+    return NibblePair(a.qs, b.qs);
+  }
+};
+
+struct Q5_1Pair : Q5Pair {
+  using Block = BlockQ5_1;
+};
+
+// (d, m) of block i of the four rows, as halves: lanes 2r, 2r + 1 are row r's d, m (the two
+// fields lead every Q4_1 / Q5_1 block).
+template <typename Block>
+EXO_GEMV_AVX2_OR_512 inline __m128i DmOfRows(const Block* const* x, int64_t i) {
+  uint32_t dm[R];
+  for (int r = 0; r < R; ++r) std::memcpy(&dm[r], &x[r][i].d, sizeof(uint32_t));
+  return _mm_setr_epi32(static_cast<int>(dm[0]), static_cast<int>(dm[1]), static_cast<int>(dm[2]),
+                        static_cast<int>(dm[3]));
+}
+
+// (d_y, s_y, d_y, s_y, ...) of a Q8_1 block as f32.
+EXO_GEMV_AVX2_OR_512 inline __m256 DsOfToken(const BlockQ8_1& y) {
+  uint32_t ds;
+  std::memcpy(&ds, &y.d, sizeof(ds));
+  return _mm256_cvtph_ps(_mm_set1_epi32(static_cast<int>(ds)));
+}
+
+template <typename W>
+EXO_GEMV_AVX512 void GemvRowPairsMin(const void* vw, int64_t row_bytes, const void* vy,
+                                     const void* /*prepared*/, int64_t n, float* out) {
+  static_assert(R == 4, "two register pairs below");
+  using Block = typename W::Block;
+  const uint8_t* base = static_cast<const uint8_t*>(vw);
+  const Block* x[R];
+  for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const Block*>(base + r * row_bytes);
+  const BlockQ8_1* y = static_cast<const BlockQ8_1*>(vy);
+  const int64_t nb = n / kQk32;
+  const int64_t ahead = kPrefetchGroups * R * row_bytes;
+  // Per pair p: the f32 lane of the product vector that holds row 2p's d (low 8 floats) and
+  // row 2p + 1's (high 8).
+  const __m512i pick[2] = {_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
+                           _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6)};
+  const __m256i odd = _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7);
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m128 sum_mins = _mm_setzero_ps();  // lane r: row r's
+  for (int64_t i = 0; i < nb; ++i) {
+    if ((i & 1) == 0) {  // every other block: >= 40 bytes, so every line of the stream is met
+      for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(x[r] + i) + ahead, _MM_HINT_T0);
+      }
+    }
+    const __m512i yv = _mm512_broadcast_i64x4(Load256(y[i].qs));
+    // Lanes 2r, 2r + 1: Half(d_r) * Half(d_y), Half(m_r) * Half(s_y).
+    const __m256 prod = _mm256_mul_ps(_mm256_cvtph_ps(DmOfRows(x, i)), DsOfToken(y[i]));
+    const __m512 prod512 = _mm512_castps256_ps512(prod);
+    for (int p = 0; p < 2; ++p) {
+      const __m512i lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                W::Unsigned(x[2 * p][i], x[2 * p + 1][i]), yv);
+      acc[p] = _mm512_fmadd_ps(_mm512_permutexvar_ps(pick[p], prod512), _mm512_cvtepi32_ps(lanes),
+                               acc[p]);
+    }
+    sum_mins = _mm_add_ps(sum_mins,
+                          _mm256_castps256_ps128(_mm256_permutevar8x32_ps(prod, odd)));
+  }
+  float mins_out[R];
+  _mm_storeu_ps(mins_out, sum_mins);
+  for (int p = 0; p < 2; ++p) {
+    out[2 * p] = HorizontalSum(_mm512_castps512_ps256(acc[p])) + mins_out[2 * p];
+    out[2 * p + 1] = HorizontalSum(_mm512_extractf32x8_ps(acc[p], 1)) + mins_out[2 * p + 1];
   }
 }
 
@@ -336,7 +427,60 @@ EXO_GEMV_AVX2 void GemvRowsAvx2(const void* vw, int64_t row_bytes, const void* v
   }
 }
 
-// ---- Q4_K against Q8_K (AVX2; also the AVX-512 level's Q4_K dot) ---------------------------
+// ---- Q4_1 / Q5_1 against Q8_1 (AVX2) ---------------------------------------------------------
+// Per row exactly the single dot (see GemvRowPairsMin above), four rows interleaved with the
+// (d, m) conversion and the sum_mins updates done for the four rows at once.
+
+struct Q4_1Avx2 {
+  using Block = BlockQ4_1;
+  EXO_GEMV_AVX2 static __m256i Unsigned(const Block& b) { return UnpackNibbles(b.qs); }
+};
+
+struct Q5_1Avx2 {
+  using Block = BlockQ5_1;
+  EXO_GEMV_AVX2 static __m256i Unsigned(const Block& b) {
+    return _mm256_or_si256(UnpackNibbles(b.qs), HighBitsQ5(b.qh));
+  }
+};
+
+template <typename W>
+EXO_GEMV_AVX2 void GemvRowsMinAvx2(const void* vw, int64_t row_bytes, const void* vy,
+                                   const void* /*prepared*/, int64_t n, float* out) {
+  using Block = typename W::Block;
+  const uint8_t* base = static_cast<const uint8_t*>(vw);
+  const Block* x[R];
+  for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const Block*>(base + r * row_bytes);
+  const BlockQ8_1* y = static_cast<const BlockQ8_1*>(vy);
+  const int64_t nb = n / kQk32;
+  const int64_t ahead = kPrefetchGroups * R * row_bytes;
+  const __m256i odd = _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  __m128 sum_mins = _mm_setzero_ps();  // lane r: row r's
+  for (int64_t i = 0; i < nb; ++i) {
+    if ((i & 1) == 0) {  // every other block: >= 40 bytes, so every line of the stream is met
+      for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(x[r] + i) + ahead, _MM_HINT_T0);
+      }
+    }
+    // Lanes 2r, 2r + 1: Half(d_r) * Half(d_y), Half(m_r) * Half(s_y).
+    const __m256 prod = _mm256_mul_ps(_mm256_cvtph_ps(DmOfRows(x, i)), DsOfToken(y[i]));
+    const __m256i yq = Load256(y[i].qs);
+    for (int r = 0; r < R; ++r) {
+      const __m256i dot16 = _mm256_maddubs_epi16(W::Unsigned(x[r][i]), yq);
+      const __m256 lanes = _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
+      const __m256 d = _mm256_permutevar8x32_ps(prod, _mm256_set1_epi32(2 * r));
+      acc[r] = _mm256_fmadd_ps(d, lanes, acc[r]);
+    }
+    sum_mins = _mm_add_ps(sum_mins,
+                          _mm256_castps256_ps128(_mm256_permutevar8x32_ps(prod, odd)));
+  }
+  float mins_out[R];
+  _mm_storeu_ps(mins_out, sum_mins);
+  for (int r = 0; r < R; ++r) out[r] = HorizontalSum(acc[r]) + mins_out[r];
+}
+
+// ---- Q4_K / Q5_K against Q8_K (AVX2; also the AVX-512 level's Q4_K and Q5_K dots) ---------
 // Per row exactly vec_dot_q4_k_q8_k_avx2: the same int32 lane sums per super-block (integer
 // arithmetic, any order), acc = fma(d * dy, float(lanes), acc), sum_mins += (dmin * dy) *
 // float(mins . bsums), HorizontalSum(acc) - sum_mins. What changes is how the integers are made:
@@ -361,12 +505,25 @@ EXO_GEMV_AVX2 inline __m128i ScalesMinsK(const uint8_t* q) {
   return _mm_or_si128(low, top);
 }
 
-EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy,
-                               const void* /*prepared*/, int64_t n, float* out) {
+// Bit b of every byte of qh moved to bit 4, other bits cleared: Q5_K's fifth bit of a quant.
+// The 16-bit shifts (by at most 4) never bring a bit across a byte into bit 4.
+EXO_GEMV_AVX2 inline __m256i FifthBit(__m256i qh, int b) {
+  const __m256i moved = b < 4    ? _mm256_slli_epi16(qh, 4 - b)
+                        : b == 4 ? qh
+                                 : _mm256_srli_epi16(qh, b - 4);
+  return _mm256_and_si256(moved, _mm256_set1_epi8(0x10));
+}
+
+// Q4_K (kFiveBit false) and Q5_K (true, vec_dot_q5_k_q8_k_avx2: the same arithmetic with bit
+// 2c / 2c + 1 of each qh byte as the fifth bit of chunk c's low / high nibble quants).
+template <bool kFiveBit>
+EXO_GEMV_AVX2 void GemvRowsK4(const void* vw, int64_t row_bytes, const void* vy,
+                              const void* /*prepared*/, int64_t n, float* out) {
   static_assert(R == 4, "four rows' d/dmin in one register below");
+  using Block = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
   const uint8_t* base = static_cast<const uint8_t*>(vw);
-  const BlockQ4_K* x[R];
-  for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ4_K*>(base + r * row_bytes);
+  const Block* x[R];
+  for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const Block*>(base + r * row_bytes);
   const BlockQ8_K* y = static_cast<const BlockQ8_K*>(vy);
   const int64_t nb = n / kQkK;
   const int64_t ahead = kPrefetchGroups * R * row_bytes;
@@ -389,9 +546,9 @@ EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy
         _mm256_set1_ps(y[i].d));
     __m128i mins[R];
     for (int r = 0; r < R; ++r) {
-      const BlockQ4_K& b = x[r][i];
+      const Block& b = x[r][i];
       const char* next = reinterpret_cast<const char*>(&b) + ahead;
-      for (int line = 0; line < static_cast<int>(sizeof(BlockQ4_K)); line += 64) {
+      for (int line = 0; line < static_cast<int>(sizeof(Block)); line += 64) {
         _mm_prefetch(next + line, _MM_HINT_T0);
       }
       const __m256i scales_mins = _mm256_cvtepu8_epi16(ScalesMinsK(b.scales));
@@ -399,10 +556,17 @@ EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy
       // The eight int16 scales in both 128-bit lanes; scale j is byte pair (2j, 2j + 1).
       const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scales_mins));
       __m256i sumi = _mm256_setzero_si256();
+      __m256i qh = _mm256_setzero_si256();
+      if constexpr (kFiveBit) qh = Load256(b.qh);
+#pragma GCC unroll 4
       for (int chunk = 0; chunk < 4; ++chunk) {
         const __m256i q4 = Load256(b.qs + 32 * chunk);
-        const __m256i lo = _mm256_and_si256(q4, low_mask);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low_mask);
+        __m256i lo = _mm256_and_si256(q4, low_mask);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low_mask);
+        if constexpr (kFiveBit) {
+          lo = _mm256_or_si256(lo, FifthBit(qh, 2 * chunk));
+          hi = _mm256_or_si256(hi, FifthBit(qh, 2 * chunk + 1));
+        }
         const __m256i p0 = _mm256_maddubs_epi16(lo, Load256(y[i].qs + 64 * chunk));
         const __m256i p1 = _mm256_maddubs_epi16(hi, Load256(y[i].qs + 64 * chunk + 32));
         const __m256i s0 = _mm256_shuffle_epi8(
@@ -428,6 +592,96 @@ EXO_GEMV_AVX2 void GemvRowsQ4K(const void* vw, int64_t row_bytes, const void* vy
   for (int r = 0; r < R; ++r) out[r] = HorizontalSum(acc[r]) - mins_out[r];
 }
 
+// ---- Q6_K against Q8_K (AVX2) ----------------------------------------------------------------
+// Per row exactly vec_dot_q6_k_q8_k_avx2: per super-block, lane l of the int32 sums holds, over
+// the eight 32-byte chunks, scale(chunk, l) * (products of bytes 4l..4l + 3), with scale 2k of
+// the half in lanes 0-3 and 2k + 1 in lanes 4-7 for chunk k; lane 0 also holds -32 * sum(scale *
+// bsum) (the quants are stored +32); then acc = fma(d * d_y, float(lanes), acc) and
+// HorizontalSum(acc). The integers are made more cheaply than in the single dot: the 16 scales
+// are sign-extended once and each chunk's scale pair is one byte shuffle of them (not two
+// broadcasts from scalars), the offset sum is one madd against bsums with the four rows' sums
+// reduced together, and the four rows' d are converted and scaled in one go.
+EXO_GEMV_AVX2 void GemvRowsQ6KAvx2(const void* vw, int64_t row_bytes, const void* vy,
+                                   const void* /*prepared*/, int64_t n, float* out) {
+  static_assert(R == 4, "four rows' d in one register below");
+  const uint8_t* base = static_cast<const uint8_t*>(vw);
+  const BlockQ6_K* x[R];
+  for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ6_K*>(base + r * row_bytes);
+  const BlockQ8_K* y = static_cast<const BlockQ8_K*>(vy);
+  const int64_t nb = n / kQkK;
+  const int64_t ahead = kPrefetchGroups * R * row_bytes;
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  const __m256i high_mask = _mm256_set1_epi8(0x30);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint64_t d = static_cast<uint64_t>(x[0][i].d) | static_cast<uint64_t>(x[1][i].d) << 16 |
+                       static_cast<uint64_t>(x[2][i].d) << 32 |
+                       static_cast<uint64_t>(x[3][i].d) << 48;
+    // Lane r: Half(d of row r) * d_y, the single dot's f32 product.
+    const __m128 dxy =
+        _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(d))), _mm_set1_ps(y[i].d));
+    const __m256i bsums = Load256(y[i].bsums);
+    __m128i part[R];
+    __m256i sumi[R];
+    for (int r = 0; r < R; ++r) {
+      const BlockQ6_K& b = x[r][i];
+      const char* next = reinterpret_cast<const char*>(&b) + ahead;
+      for (int line = 0; line < static_cast<int>(sizeof(BlockQ6_K)); line += 64) {
+        _mm_prefetch(next + line, _MM_HINT_T0);
+      }
+      const __m256i sc16 =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
+      const __m256i sb = _mm256_madd_epi16(sc16, bsums);
+      part[r] = _mm_add_epi32(_mm256_castsi256_si128(sb), _mm256_extracti128_si256(sb, 1));
+      __m256i s = _mm256_setzero_si256();
+      for (int half = 0; half < 2; ++half) {
+        // Scales 8 * half .. 8 * half + 7 as int16 in both 128-bit lanes.
+        const __m256i scales = half == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00)
+                                         : _mm256_permute2x128_si256(sc16, sc16, 0x11);
+        const __m256i ql0 = Load256(b.ql + 64 * half);
+        const __m256i ql1 = Load256(b.ql + 64 * half + 32);
+        const __m256i qh = Load256(b.qh + 32 * half);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          // The single dot's q[k]: the low (k < 2) or high nibbles of ql0 (k even) / ql1 (k
+          // odd), with bits 2k, 2k + 1 of qh as bits 4, 5.
+          const __m256i ql = (k & 1) ? ql1 : ql0;
+          const __m256i low4 = k < 2 ? _mm256_and_si256(ql, low_mask)
+                                     : _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask);
+          // Bits 2k, 2k + 1 to bits 4, 5 with one 16-bit shift (by at most 4, so no bit crosses
+          // into another byte's bits 4, 5).
+          const __m256i moved = k < 2    ? _mm256_slli_epi16(qh, 4 - 2 * k)
+                                : k == 2 ? qh
+                                         : _mm256_srli_epi16(qh, 2);
+          const __m256i q = _mm256_or_si256(low4, _mm256_and_si256(moved, high_mask));
+          const __m256i p = _mm256_maddubs_epi16(q, Load256(y[i].qs + 128 * half + 32 * k));
+          // int16 scale 2k in the low 128-bit lane, 2k + 1 in the high one.
+          const __m256i pick = _mm256_set_m128i(
+              _mm_set1_epi16(static_cast<short>((4 * k + 3) << 8 | (4 * k + 2))),
+              _mm_set1_epi16(static_cast<short>((4 * k + 1) << 8 | (4 * k))));
+          s = _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales, pick)));
+        }
+      }
+      sumi[r] = s;
+    }
+    // Lane r: -32 * row r's sum(scale * bsum).
+    const __m128i offset = _mm_mullo_epi32(
+        _mm_hadd_epi32(_mm_hadd_epi32(part[0], part[1]), _mm_hadd_epi32(part[2], part[3])),
+        _mm_set1_epi32(-32));
+    int32_t offsets[R];
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(offsets), offset);
+    float dr[R];
+    _mm_storeu_ps(dr, dxy);
+    for (int r = 0; r < R; ++r) {
+      const __m256i lanes =
+          _mm256_add_epi32(sumi[r], _mm256_setr_epi32(offsets[r], 0, 0, 0, 0, 0, 0, 0));
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dr[r]), _mm256_cvtepi32_ps(lanes), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = HorizontalSum(acc[r]);
+}
+
 }  // namespace
 
 GemvRowsFn GetGemvRows(TensorType type) {
@@ -439,8 +693,14 @@ GemvRowsFn GetGemvRows(TensorType type) {
         return GemvRowPairs<Q5_0Pair>;
       case TensorType::kQ8_0:
         return GemvRowPairs<Q8_0Pair>;
-      case TensorType::kQ4_K:  // the AVX-512 level's Q4_K dot is the AVX2 one
-        return GemvRowsQ4K;
+      case TensorType::kQ4_1:
+        return GemvRowPairsMin<Q4_1Pair>;
+      case TensorType::kQ5_1:
+        return GemvRowPairsMin<Q5_1Pair>;
+      case TensorType::kQ4_K:  // the AVX-512 level's Q4_K and Q5_K dots are the AVX2 ones
+        return GemvRowsK4<false>;
+      case TensorType::kQ5_K:
+        return GemvRowsK4<true>;
       case TensorType::kQ6_K:
         return GemvRowsQ6K;
       default:
@@ -455,8 +715,16 @@ GemvRowsFn GetGemvRows(TensorType type) {
         return GemvRowsAvx2<Q5_0Avx2>;
       case TensorType::kQ8_0:
         return GemvRowsAvx2<Q8_0Avx2>;
+      case TensorType::kQ4_1:
+        return GemvRowsMinAvx2<Q4_1Avx2>;
+      case TensorType::kQ5_1:
+        return GemvRowsMinAvx2<Q5_1Avx2>;
       case TensorType::kQ4_K:
-        return GemvRowsQ4K;
+        return GemvRowsK4<false>;
+      case TensorType::kQ5_K:
+        return GemvRowsK4<true>;
+      case TensorType::kQ6_K:
+        return GemvRowsQ6KAvx2;
       default:
         return nullptr;
     }
