@@ -88,6 +88,8 @@ TensorType VecDotType(TensorType weight_type) {
 
 const char* SimdLevelName() {
   if (internal::CpuHasAvx512Vnni()) return "avx512-vnni";
+  // avx2-vnni: the AVX2 level with the AVX-VNNI GEMM kernels (prompt processing).
+  if (internal::CpuHasAvxVnni()) return "avx2-vnni";
   if (internal::CpuHasAvx2Fma()) return "avx2";
   if (internal::CpuHasNeon()) return "neon";
   return "scalar";

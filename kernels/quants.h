@@ -32,7 +32,7 @@ TensorType VecDotType(TensorType weight_type);
 float VecDot(TensorType type, const void* weights, const void* activations, int64_t n);
 
 // The SIMD level the kernels dispatch to on this machine (after EXO_SIMD / EXO_DISABLE_SIMD):
-// "avx512-vnni", "avx2", "neon" or "scalar".
+// "avx512-vnni", "avx2-vnni" (AVX2 with the AVX-VNNI GEMM kernels), "avx2", "neon" or "scalar".
 const char* SimdLevelName();
 
 }  // namespace exo::kernels

@@ -41,7 +41,10 @@ bool CpuHasAvx512Vnni() {
   static const bool supported = [] {
     if (!CpuHasAvx2Fma()) return false;  // also honours EXO_DISABLE_SIMD / EXO_SIMD=scalar
     const char* level = std::getenv("EXO_SIMD");
-    if (level != nullptr && std::strcmp(level, "avx2") == 0) return false;
+    if (level != nullptr &&
+        (std::strcmp(level, "avx2") == 0 || std::strcmp(level, "avx2-novnni") == 0)) {
+      return false;
+    }
     __builtin_cpu_init();
     // __builtin_cpu_supports also checks that the OS saves the ZMM state.
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -560,12 +563,16 @@ GemmKRowFn GetGemmKRowAvx512(TensorType) { return nullptr; }
 
 #endif
 
+// AVX-512 where the CPU has it, else the AVX2 kernels (gemm_avx2.cc), with AVX-VNNI where
+// present.
 Gemm32RowFn GetGemm32Row(TensorType type) {
-  return CpuHasAvx512Vnni() ? GetGemm32RowAvx512(type) : nullptr;
+  if (CpuHasAvx512Vnni()) return GetGemm32RowAvx512(type);
+  return CpuHasAvx2Fma() ? GetGemm32RowAvx2(type, CpuHasAvxVnni()) : nullptr;
 }
 
 GemmKRowFn GetGemmKRow(TensorType type) {
-  return CpuHasAvx512Vnni() ? GetGemmKRowAvx512(type) : nullptr;
+  if (CpuHasAvx512Vnni()) return GetGemmKRowAvx512(type);
+  return CpuHasAvx2Fma() ? GetGemmKRowAvx2(type, CpuHasAvxVnni()) : nullptr;
 }
 
 // Plain C++ (it runs once per token and block, not per weight row), portable.

@@ -137,6 +137,17 @@ GemmKRowFn GetGemmKRowAvx512(TensorType type);
 // The K-quant GEMM row kernel for `type` on this CPU, or nullptr.
 GemmKRowFn GetGemmKRow(TensorType type);
 
+// ---- AVX2 GEMM on the same groups (gemm_avx2.cc) ----------------------------------------
+// The kernels above for AVX2-only CPUs: the same group layouts taken as two halves of 8
+// tokens, the same results bit for bit. `vnni` picks the AVX-VNNI (VEX vpdpbusd / vpdpwssd)
+// variant, only for CpuHasAvxVnni(); the plain one needs CpuHasAvx2Fma(). nullptr for types
+// without one. At the AVX2 level GetGemm32Row / GetGemmKRow return these.
+Gemm32RowFn GetGemm32RowAvx2(TensorType type, bool vnni);
+GemmKRowFn GetGemmKRowAvx2(TensorType type, bool vnni);
+// True when CpuHasAvx2Fma(), the CPU has AVX-VNNI (CPUID 7.1 EAX bit 4) and EXO_SIMD is not
+// avx2-novnni (which also stops at the AVX2 level, to test or time the plain AVX2 kernels).
+bool CpuHasAvxVnni();
+
 // 6-bit scale/min pair `j` (0..7) of a Q4_K / Q5_K block, as ggml's get_scale_min_k4.
 inline void GetScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
   if (j < 4) {
