@@ -387,13 +387,14 @@ EXO_GEMM_AVX2 inline void HalfK(const uint8_t* row, const uint8_t* half, int64_t
     const float* wd = reinterpret_cast<const float*>(pairs + W::kPairs);
     const uint8_t* slot = half + i * kGemmKBlockBytes;
     __m256i lanes[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) lanes[j] = _mm256_setzero_si256();
     if constexpr (W::kSixBit) {
       // The quants are stored +32: lane 0 starts from -32 * sum(scale * bsum), as the dot.
       lanes[0] = BsumDot<kVnni>(pairs + 16, slot + 64 * kT * 4);
-#pragma GCC unroll 8
-      for (int j = 1; j < 8; ++j) lanes[j] = _mm256_setzero_si256();
     }
-#pragma GCC unroll 8
+    // Not unrolled: unrolled, GCC hoists all 64 vpmaddubsw and spills their results.
+#pragma GCC unroll 1
     for (int c = 0; c < 8; ++c) {
       const __m256i scale_lo = Broadcast4(pairs + (W::kSixBit ? 2 * c : c));
       const __m256i scale_hi = W::kSixBit ? Broadcast4(pairs + 2 * c + 1) : scale_lo;
@@ -403,8 +404,7 @@ EXO_GEMM_AVX2 inline void HalfK(const uint8_t* row, const uint8_t* half, int64_t
         const __m256i p = _mm256_maddubs_epi16(Broadcast4(w + 32 * c + 4 * j),
                                                Load256(slot + (8 * c + j) * kT * 4));
         const __m256i scale = j < 4 ? scale_lo : scale_hi;
-        lanes[j] = (c == 0 && !W::kSixBit) ? _mm256_madd_epi16(p, scale)
-                                           : DotI16<kVnni>(lanes[j], p, scale);
+        lanes[j] = DotI16<kVnni>(lanes[j], p, scale);
       }
     }
     const __m256 yd = _mm256_loadu_ps(reinterpret_cast<const float*>(slot + 72 * kT * 4));
