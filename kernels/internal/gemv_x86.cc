@@ -250,8 +250,7 @@ EXO_GEMV_AVX512 void GemvRowPairsMin(const void* vw, int64_t row_bytes, const vo
       acc[p] = _mm512_fmadd_ps(_mm512_permutexvar_ps(pick[p], prod512), _mm512_cvtepi32_ps(lanes),
                                acc[p]);
     }
-    sum_mins = _mm_add_ps(sum_mins,
-                          _mm256_castps256_ps128(_mm256_permutevar8x32_ps(prod, odd)));
+    sum_mins = _mm_add_ps(sum_mins, _mm256_castps256_ps128(_mm256_permutevar8x32_ps(prod, odd)));
   }
   float mins_out[R];
   _mm_storeu_ps(mins_out, sum_mins);
@@ -472,8 +471,7 @@ EXO_GEMV_AVX2 void GemvRowsMinAvx2(const void* vw, int64_t row_bytes, const void
       const __m256 d = _mm256_permutevar8x32_ps(prod, _mm256_set1_epi32(2 * r));
       acc[r] = _mm256_fmadd_ps(d, lanes, acc[r]);
     }
-    sum_mins = _mm_add_ps(sum_mins,
-                          _mm256_castps256_ps128(_mm256_permutevar8x32_ps(prod, odd)));
+    sum_mins = _mm_add_ps(sum_mins, _mm256_castps256_ps128(_mm256_permutevar8x32_ps(prod, odd)));
   }
   float mins_out[R];
   _mm_storeu_ps(mins_out, sum_mins);
@@ -657,9 +655,9 @@ EXO_GEMV_AVX2 void GemvRowsQ6KAvx2(const void* vw, int64_t row_bytes, const void
           const __m256i q = _mm256_or_si256(low4, _mm256_and_si256(moved, high_mask));
           const __m256i p = _mm256_maddubs_epi16(q, Load256(y[i].qs + 128 * half + 32 * k));
           // int16 scale 2k in the low 128-bit lane, 2k + 1 in the high one.
-          const __m256i pick = _mm256_set_m128i(
-              _mm_set1_epi16(static_cast<short>((4 * k + 3) << 8 | (4 * k + 2))),
-              _mm_set1_epi16(static_cast<short>((4 * k + 1) << 8 | (4 * k))));
+          const __m256i pick =
+              _mm256_set_m128i(_mm_set1_epi16(static_cast<short>((4 * k + 3) << 8 | (4 * k + 2))),
+                               _mm_set1_epi16(static_cast<short>((4 * k + 1) << 8 | (4 * k))));
           s = _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales, pick)));
         }
       }
