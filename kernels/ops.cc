@@ -175,7 +175,7 @@ struct MatMulJob {
   }
 
   // Weight rows [row_begin, row_end) against every token: the decode kernel for one token, the
-  // 16-token GEMM kernels for batches of 8 or more (AVX-512), else the dot products.
+  // 16-token GEMM kernels for batches of 8 or more (AVX-512 or AVX2), else the dot products.
   void MultiplyRows(int64_t row_begin, int64_t row_end) const {
     if (gemv != nullptr) return MultiplyRowsGemv(row_begin, row_end);
     if (gemm32 != nullptr || gemmk != nullptr) return MultiplyRowsGrouped(row_begin, row_end);
@@ -198,7 +198,7 @@ void MatMul(TensorType type, const void* weights, int64_t rows, int64_t cols, co
   job.dot_multi = n > 1 ? internal::GetVecDotMulti(type) : nullptr;
   job.gemv = n == 1 ? internal::GetGemvRows(type) : nullptr;
   // Every token of the batch goes through the 16-token kernel (the last group padded: at 8
-  // tokens it still beats the multi-token dots).
+  // tokens it still beats, or at plain AVX2 equals, the multi-token dots).
   job.gemm32 = n >= 8 ? internal::GetGemm32Row(type) : nullptr;
   job.gemmk = n >= 8 ? internal::GetGemmKRow(type) : nullptr;
   job.type = type;
