@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/internal/fp16.h"
 #include "kernels/internal/quants_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -72,14 +73,44 @@ float OnlineSoftmax(const float* scores, int h, Scratch& s) {
   return sum;
 }
 
+// ---- Where the positions live -------------------------------------------------------------
+
+// The rows of positions [pos, pos + count) are [row, row + count): one run, or two where the
+// positions wrap around the end of the ring.
+struct Run {
+  int32_t row;
+  int32_t count;
+  int32_t pos;
+};
+
+int Runs(const AttentionKeys& k, Run runs[2]) {
+  const int32_t first = std::min(k.n_keys, k.rows - k.first_row);
+  runs[0] = {k.first_row, first, 0};
+  if (first == k.n_keys) return 1;
+  runs[1] = {0, k.n_keys - first, first};
+  return 2;
+}
+
+inline int32_t RowOf(const AttentionKeys& k, int32_t p) {
+  const int32_t r = k.first_row + p;
+  return r >= k.rows ? r - k.rows : r;
+}
+
+inline const uint16_t* KeyBlock(const AttentionKeys& k, int32_t hd, int32_t block) {
+  return k.keys + int64_t{block} * kKeyBlockRows * hd;
+}
+
 // ---- Scalar reference -----------------------------------------------------------------------
 
 void ScoresRef(const float* q, int32_t hd, const AttentionKeys& k, float scale, float* scores) {
   std::fill(scores, scores + k.n_keys, 0.0f);
   for (int32_t i = 0; i < hd; ++i) {
     const float qi = q[i];
-    const float* row = k.keys_t + i * k.ld_keys;
-    for (int32_t p = 0; p < k.n_keys; ++p) scores[p] += qi * row[p];
+    for (int32_t p = 0; p < k.n_keys; ++p) {
+      const int32_t r = RowOf(k, p);
+      const uint16_t key = KeyBlock(k, hd, r / kKeyBlockRows)[i * kKeyBlockRows + r % kKeyBlockRows];
+      scores[p] += qi * internal::HalfToFloat(key);
+    }
   }
   for (int32_t p = 0; p < k.n_keys; ++p) scores[p] *= scale;
 }
@@ -95,33 +126,62 @@ void ValuesRef(const Scratch& s, int h, const AttentionKeys& k, int32_t hdv, flo
       for (int32_t i = 0; i < hdv; ++i) out[i] *= rescale[p];
     }
     const float w = weights[p];
-    const float* v = k.values + p * k.ld_values;
-    for (int32_t i = 0; i < hdv; ++i) out[i] += w * v[i];
+    const uint16_t* v = k.values + RowOf(k, p) * k.ld_values;
+    for (int32_t i = 0; i < hdv; ++i) out[i] += w * internal::HalfToFloat(v[i]);
   }
   for (int32_t i = 0; i < hdv; ++i) out[i] *= inv;
 }
 
 #if EXO_ATTENTION_X86
 
-#define EXO_ATTN_AVX512 __attribute__((target("avx2,fma,f16c,avx512f")))
+#define EXO_ATTN_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define EXO_ATTN_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// Calls block_fn(block, lo, hi, dst) over every run of k's positions, where rows [lo, hi) of the
+// `blocks` key blocks from `block` on hold the scores dst[0 .. hi - lo): whole groups of `group`
+// blocks where the run covers them, single (possibly partial) blocks at its edges.
+template <typename GroupFn, typename BlockFn>
+inline void ForEachKeyBlock(const AttentionKeys& k, int32_t group, float* scores, GroupFn group_fn,
+                            BlockFn block_fn) {
+  Run runs[2];
+  const int n_runs = Runs(k, runs);
+  for (int i = 0; i < n_runs; ++i) {
+    int32_t r = runs[i].row;
+    const int32_t end = runs[i].row + runs[i].count;
+    float* dst = scores + runs[i].pos;
+    while (r < end) {
+      const int32_t block = r / kKeyBlockRows;
+      const int32_t lo = r % kKeyBlockRows;
+      if (lo == 0 && r + group * kKeyBlockRows <= end) {
+        group_fn(block, dst);
+        r += group * kKeyBlockRows;
+        dst += group * kKeyBlockRows;
+      } else {
+        const int32_t hi = std::min(kKeyBlockRows, end - block * kKeyBlockRows);
+        block_fn(block, lo, hi, dst);
+        dst += hi - lo;
+        r = block * kKeyBlockRows + hi;
+      }
+    }
+  }
+}
 
 // ---- AVX-512: 16 positions (scores) or 16 output elements (values) per register -------------
 
-// Scores of H heads for positions [p0, p0 + 16V); the last register keeps only `tail` lanes.
+// Scores of H heads for the V key blocks at kb (16 V rows); rows [lo, hi) of them go to
+// scores[0 .. hi - lo) of each head (head stride n_keys).
 template <int H, int V>
-EXO_ATTN_AVX512 void Scores512(const float* q, int32_t hd, const AttentionKeys& k, int32_t p0,
-                               __mmask16 tail, float scale, float* scores) {
+EXO_ATTN_AVX512 void ScoreBlocks512(const float* q, int32_t hd, const uint16_t* kb, int lo, int hi,
+                                    float scale, float* scores, int32_t n_keys) {
   __m512 acc[H][V];
   for (int h = 0; h < H; ++h) {
     for (int v = 0; v < V; ++v) acc[h][v] = _mm512_setzero_ps();
   }
   for (int32_t i = 0; i < hd; ++i) {
-    const float* row = k.keys_t + i * k.ld_keys + p0;
     __m512 key[V];
     for (int v = 0; v < V; ++v) {
-      key[v] =
-          v + 1 < V ? _mm512_loadu_ps(row + 16 * v) : _mm512_maskz_loadu_ps(tail, row + 16 * v);
+      key[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+          kb + (int64_t{v} * hd + i) * kKeyBlockRows)));
     }
     for (int h = 0; h < H; ++h) {
       const __m512 qi = _mm512_set1_ps(q[h * hd + i]);
@@ -130,10 +190,13 @@ EXO_ATTN_AVX512 void Scores512(const float* q, int32_t hd, const AttentionKeys& 
   }
   const __m512 s = _mm512_set1_ps(scale);
   for (int h = 0; h < H; ++h) {
-    float* out = scores + h * k.n_keys + p0;
-    for (int v = 0; v < V; ++v) {
-      _mm512_mask_storeu_ps(out + 16 * v, v + 1 < V ? __mmask16(0xFFFF) : tail,
-                            _mm512_mul_ps(acc[h][v], s));
+    float* out = scores + int64_t{h} * n_keys;
+    if (lo == 0 && hi == V * kKeyBlockRows) {
+      for (int v = 0; v < V; ++v) _mm512_storeu_ps(out + 16 * v, _mm512_mul_ps(acc[h][v], s));
+    } else {
+      alignas(64) float tmp[V * kKeyBlockRows];
+      for (int v = 0; v < V; ++v) _mm512_store_ps(tmp + 16 * v, _mm512_mul_ps(acc[h][v], s));
+      std::copy(tmp + lo, tmp + hi, out);
     }
   }
 }
@@ -141,16 +204,18 @@ EXO_ATTN_AVX512 void Scores512(const float* q, int32_t hd, const AttentionKeys& 
 template <int H>
 EXO_ATTN_AVX512 void ScoresHeads512(const float* q, int32_t hd, const AttentionKeys& k, float scale,
                                     float* scores) {
-  int32_t p = 0;
-  for (; p + 64 <= k.n_keys; p += 64) Scores512<H, 4>(q, hd, k, p, 0xFFFF, scale, scores);
-  for (; p < k.n_keys; p += 16) {
-    const int32_t left = std::min(16, k.n_keys - p);
-    Scores512<H, 1>(q, hd, k, p, static_cast<__mmask16>((1u << left) - 1), scale, scores);
-  }
+  ForEachKeyBlock(
+      k, 4, scores,
+      [&](int32_t block, float* dst) {
+        ScoreBlocks512<H, 4>(q, hd, KeyBlock(k, hd, block), 0, 64, scale, dst, k.n_keys);
+      },
+      [&](int32_t block, int lo, int hi, float* dst) {
+        ScoreBlocks512<H, 1>(q, hd, KeyBlock(k, hd, block), lo, hi, scale, dst, k.n_keys);
+      });
 }
 
 // Output elements [c0, c0 + 16J) of the pass's H heads; the last register keeps only `tail`
-// lanes. Each value register is loaded once and used by every head.
+// lanes. Each value register is loaded (and converted from f16) once and used by every head.
 template <int H, int J>
 EXO_ATTN_AVX512 void Values512(const Scratch& s, const AttentionKeys& k, int32_t c0, __mmask16 tail,
                                const float* inv, float* out, int32_t hdv) {
@@ -158,22 +223,30 @@ EXO_ATTN_AVX512 void Values512(const Scratch& s, const AttentionKeys& k, int32_t
   for (int h = 0; h < H; ++h) {
     for (int j = 0; j < J; ++j) acc[h][j] = _mm512_setzero_ps();
   }
-  for (int32_t p = 0; p < k.n_keys; ++p) {
-    if (const uint8_t flags = s.rescaled[p]) {
-      for (int h = 0; h < H; ++h) {
-        if (!(flags >> h & 1)) continue;
-        const __m512 r = _mm512_set1_ps(s.rescale_of(h)[p]);
-        for (int j = 0; j < J; ++j) acc[h][j] = _mm512_mul_ps(acc[h][j], r);
+  Run runs[2];
+  const int n_runs = Runs(k, runs);
+  for (int run = 0; run < n_runs; ++run) {
+    const uint16_t* v = k.values + runs[run].row * k.ld_values + c0;
+    const int32_t end = runs[run].pos + runs[run].count;
+    for (int32_t p = runs[run].pos; p < end; ++p, v += k.ld_values) {
+      if (const uint8_t flags = s.rescaled[p]) {
+        for (int h = 0; h < H; ++h) {
+          if (!(flags >> h & 1)) continue;
+          const __m512 r = _mm512_set1_ps(s.rescale_of(h)[p]);
+          for (int j = 0; j < J; ++j) acc[h][j] = _mm512_mul_ps(acc[h][j], r);
+        }
       }
-    }
-    const float* v = k.values + p * k.ld_values + c0;
-    __m512 x[J];
-    for (int j = 0; j < J; ++j) {
-      x[j] = j + 1 < J ? _mm512_loadu_ps(v + 16 * j) : _mm512_maskz_loadu_ps(tail, v + 16 * j);
-    }
-    for (int h = 0; h < H; ++h) {
-      const __m512 w = _mm512_set1_ps(s.weights_of(h)[p]);
-      for (int j = 0; j < J; ++j) acc[h][j] = _mm512_add_ps(acc[h][j], _mm512_mul_ps(w, x[j]));
+      __m512 x[J];
+      for (int j = 0; j < J; ++j) {
+        const __m256i halves =
+            j + 1 < J ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 16 * j))
+                      : _mm256_maskz_loadu_epi16(tail, v + 16 * j);
+        x[j] = _mm512_cvtph_ps(halves);
+      }
+      for (int h = 0; h < H; ++h) {
+        const __m512 w = _mm512_set1_ps(s.weights_of(h)[p]);
+        for (int j = 0; j < J; ++j) acc[h][j] = _mm512_add_ps(acc[h][j], _mm512_mul_ps(w, x[j]));
+      }
     }
   }
   for (int h = 0; h < H; ++h) {
@@ -256,35 +329,41 @@ EXO_ATTN_AVX2 inline __m256i LaneMask(int left) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-template <int H, int V>
-EXO_ATTN_AVX2 void Scores256(const float* q, int32_t hd, const AttentionKeys& k, int32_t p0,
-                             int left, float scale, float* scores) {
-  const __m256i tail = LaneMask(left);
-  __m256 acc[H][V];
-  for (int h = 0; h < H; ++h) {
-    for (int v = 0; v < V; ++v) acc[h][v] = _mm256_setzero_ps();
-  }
+// Eight f16 values from p as f32; only the first `left` are read (the rest are zero).
+EXO_ATTN_AVX2 inline __m256 LoadHalves8(const uint16_t* p, int left) {
+  if (left >= 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  alignas(16) uint16_t part[8] = {};
+  std::copy(p, p + left, part);
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(part)));
+}
+
+// As ScoreBlocks512 for one key block: two registers of eight rows.
+template <int H>
+EXO_ATTN_AVX2 void ScoreBlock256(const float* q, int32_t hd, const uint16_t* kb, int lo, int hi,
+                                 float scale, float* scores, int32_t n_keys) {
+  __m256 acc[H][2];
+  for (int h = 0; h < H; ++h) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
   for (int32_t i = 0; i < hd; ++i) {
-    const float* row = k.keys_t + i * k.ld_keys + p0;
-    __m256 key[V];
-    for (int v = 0; v < V; ++v) {
-      key[v] = v + 1 < V ? _mm256_loadu_ps(row + 8 * v) : _mm256_maskload_ps(row + 8 * v, tail);
-    }
+    const uint16_t* row = kb + int64_t{i} * kKeyBlockRows;
+    const __m256 key0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+    const __m256 key1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 8)));
     for (int h = 0; h < H; ++h) {
       const __m256 qi = _mm256_set1_ps(q[h * hd + i]);
-      for (int v = 0; v < V; ++v) acc[h][v] = _mm256_add_ps(acc[h][v], _mm256_mul_ps(qi, key[v]));
+      acc[h][0] = _mm256_add_ps(acc[h][0], _mm256_mul_ps(qi, key0));
+      acc[h][1] = _mm256_add_ps(acc[h][1], _mm256_mul_ps(qi, key1));
     }
   }
   const __m256 s = _mm256_set1_ps(scale);
   for (int h = 0; h < H; ++h) {
-    float* out = scores + h * k.n_keys + p0;
-    for (int v = 0; v < V; ++v) {
-      const __m256 x = _mm256_mul_ps(acc[h][v], s);
-      if (v + 1 < V) {
-        _mm256_storeu_ps(out + 8 * v, x);
-      } else {
-        _mm256_maskstore_ps(out + 8 * v, tail, x);
-      }
+    float* out = scores + int64_t{h} * n_keys;
+    if (lo == 0 && hi == kKeyBlockRows) {
+      _mm256_storeu_ps(out, _mm256_mul_ps(acc[h][0], s));
+      _mm256_storeu_ps(out + 8, _mm256_mul_ps(acc[h][1], s));
+    } else {
+      alignas(32) float tmp[kKeyBlockRows];
+      _mm256_store_ps(tmp, _mm256_mul_ps(acc[h][0], s));
+      _mm256_store_ps(tmp + 8, _mm256_mul_ps(acc[h][1], s));
+      std::copy(tmp + lo, tmp + hi, out);
     }
   }
 }
@@ -292,10 +371,14 @@ EXO_ATTN_AVX2 void Scores256(const float* q, int32_t hd, const AttentionKeys& k,
 template <int H>
 EXO_ATTN_AVX2 void ScoresHeads256(const float* q, int32_t hd, const AttentionKeys& k, float scale,
                                   float* scores) {
-  int32_t p = 0;
-  for (; p + 16 <= k.n_keys; p += 16) Scores256<H, 2>(q, hd, k, p, 8, scale, scores);
-  for (; p < k.n_keys; p += 8)
-    Scores256<H, 1>(q, hd, k, p, std::min(8, k.n_keys - p), scale, scores);
+  ForEachKeyBlock(
+      k, 1, scores,
+      [&](int32_t block, float* dst) {
+        ScoreBlock256<H>(q, hd, KeyBlock(k, hd, block), 0, kKeyBlockRows, scale, dst, k.n_keys);
+      },
+      [&](int32_t block, int lo, int hi, float* dst) {
+        ScoreBlock256<H>(q, hd, KeyBlock(k, hd, block), lo, hi, scale, dst, k.n_keys);
+      });
 }
 
 EXO_ATTN_AVX2 void ScoresAll256(const float* q, int32_t heads, int32_t hd, const AttentionKeys& k,
@@ -328,22 +411,25 @@ EXO_ATTN_AVX2 void Values256(const Scratch& s, const AttentionKeys& k, int32_t c
   for (int h = 0; h < H; ++h) {
     for (int j = 0; j < J; ++j) acc[h][j] = _mm256_setzero_ps();
   }
-  for (int32_t p = 0; p < k.n_keys; ++p) {
-    if (const uint8_t flags = s.rescaled[p]) {
-      for (int h = 0; h < H; ++h) {
-        if (!(flags >> h & 1)) continue;
-        const __m256 r = _mm256_set1_ps(s.rescale_of(h)[p]);
-        for (int j = 0; j < J; ++j) acc[h][j] = _mm256_mul_ps(acc[h][j], r);
+  Run runs[2];
+  const int n_runs = Runs(k, runs);
+  for (int run = 0; run < n_runs; ++run) {
+    const uint16_t* v = k.values + runs[run].row * k.ld_values + c0;
+    const int32_t end = runs[run].pos + runs[run].count;
+    for (int32_t p = runs[run].pos; p < end; ++p, v += k.ld_values) {
+      if (const uint8_t flags = s.rescaled[p]) {
+        for (int h = 0; h < H; ++h) {
+          if (!(flags >> h & 1)) continue;
+          const __m256 r = _mm256_set1_ps(s.rescale_of(h)[p]);
+          for (int j = 0; j < J; ++j) acc[h][j] = _mm256_mul_ps(acc[h][j], r);
+        }
       }
-    }
-    const float* v = k.values + p * k.ld_values + c0;
-    __m256 x[J];
-    for (int j = 0; j < J; ++j) {
-      x[j] = j + 1 < J ? _mm256_loadu_ps(v + 8 * j) : _mm256_maskload_ps(v + 8 * j, tail);
-    }
-    for (int h = 0; h < H; ++h) {
-      const __m256 w = _mm256_set1_ps(s.weights_of(h)[p]);
-      for (int j = 0; j < J; ++j) acc[h][j] = _mm256_add_ps(acc[h][j], _mm256_mul_ps(w, x[j]));
+      __m256 x[J];
+      for (int j = 0; j < J; ++j) x[j] = LoadHalves8(v + 8 * j, j + 1 < J ? 8 : left);
+      for (int h = 0; h < H; ++h) {
+        const __m256 w = _mm256_set1_ps(s.weights_of(h)[p]);
+        for (int j = 0; j < J; ++j) acc[h][j] = _mm256_add_ps(acc[h][j], _mm256_mul_ps(w, x[j]));
+      }
     }
   }
   for (int h = 0; h < H; ++h) {

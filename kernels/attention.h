@@ -7,16 +7,24 @@
 
 namespace exo::kernels {
 
-// The cached keys and values one call sees, in f32.
+// Rows per key block: keys are cached transposed in blocks of this many rows.
+constexpr int32_t kKeyBlockRows = 16;
+
+// The cached keys and values one call sees, read in place as f16 (the KV cache's own layout; no
+// conversion pass).
 struct AttentionKeys {
-  // Element i of key p is keys_t[i * ld_keys + p]: keys are stored transposed, so that the scores
-  // of consecutive positions are consecutive SIMD lanes.
-  const float* keys_t;
-  int64_t ld_keys;
-  // Value p is values[p * ld_values .. + head_dim_v).
-  const float* values;
+  // Keys in blocks of kKeyBlockRows rows: element i of row r is
+  // keys[(r / 16) * 16 * head_dim + i * 16 + r % 16], so the scores of 16 consecutive rows are
+  // one load per element, and one block is a contiguous run of memory.
+  const uint16_t* keys;
+  // Value row r is values[r * ld_values .. + head_dim_v).
+  const uint16_t* values;
   int64_t ld_values;
-  int32_t n_keys;  // positions 0 .. n_keys-1, in order
+  // Position i (0 .. n_keys-1, in order) is row (first_row + i) % rows: `rows` (a multiple of
+  // kKeyBlockRows) is the cache's ring size, so the positions may wrap around its end once.
+  int32_t first_row;
+  int32_t rows;
+  int32_t n_keys;
 };
 
 // For each of `heads` query heads (q: heads rows of head_dim, one after the other) writes

@@ -37,7 +37,6 @@ Stage::Stage(const ModelConfig& config, const StageOptions& options, StageWeight
       kv_(config, options.layers, options.context, options.max_batch_tokens, options.num_slots),
       cached_length_(options.num_slots, 0),
       sequences_(std::min(options.num_slots, options.max_batch_tokens)),
-      single_row_sequences_(sequences_.size()),
       slot_in_batch_(options.num_slots, 0) {
   const size_t b = options.max_batch_tokens;
   const ModelConfig& c = config_;
@@ -51,8 +50,6 @@ Stage::Stage(const ModelConfig& config, const StageOptions& options, StageWeight
   gate_.Allocate(b * c.n_ff);
   up_.Allocate(b * c.n_ff);
   // The most positions one batch can see: the whole context (full-attention layers).
-  attn_keys_.Allocate(size_t(options.context) * c.n_embd_k_gqa());
-  attn_values_.Allocate(size_t(options.context) * c.n_embd_v_gqa());
   const size_t pairs = c.rope_dim / 2;
   for (auto* table : {&rope_cos_, &rope_sin_, &rope_cos_swa_, &rope_sin_swa_}) {
     table->resize(b * pairs);
@@ -158,18 +155,15 @@ absl::StatusOr<absl::Span<const float>> Stage::ForwardBatch(absl::Span<const Bat
   // ---- Validate the request: nothing below may fail part-way. -------------------------------
   RETURN_IF_ERROR(ValidateBatch(segments, tokens, hidden));
 
-  // ---- Where each sequence's rows sit, and which sequences have a single row. ----------------
+  // ---- Where each sequence's rows sit. --------------------------------------------------------
   const int32_t n_sequences = static_cast<int32_t>(segments.size());
   int32_t rows = 0;
-  int32_t n_single = 0;
   for (int32_t i = 0; i < n_sequences; ++i) {
     const BatchSegment& seg = segments[i];
     sequences_[i] = SequenceRows{seg.slot, seg.first_position, rows, seg.n_tokens};
-    if (seg.n_tokens == 1) single_row_sequences_[n_single++] = i;
     rows += seg.n_tokens;
   }
   n_sequences_ = n_sequences;
-  n_single_row_sequences_ = n_single;
 
   // ---- Input: token embeddings or the previous stage's hidden states. ------------------------
   if (options_.has_embedding) {
@@ -259,16 +253,13 @@ void Stage::RunLayer(int32_t local_layer, int32_t n) {
                              local_layer,
                              sequences_.data(),
                              n_sequences_,
-                             single_row_sequences_.data(),
-                             n_single_row_sequences_,
                              n,
                              &kv_,
                              options_.pool,
                              swa ? rope_cos_swa_.data() : rope_cos_.data(),
                              swa ? rope_sin_swa_.data() : rope_sin_.data()};
-  internal::LayerScratch s{norm_.data(),      q_.data(),          k_.data(),    v_.data(),
-                           attn_.data(),      proj_.data(),       gate_.data(), up_.data(),
-                           attn_keys_.data(), attn_values_.data()};
+  internal::LayerScratch s{norm_.data(), q_.data(),    k_.data(),    v_.data(),
+                           attn_.data(), proj_.data(), gate_.data(), up_.data()};
   const LayerWeights& w = weights_.layers[local_layer];
   switch (config_.arch) {
     case Architecture::kLlama:

@@ -95,11 +95,9 @@ class Stage {
   // layers and for sliding-window layers (which may use another base).
   std::vector<float> rope_cos_, rope_sin_, rope_cos_swa_, rope_sin_swa_;
 
-  // The current batch's sequences, and which of them have a single row (sized once).
+  // The current batch's sequences (sized once).
   std::vector<SequenceRows> sequences_;
-  std::vector<int32_t> single_row_sequences_;
   int32_t n_sequences_ = 0;
-  int32_t n_single_row_sequences_ = 0;
   std::vector<uint8_t> slot_in_batch_;  // validation: which slots the batch names
   // Scratch, sized once for max_batch_tokens rows. Unlike a std::vector, whose zero-fill would
   // make every row the largest batch could use resident from the start, a page of these only
@@ -120,7 +118,6 @@ class Stage {
     size_t size_ = 0;
   };
   Scratch x_, norm_, q_, k_, v_, attn_, proj_, gate_, up_, logits_;
-  Scratch attn_keys_, attn_values_;  // f32 copies of the cache rows a batch sees
 };
 
 }  // namespace exo::runtime

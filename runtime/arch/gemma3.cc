@@ -21,7 +21,7 @@ void Gemma3Layer(const LayerContext& ctx, const LayerWeights& w, const LayerScra
   ApplyRope(ctx, s.q, c.n_head);
   ApplyRope(ctx, s.k, c.n_head_kv);
   // 5. attention (sliding window on most layers), output projection, post-attention norm
-  Attention(ctx, s, s.q, s.k, s.v, c.attention_scale, s.attn);
+  Attention(ctx, s.q, s.k, s.v, c.attention_scale, s.attn);
   Linear(w.wo, s.attn, n, s.proj, ctx.pool);
   NormRows(s.proj, w.post_attention_norm, n, c.rms_eps, s.proj);
   AddRows(x, s.proj, n, c.n_embd);

@@ -23,7 +23,7 @@ void LlamaLayer(const LayerContext& ctx, const LayerWeights& w, const LayerScrat
   ApplyRope(ctx, s.q, c.n_head);
   ApplyRope(ctx, s.k, c.n_head_kv);
   // 4. causal attention over the cache, then the output projection and the residual
-  Attention(ctx, s, s.q, s.k, s.v, c.attention_scale, s.attn);
+  Attention(ctx, s.q, s.k, s.v, c.attention_scale, s.attn);
   Linear(w.wo, s.attn, n, s.proj, ctx.pool);
   AddRows(x, s.proj, n, c.n_embd);
   // 5. feed-forward: norm, SwiGLU, down projection, residual

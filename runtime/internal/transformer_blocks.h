@@ -22,8 +22,6 @@ struct LayerContext {
   int32_t local_layer;  // index inside the stage (KV cache layer)
   const SequenceRows* sequences;
   int32_t n_sequences;
-  const int32_t* single_row_sequences;  // indices into `sequences` of those with one row
-  int32_t n_single_row_sequences;
   int32_t n;  // rows in the batch (sum of the sequences' rows)
   KvCache* kv;
   kernels::ThreadPool* pool;
@@ -41,8 +39,6 @@ struct LayerScratch {
   float* proj;    // n x n_embd
   float* gate;    // n x n_ff
   float* up;      // n x n_ff
-  float* keys;    // context x n_head_kv * head_dim: the cached keys a batch sees, as f32
-  float* values;  // context x n_head_kv * head_dim_v: the same for values
 };
 
 // out (n x w.rows) = in (n x w.cols) · Wᵀ
@@ -65,14 +61,13 @@ void ApplyRope(const LayerContext& ctx, float* rows, int32_t n_heads);
 
 // Writes this batch's keys and values (already roped) into each sequence's cache, then computes
 // causal (optionally sliding-window) attention of q against that cache into `out`
-// (n x n_head * head_dim_v), with an online softmax. `scale` multiplies q·k. For a sequence with
-// several rows the keys and values it can see are converted from f16 once into s.keys / s.values
-// and shared by every row and head; single-row sequences (decode) are computed together, one job
-// per (sequence, kv head) converting its own cached rows, when that gives every thread a job, and
-// otherwise one sequence at a time like a multi-row one. Every way does the same arithmetic in the
-// same order (kernels::AttendHeads), so a row's result does not depend on its batch.
-void Attention(const LayerContext& ctx, const LayerScratch& s, const float* q, const float* k,
-               const float* v, float scale, float* out);
+// (n x n_head * head_dim_v), with an online softmax. `scale` multiplies q·k. The kernels read the
+// f16 cache in place (no conversion pass): one job per (row, kv head) for every row of the batch,
+// or per (row, query head) when there are fewer of those than threads (a lone decode row). Every
+// way does the same arithmetic in the same order (kernels::AttendHeads), so a row's result does
+// not depend on its batch.
+void Attention(const LayerContext& ctx, const float* q, const float* k, const float* v,
+               float scale, float* out);
 
 // out = act(gate) * up, in place on gate.
 void GatedActivation(const ModelConfig& c, float* gate, const float* up, int32_t n);

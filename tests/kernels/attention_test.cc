@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/internal/fp16.h"
 #include "tests/kernels/test_util.h"
 
 namespace exo::kernels {
@@ -14,17 +15,23 @@ namespace {
 
 using testing::RandomValues;
 
-// Keys, values and queries of one kv head, with the keys both row-major (for the plain reference
-// below) and transposed with a padded stride (as AttendHeads reads them). Padding holds NaN, so a
-// kernel that reads past n_keys poisons its output.
+// Keys, values and queries of one kv head. The keys and values are rounded to f16 (as the cache
+// holds them) and kept row-major for the plain reference below, and also laid out as AttendHeads
+// reads them: keys in blocks of 16 rows, values in rows of a padded stride, both in a ring of
+// `rows` rows that position 0 enters at `first_row` (so the positions may wrap around its end).
+// Every other entry holds NaN, so a kernel that reads a row or element it should not poisons its
+// output.
 struct Problem {
-  int32_t heads, hd, hdv, n;
-  int64_t ld_keys, ld_values;
-  std::vector<float> q, keys, keys_t, values;
+  int32_t heads, hd, hdv, n, rows, first_row;
+  int64_t ld_values;
+  std::vector<float> q, keys, values;
+  std::vector<uint16_t> key_blocks, value_rows;
 
-  Problem(int32_t heads_, int32_t hd_, int32_t hdv_, int32_t n_, uint32_t seed, bool rising = false)
-      : heads(heads_), hd(hd_), hdv(hdv_), n(n_), ld_keys(n_ + 5), ld_values(hdv_ + 3) {
-    const float nan = std::numeric_limits<float>::quiet_NaN();
+  Problem(int32_t heads_, int32_t hd_, int32_t hdv_, int32_t n_, uint32_t seed, bool rising = false,
+          int32_t first_row_ = 0, int32_t spare_rows = 16)
+      : heads(heads_), hd(hd_), hdv(hdv_), n(n_), ld_values(hdv_ + 3) {
+    rows = (n + spare_rows + kKeyBlockRows - 1) / kKeyBlockRows * kKeyBlockRows;
+    first_row = first_row_ % rows;
     q = RandomValues(size_t(heads) * hd, seed, 1.0f);
     keys = RandomValues(size_t(n) * hd, seed + 1, 1.0f);
     if (rising) {  // later keys align more with every query: the running maximum keeps moving
@@ -32,18 +39,27 @@ struct Problem {
         for (int32_t i = 0; i < hd; ++i) keys[size_t(p) * hd + i] += 0.05f * p * q[i];
       }
     }
-    keys_t.assign(size_t(hd) * ld_keys, nan);
+    values = RandomValues(size_t(n) * hdv, seed + 2, 1.0f);
+    for (float& x : keys) x = internal::HalfToFloat(internal::FloatToHalf(x));
+    for (float& x : values) x = internal::HalfToFloat(internal::FloatToHalf(x));
+    constexpr uint16_t kNan = 0x7E00;
+    key_blocks.assign(size_t(rows) * hd, kNan);
+    value_rows.assign(size_t(rows) * ld_values, kNan);
     for (int32_t p = 0; p < n; ++p) {
-      for (int32_t i = 0; i < hd; ++i) keys_t[i * ld_keys + p] = keys[size_t(p) * hd + i];
-    }
-    const std::vector<float> v = RandomValues(size_t(n) * hdv, seed + 2, 1.0f);
-    values.assign(size_t(n) * ld_values, nan);
-    for (int32_t p = 0; p < n; ++p) {
-      std::memcpy(&values[p * ld_values], &v[size_t(p) * hdv], sizeof(float) * hdv);
+      const int32_t r = (first_row + p) % rows;
+      for (int32_t i = 0; i < hd; ++i) {
+        key_blocks[(size_t(r / kKeyBlockRows) * hd + i) * kKeyBlockRows + r % kKeyBlockRows] =
+            internal::FloatToHalf(keys[size_t(p) * hd + i]);
+      }
+      for (int32_t i = 0; i < hdv; ++i) {
+        value_rows[r * ld_values + i] = internal::FloatToHalf(values[size_t(p) * hdv + i]);
+      }
     }
   }
 
-  AttentionKeys view() const { return {keys_t.data(), ld_keys, values.data(), ld_values, n}; }
+  AttentionKeys view() const {
+    return {key_blocks.data(), value_rows.data(), ld_values, first_row, rows, n};
+  }
 };
 
 // The arithmetic AttendHeads promises, written as plainly as possible: an in-order dot product per
@@ -69,7 +85,7 @@ std::vector<float> PlainAttention(const Problem& pr, float scale) {
       }
       const float weight = std::exp(score - running_max);
       running_sum += weight;
-      const float* value = &pr.values[p * pr.ld_values];
+      const float* value = &pr.values[size_t(p) * pr.hdv];
       for (int32_t i = 0; i < pr.hdv; ++i) {
         const float product = weight * value[i];
         acc[i] += product;
@@ -112,8 +128,12 @@ TEST(AttentionTest, EveryLevelMatchesThePlainArithmeticBitForBit) {
       for (int32_t hdv : {1, 17, 64, 130, 256}) {
         for (int32_t n : {1, 7, 8, 15, 16, 17, 63, 64, 65, 129}) {
           for (bool rising : {false, true}) {
+            // Where position 0 sits in the ring: at a block start, mid-block, or so close to the
+            // end that the positions wrap around (rotating through the cases).
+            const int32_t offsets[] = {0, 5, 16, n + 16 - 3};
+            const int32_t first_row = offsets[(heads + hd + hdv + n + rising) % 4];
             const Problem pr(heads, hd, hdv, n, static_cast<uint32_t>(heads * 1000 + hd + n),
-                             rising);
+                             rising, first_row);
             const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
             const std::vector<float> want = PlainAttention(pr, scale);
             for (const Level& level : kLevels) {
@@ -128,6 +148,29 @@ TEST(AttentionTest, EveryLevelMatchesThePlainArithmeticBitForBit) {
     }
   }
   EXPECT_GE(checked, 6 * 4 * 5 * 10 * 2);  // at least the scalar level ran every case
+}
+
+// Every start row of a ring, for long and short runs: the score kernels take whole groups of
+// blocks inside a run and single partial blocks at its edges and at the wrap.
+TEST(AttentionTest, PositionsWrappingAroundTheRingKeepTheirOrder) {
+  int checked = 0;
+  for (int32_t n : {1, 16, 33, 70, 150}) {
+    for (int32_t spare : {0, 9, 40}) {
+      const int32_t rows = (n + spare + kKeyBlockRows - 1) / kKeyBlockRows * kKeyBlockRows;
+      for (int32_t first_row = 0; first_row < rows; first_row += (n > 40 ? 3 : 1)) {
+        const Problem pr(4, 32, 40, n, static_cast<uint32_t>(n * 7 + spare), /*rising=*/true,
+                         first_row, spare);
+        const std::vector<float> want = PlainAttention(pr, 0.2f);
+        for (const Level& level : kLevels) {
+          std::vector<float> got(want.size(), -1.0f);
+          if (!level.fn(pr.q.data(), 4, 32, pr.view(), 40, 0.2f, got.data())) continue;
+          ExpectSameBits(got, want, level.name);
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 100);
 }
 
 TEST(AttentionTest, PublicEntryPointMatchesTheReference) {
@@ -157,8 +200,8 @@ TEST(AttentionTest, CloseToSoftmaxInDoublePrecision) {
     for (int32_t i = 0; i < 48; ++i) {
       double want = 0, magnitude = 0;
       for (int32_t p = 0; p < pr.n; ++p) {
-        want += s[p] / sum * pr.values[p * pr.ld_values + i];
-        magnitude += std::fabs(s[p] / sum * pr.values[p * pr.ld_values + i]);
+        want += s[p] / sum * pr.values[size_t(p) * 48 + i];
+        magnitude += std::fabs(s[p] / sum * pr.values[size_t(p) * 48 + i]);
       }
       EXPECT_NEAR(got[h * 48 + i], want, 1e-5 * magnitude + 1e-7) << "head " << h << " dim " << i;
     }

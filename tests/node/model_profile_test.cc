@@ -134,8 +134,10 @@ TEST(BuildModelProfile, SlidingWindowLayersHoldOnlyTheirWindow) {
       BuildModelProfile(*m.file, m.config, profile_options);
   ASSERT_TRUE(profile.ok()) << profile.status();
   const uint64_t row = profile->kv_bytes_per_token_per_layer;
-  EXPECT_EQ(partition::LayerKvBytes(*profile, 0), (4 + 3 - 1) * row);
-  EXPECT_EQ(partition::LayerKvBytes(*profile, 5), 100 * row);
+  // window + max_batch - 1 = 6 rows for a sliding layer, the context for the global one, each
+  // rounded up to whole 16-row key blocks (the cache's layout).
+  EXPECT_EQ(partition::LayerKvBytes(*profile, 0), 16 * row);
+  EXPECT_EQ(partition::LayerKvBytes(*profile, 5), 112 * row);
   ExpectMatchesRuntime(m, profile_options);
 }
 
