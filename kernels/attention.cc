@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/internal/fp16.h"
@@ -15,12 +16,38 @@
 #define EXO_ATTENTION_X86 0
 #endif
 
+// GCC 12's AVX-512 headers trip -W(maybe-)uninitialized on their own _mm512_undefined_*() values.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace exo::kernels {
 namespace {
 
 // Heads whose output accumulates in one pass over the values (each value row is loaded once for
 // all of them).
 constexpr int kHeadsPerPass = 4;
+
+// Calls f(std::integral_constant<int, m>()) with m = min(n, 4), for n >= 1: a kernel's template
+// count (heads of a pass, registers of a chunk) from a run-time one.
+template <typename F>
+inline void WithUpTo4(int n, F&& f) {
+  switch (n) {
+    case 1:
+      f(std::integral_constant<int, 1>());
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>());
+      break;
+    case 3:
+      f(std::integral_constant<int, 3>());
+      break;
+    default:
+      f(std::integral_constant<int, 4>());
+      break;
+  }
+}
 
 // Per-thread scratch of one call: the scores of every head, then the softmax weights of one pass's
 // heads.
@@ -108,7 +135,8 @@ void ScoresRef(const float* q, int32_t hd, const AttentionKeys& k, float scale, 
     const float qi = q[i];
     for (int32_t p = 0; p < k.n_keys; ++p) {
       const int32_t r = RowOf(k, p);
-      const uint16_t key = KeyBlock(k, hd, r / kKeyBlockRows)[i * kKeyBlockRows + r % kKeyBlockRows];
+      const uint16_t key =
+          KeyBlock(k, hd, r / kKeyBlockRows)[i * kKeyBlockRows + r % kKeyBlockRows];
       scores[p] += qi * internal::HalfToFloat(key);
     }
   }
@@ -180,8 +208,8 @@ EXO_ATTN_AVX512 void ScoreBlocks512(const float* q, int32_t hd, const uint16_t* 
   for (int32_t i = 0; i < hd; ++i) {
     __m512 key[V];
     for (int v = 0; v < V; ++v) {
-      key[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-          kb + (int64_t{v} * hd + i) * kKeyBlockRows)));
+      key[v] = _mm512_cvtph_ps(_mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(kb + (int64_t{v} * hd + i) * kKeyBlockRows)));
     }
     for (int h = 0; h < H; ++h) {
       const __m512 qi = _mm512_set1_ps(q[h * hd + i]);
@@ -267,59 +295,23 @@ EXO_ATTN_AVX512 void ValuesHeads512(const Scratch& s, const AttentionKeys& k, in
     const int32_t width = std::min(64, hdv - c);
     const int j = (width + 15) / 16;
     const __mmask16 tail = static_cast<__mmask16>((1u << (width - 16 * (j - 1))) - 1);
-    switch (j) {
-      case 1:
-        Values512<H, 1>(s, k, c, tail, inv, out, hdv);
-        break;
-      case 2:
-        Values512<H, 2>(s, k, c, tail, inv, out, hdv);
-        break;
-      case 3:
-        Values512<H, 3>(s, k, c, tail, inv, out, hdv);
-        break;
-      default:
-        Values512<H, 4>(s, k, c, tail, inv, out, hdv);
-        break;
-    }
+    WithUpTo4(j, [&](auto J) { Values512<H, J>(s, k, c, tail, inv, out, hdv); });
   }
 }
 
 EXO_ATTN_AVX512 void ValuesAll512(const Scratch& s, int heads, const AttentionKeys& k, int32_t hdv,
                                   const float* inv, float* out) {
-  switch (heads) {
-    case 1:
-      ValuesHeads512<1>(s, k, hdv, inv, out);
-      break;
-    case 2:
-      ValuesHeads512<2>(s, k, hdv, inv, out);
-      break;
-    case 3:
-      ValuesHeads512<3>(s, k, hdv, inv, out);
-      break;
-    default:
-      ValuesHeads512<4>(s, k, hdv, inv, out);
-      break;
-  }
+  WithUpTo4(heads, [&](auto H) { ValuesHeads512<H>(s, k, hdv, inv, out); });
 }
 
 EXO_ATTN_AVX512 void ScoresAll512(const float* q, int32_t heads, int32_t hd, const AttentionKeys& k,
                                   float scale, float* scores) {
   int32_t h = 0;
   for (; h + 4 <= heads; h += 4) ScoresHeads512<4>(q + h * hd, hd, k, scale, scores + h * k.n_keys);
-  const float* qh = q + h * hd;
-  float* sh = scores + int64_t{h} * k.n_keys;
-  switch (heads - h) {
-    case 3:
-      ScoresHeads512<3>(qh, hd, k, scale, sh);
-      break;
-    case 2:
-      ScoresHeads512<2>(qh, hd, k, scale, sh);
-      break;
-    case 1:
-      ScoresHeads512<1>(qh, hd, k, scale, sh);
-      break;
-    default:
-      break;
+  if (h < heads) {
+    WithUpTo4(heads - h, [&](auto H) {
+      ScoresHeads512<H>(q + h * hd, hd, k, scale, scores + int64_t{h} * k.n_keys);
+    });
   }
 }
 
@@ -385,20 +377,10 @@ EXO_ATTN_AVX2 void ScoresAll256(const float* q, int32_t heads, int32_t hd, const
                                 float scale, float* scores) {
   int32_t h = 0;
   for (; h + 4 <= heads; h += 4) ScoresHeads256<4>(q + h * hd, hd, k, scale, scores + h * k.n_keys);
-  const float* qh = q + h * hd;
-  float* sh = scores + int64_t{h} * k.n_keys;
-  switch (heads - h) {
-    case 3:
-      ScoresHeads256<3>(qh, hd, k, scale, sh);
-      break;
-    case 2:
-      ScoresHeads256<2>(qh, hd, k, scale, sh);
-      break;
-    case 1:
-      ScoresHeads256<1>(qh, hd, k, scale, sh);
-      break;
-    default:
-      break;
+  if (h < heads) {
+    WithUpTo4(heads - h, [&](auto H) {
+      ScoresHeads256<H>(q + h * hd, hd, k, scale, scores + int64_t{h} * k.n_keys);
+    });
   }
 }
 
@@ -453,39 +435,13 @@ EXO_ATTN_AVX2 void ValuesHeads256(const Scratch& s, const AttentionKeys& k, int3
     const int32_t width = std::min(32, hdv - c);
     const int j = (width + 7) / 8;
     const int left = width - 8 * (j - 1);
-    switch (j) {
-      case 1:
-        Values256<H, 1>(s, k, c, left, inv, out, hdv);
-        break;
-      case 2:
-        Values256<H, 2>(s, k, c, left, inv, out, hdv);
-        break;
-      case 3:
-        Values256<H, 3>(s, k, c, left, inv, out, hdv);
-        break;
-      default:
-        Values256<H, 4>(s, k, c, left, inv, out, hdv);
-        break;
-    }
+    WithUpTo4(j, [&](auto J) { Values256<H, J>(s, k, c, left, inv, out, hdv); });
   }
 }
 
 EXO_ATTN_AVX2 void ValuesAll256(const Scratch& s, int heads, const AttentionKeys& k, int32_t hdv,
                                 const float* inv, float* out) {
-  switch (heads) {
-    case 1:
-      ValuesHeads256<1>(s, k, hdv, inv, out);
-      break;
-    case 2:
-      ValuesHeads256<2>(s, k, hdv, inv, out);
-      break;
-    case 3:
-      ValuesHeads256<3>(s, k, hdv, inv, out);
-      break;
-    default:
-      ValuesHeads256<4>(s, k, hdv, inv, out);
-      break;
-  }
+  WithUpTo4(heads, [&](auto H) { ValuesHeads256<H>(s, k, hdv, inv, out); });
 }
 
 #endif  // EXO_ATTENTION_X86

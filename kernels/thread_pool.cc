@@ -120,7 +120,7 @@ struct ThreadPool::Impl {
   std::mutex mu;
   std::condition_variable work_cv;
   std::condition_variable done_cv;
-  std::atomic<uint64_t> generation{0};  // bumped (under mu) to publish a job
+  std::atomic<uint64_t> generation{0};   // bumped (under mu) to publish a job
   std::atomic<uint64_t> state{kClosed};  // the current job's (generation, closed, participants)
   std::atomic<bool> stop{false};
 

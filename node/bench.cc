@@ -111,10 +111,9 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
   runtime::Stage& stage = *model.stage;
   const int32_t vocab = stage.config().n_vocab;
   if (stage.options().context < needed) {
-    return absl::InvalidArgumentError(absl::StrCat("the model's context of ",
-                                                   stage.options().context,
-                                                   " tokens is smaller than the test sizes (",
-                                                   needed, " with --depth)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model's context of ", stage.options().context,
+                     " tokens is smaller than the test sizes (", needed, " with --depth)"));
   }
 
   // Cold start: process start to the first token out of a one-token prompt.
@@ -204,8 +203,8 @@ absl::Status Bench(const BenchCommand& command, std::ostream& out, std::ostream&
     const runtime::LayerRange layers = stage.options().layers;
     for (int32_t il = layers.begin; il < layers.end; ++il) {
       const bool sliding = c.sliding_window > 0 && c.layer_is_swa[il];
-      const int64_t visible = sliding ? std::min<int64_t>(visible_full, c.sliding_window)
-                                      : visible_full;
+      const int64_t visible =
+          sliding ? std::min<int64_t>(visible_full, c.sliding_window) : visible_full;
       kv_bytes_per_token += visible * (c.n_embd_k_gqa() + c.n_embd_v_gqa()) * sizeof(uint16_t);
     }
   }

@@ -74,8 +74,9 @@ void KvCache::Write(int32_t slot, int32_t layer, int32_t position, const float* 
   // Element d of kv head h goes to lane row % 16 of element d in the row's block of head h.
   uint16_t* base = keys_[index].data();
   const int64_t head_stride = int64_t{cap} * head_dim_;
-  const int64_t block_offset = int64_t{row / kernels::kKeyBlockRows} * kernels::kKeyBlockRows *
-                                   head_dim_ + row % kernels::kKeyBlockRows;
+  const int64_t block_offset =
+      int64_t{row / kernels::kKeyBlockRows} * kernels::kKeyBlockRows * head_dim_ +
+      row % kernels::kKeyBlockRows;
   for (int32_t e = 0; e < k_width_; ++e) {
     const int32_t h = e / head_dim_;
     const int32_t d = e % head_dim_;

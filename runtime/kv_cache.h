@@ -33,7 +33,8 @@ class KvCache {
   // `layer` is the local index (0 = the stage's first layer).
   // Stores the keys (n_head_kv * head_dim floats, roped) and values of `position` as f16.
   void Write(int32_t slot, int32_t layer, int32_t position, const float* keys, const float* values);
-  // kv head `kv_head`'s key blocks, and the layer's value rows (row r at r * n_head_kv * head_dim_v).
+  // kv head `kv_head`'s key blocks, and the layer's value rows (row r at r * n_head_kv *
+  // head_dim_v).
   const uint16_t* KeyBlocks(int32_t slot, int32_t layer, int32_t kv_head) const;
   const uint16_t* ValueRows(int32_t slot, int32_t layer) const;
   // The row position p lives in.

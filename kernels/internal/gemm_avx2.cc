@@ -174,8 +174,8 @@ struct Weights32<Kind32::kQ8_0> {
 // Lane j (int32 per token) of block `i` for the 8 tokens of a half: `y` is the half's row of
 // quants for lane j, `bias` its row of prepared biases.
 template <Kind32 K, bool kVnni>
-EXO_GEMM_AVX2 inline __m256i Lane32(const uint8_t* wq, const typename Weights32<K>::Block& x,
-                                    int j, const uint8_t* y, const uint8_t* bias) {
+EXO_GEMM_AVX2 inline __m256i Lane32(const uint8_t* wq, const typename Weights32<K>::Block& x, int j,
+                                    const uint8_t* y, const uint8_t* bias) {
   const __m256i yv = Load256(y);
   if constexpr (K == Kind32::kQ8_0 && !kVnni) {
     // |w| x sign(y, w) as the dot's MulSumI8Pairs (no bias: the products are signed).
@@ -189,11 +189,12 @@ EXO_GEMM_AVX2 inline __m256i Lane32(const uint8_t* wq, const typename Weights32<
 
 // acc[0 .. kLanes) += lanes kLane0 .. kLane0 + kLanes of block i, scaled by d_x * d_y.
 template <Kind32 K, bool kVnni, int kLane0, int kLanes>
-EXO_GEMM_AVX2 inline void Block32(const uint8_t* wq, float dx, const typename Weights32<K>::Block& x,
-                                  const uint8_t* slot, __m256* acc) {
+EXO_GEMM_AVX2 inline void Block32(const uint8_t* wq, float dx,
+                                  const typename Weights32<K>::Block& x, const uint8_t* slot,
+                                  __m256* acc) {
   // d_x * d_y per token, as the dot's scalar product (one rounding either way).
-  const __m256 d = _mm256_mul_ps(_mm256_set1_ps(dx),
-                                 _mm256_loadu_ps(reinterpret_cast<const float*>(slot + 16 * kT * 4)));
+  const __m256 d = _mm256_mul_ps(
+      _mm256_set1_ps(dx), _mm256_loadu_ps(reinterpret_cast<const float*>(slot + 16 * kT * 4)));
 #pragma GCC unroll 8
   for (int k = 0; k < kLanes; ++k) {
     const int j = kLane0 + k;
@@ -284,9 +285,9 @@ inline void ScalesMinsK4(const uint8_t* packed, uint8_t* out) {
   std::memcpy(w, packed, 12);
   constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
   const uint32_t words[4] = {
-      w[0] & kLow6,                                      // scales 0..3
-      (w[2] & kLow4) | (((w[0] >> 6) & kLow2) << 4),     // scales 4..7
-      w[1] & kLow6,                                      // mins 0..3
+      w[0] & kLow6,                                          // scales 0..3
+      (w[2] & kLow4) | (((w[0] >> 6) & kLow2) << 4),         // scales 4..7
+      w[1] & kLow6,                                          // mins 0..3
       ((w[2] >> 4) & kLow4) | (((w[1] >> 6) & kLow2) << 4),  // mins 4..7
   };
   std::memcpy(out, words, 16);

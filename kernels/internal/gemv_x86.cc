@@ -44,6 +44,15 @@ using x86::Load256;
 using x86::UnpackNibbles;
 
 constexpr int R = kGemvRows;
+
+// Lane r: row r's block-i scale (f16) times dy, the single dot's f32 product Half(x.d) * dy; the
+// four rows' scales are converted in one go.
+template <typename Block>
+EXO_GEMV_AVX2_OR_512 inline __m128 FourRowScales(const Block* const* x, int64_t i, float dy) {
+  uint64_t d = 0;
+  for (int r = 0; r < 4; ++r) d |= static_cast<uint64_t>(x[r][i].d) << (16 * r);
+  return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(d))), _mm_set1_ps(dy));
+}
 // How far ahead of the current block each row's stream is prefetched: the same block of the row
 // group after next, so the prefetches run one group ahead of the hardware's own.
 constexpr int kPrefetchGroups = 2;
@@ -132,11 +141,7 @@ EXO_GEMV_AVX512 inline void PairStep(const typename W::Block* const* x, int64_t 
   const __m512i b = _mm512_broadcast_i64x4(Load256(bias));
   // dx * dy of the four rows: one conversion of four halves, one multiply (the same f32 product
   // per row as the single dot's Half(x.d) * Half(y.d)).
-  const uint64_t d = static_cast<uint64_t>(x[0][i].d) | static_cast<uint64_t>(x[1][i].d) << 16 |
-                     static_cast<uint64_t>(x[2][i].d) << 32 |
-                     static_cast<uint64_t>(x[3][i].d) << 48;
-  const __m128 s =
-      _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(d))), _mm_set1_ps(*dy));
+  const __m128 s = FourRowScales(x, i, *dy);
   const __m512 s4 = _mm512_castps128_ps512(s);
   for (int p = 0; p < 2; ++p) {
     const __m512i lanes = _mm512_dpbusd_epi32(b, W::Unsigned(x[2 * p][i], x[2 * p + 1][i]), yv);
@@ -296,11 +301,7 @@ EXO_GEMV_AVX512 void GemvRowsQ6K(const void* vw, int64_t row_bytes, const void* 
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
-    const uint64_t d = static_cast<uint64_t>(x[0][i].d) | static_cast<uint64_t>(x[1][i].d) << 16 |
-                       static_cast<uint64_t>(x[2][i].d) << 32 |
-                       static_cast<uint64_t>(x[3][i].d) << 48;
-    const __m256 dxy = _mm256_castps128_ps256(_mm_mul_ps(
-        _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(d))), _mm_set1_ps(y[i].d)));
+    const __m256 dxy = _mm256_castps128_ps256(FourRowScales(x, i, y[i].d));
     const __m256i bsums = Load256(y[i].bsums);
     __m512i yq[4];
     for (int k = 0; k < 4; ++k) yq[k] = Load512(y[i].qs + 64 * k);
@@ -613,12 +614,7 @@ EXO_GEMV_AVX2 void GemvRowsQ6KAvx2(const void* vw, int64_t row_bytes, const void
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
-    const uint64_t d = static_cast<uint64_t>(x[0][i].d) | static_cast<uint64_t>(x[1][i].d) << 16 |
-                       static_cast<uint64_t>(x[2][i].d) << 32 |
-                       static_cast<uint64_t>(x[3][i].d) << 48;
-    // Lane r: Half(d of row r) * d_y, the single dot's f32 product.
-    const __m128 dxy =
-        _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(d))), _mm_set1_ps(y[i].d));
+    const __m128 dxy = FourRowScales(x, i, y[i].d);
     const __m256i bsums = Load256(y[i].bsums);
     __m128i part[R];
     __m256i sumi[R];

@@ -105,8 +105,8 @@ kernels::AttentionKeys VisibleKeys(const LayerContext& ctx, int32_t slot, int32_
 
 }  // namespace
 
-void Attention(const LayerContext& ctx, const float* q, const float* k, const float* v,
-               float scale, float* out) {
+void Attention(const LayerContext& ctx, const float* q, const float* k, const float* v, float scale,
+               float* out) {
   const ModelConfig& c = *ctx.config;
   const int32_t k_width = c.n_embd_k_gqa();
   const int32_t v_width = c.n_embd_v_gqa();

@@ -31,14 +31,14 @@ struct LayerContext {
 
 // Scratch rows, each sized for the stage's max batch.
 struct LayerScratch {
-  float* norm;    // n x n_embd
-  float* q;       // n x n_head * head_dim
-  float* k;       // n x n_head_kv * head_dim
-  float* v;       // n x n_head_kv * head_dim_v
-  float* attn;    // n x n_head * head_dim_v
-  float* proj;    // n x n_embd
-  float* gate;    // n x n_ff
-  float* up;      // n x n_ff
+  float* norm;  // n x n_embd
+  float* q;     // n x n_head * head_dim
+  float* k;     // n x n_head_kv * head_dim
+  float* v;     // n x n_head_kv * head_dim_v
+  float* attn;  // n x n_head * head_dim_v
+  float* proj;  // n x n_embd
+  float* gate;  // n x n_ff
+  float* up;    // n x n_ff
 };
 
 // out (n x w.rows) = in (n x w.cols) · Wᵀ
@@ -66,8 +66,8 @@ void ApplyRope(const LayerContext& ctx, float* rows, int32_t n_heads);
 // or per (row, query head) when there are fewer of those than threads (a lone decode row). Every
 // way does the same arithmetic in the same order (kernels::AttendHeads), so a row's result does
 // not depend on its batch.
-void Attention(const LayerContext& ctx, const float* q, const float* k, const float* v,
-               float scale, float* out);
+void Attention(const LayerContext& ctx, const float* q, const float* k, const float* v, float scale,
+               float* out);
 
 // out = act(gate) * up, in place on gate.
 void GatedActivation(const ModelConfig& c, float* gate, const float* up, int32_t n);

@@ -52,8 +52,7 @@ std::vector<uint8_t> ActivationRows(TensorType type, int64_t n, int tokens, uint
 std::vector<uint8_t> GemmWeights(TensorType type, int64_t blocks, uint32_t seed) {
   const int64_t n = blocks * GetTypeInfo(type).block_size;
   if (seed <= 2) return Quantize(type, RandomValues(static_cast<size_t>(n), seed * 1000 + n));
-  std::vector<uint8_t> w =
-      RandomWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
+  std::vector<uint8_t> w = RandomWeightBytes(type, blocks, seed * 7919 + static_cast<uint64_t>(n));
   if (seed <= 4) return w;
   // Where RandomWeightBytes put the fp16 scales: kept.
   const size_t block_bytes = GetTypeInfo(type).block_bytes;
@@ -325,13 +324,12 @@ TEST_P(GemmAvx2Test, BitIdenticalToVecDot) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    MultiTokenTypes, GemmAvx2Test,
-    ::testing::Combine(::testing::ValuesIn(kMultiTypes), ::testing::Bool()),
-    [](const ::testing::TestParamInfo<std::tuple<TensorType, bool>>& info) {
-      return std::string(TypeName(std::get<0>(info.param))) +
-             (std::get<1>(info.param) ? "_AvxVnni" : "_Plain");
-    });
+INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, GemmAvx2Test,
+                         ::testing::Combine(::testing::ValuesIn(kMultiTypes), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<TensorType, bool>>& info) {
+                           return std::string(TypeName(std::get<0>(info.param))) +
+                                  (std::get<1>(info.param) ? "_AvxVnni" : "_Plain");
+                         });
 INSTANTIATE_TEST_SUITE_P(MultiTokenTypes, GemmKRowTest, ::testing::ValuesIn(kGemmKTypes),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
                            return std::string(TypeName(info.param));

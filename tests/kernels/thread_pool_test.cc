@@ -95,9 +95,7 @@ TEST(ThreadPool, UsesSeveralThreadsForLargeJobs) {
 TEST(ThreadPool, JobsFinishWhileWorkersHaveNotWokenUp) {
   std::mutex gate;
   gate.lock();  // workers block at their start until the gate opens
-  ThreadPool pool(3, [&] {
-    std::lock_guard<std::mutex> wait(gate);
-  });
+  ThreadPool pool(3, [&] { std::lock_guard<std::mutex> wait(gate); });
   std::set<std::thread::id> ids;
   int64_t total = 0;
   for (int job = 0; job < 100; ++job) {
