@@ -37,6 +37,7 @@ Stage::Stage(const ModelConfig& config, const StageOptions& options, StageWeight
       kv_(config, options.layers, options.context, options.max_batch_tokens, options.num_slots),
       cached_length_(options.num_slots, 0),
       sequences_(std::min(options.num_slots, options.max_batch_tokens)),
+      row_sequence_(options.max_batch_tokens),
       slot_in_batch_(options.num_slots, 0) {
   const size_t b = options.max_batch_tokens;
   const ModelConfig& c = config_;
@@ -161,6 +162,7 @@ absl::StatusOr<absl::Span<const float>> Stage::ForwardBatch(absl::Span<const Bat
   for (int32_t i = 0; i < n_sequences; ++i) {
     const BatchSegment& seg = segments[i];
     sequences_[i] = SequenceRows{seg.slot, seg.first_position, rows, seg.n_tokens};
+    std::fill_n(row_sequence_.begin() + rows, seg.n_tokens, i);
     rows += seg.n_tokens;
   }
   n_sequences_ = n_sequences;
@@ -253,6 +255,7 @@ void Stage::RunLayer(int32_t local_layer, int32_t n) {
                              local_layer,
                              sequences_.data(),
                              n_sequences_,
+                             row_sequence_.data(),
                              n,
                              &kv_,
                              options_.pool,

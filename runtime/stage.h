@@ -97,6 +97,7 @@ class Stage {
 
   // The current batch's sequences (sized once).
   std::vector<SequenceRows> sequences_;
+  std::vector<int32_t> row_sequence_;  // row -> index into sequences_
   int32_t n_sequences_ = 0;
   std::vector<uint8_t> slot_in_batch_;  // validation: which slots the batch names
   // Scratch, sized once for max_batch_tokens rows. Unlike a std::vector, whose zero-fill would

@@ -6,7 +6,6 @@
 #include <limits>
 #include <vector>
 
-#include "absl/types/span.h"
 #include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "kernels/quants.h"
@@ -125,12 +124,6 @@ void Attention(const LayerContext& ctx, const float* q, const float* k, const fl
   // head) when that is the only way to give every thread work (a lone decode row of a model with
   // one kv head). Each head's arithmetic is the same either way, so a row's result does not
   // depend on its batch.
-  // (Not thread_local: the pool's workers read it.)
-  std::vector<int32_t> row_sequence(ctx.n);
-  for (int32_t i = 0; i < ctx.n_sequences; ++i) {
-    const SequenceRows& seq = ctx.sequences[i];
-    std::fill_n(row_sequence.begin() + seq.row_begin, seq.n, i);
-  }
   const int32_t group = c.n_head / c.n_head_kv;
   const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
   const int32_t heads_per_job = int64_t{ctx.n} * c.n_head_kv >= threads ? group : 1;
@@ -141,7 +134,7 @@ void Attention(const LayerContext& ctx, const float* q, const float* k, const fl
     for (int64_t job = begin; job < end; ++job) {
       const int32_t row = static_cast<int32_t>(job / jobs_per_row);
       const int32_t h = static_cast<int32_t>(job % jobs_per_row) * heads_per_job;
-      const SequenceRows& seq = ctx.sequences[row_sequence[row]];
+      const SequenceRows& seq = ctx.sequences[ctx.row_sequence[row]];
       const kernels::AttentionKeys keys =
           VisibleKeys(ctx, seq.slot, seq.first_position + (row - seq.row_begin), h / group);
       const int64_t first_head = int64_t{row} * c.n_head + h;

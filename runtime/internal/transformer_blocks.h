@@ -22,7 +22,8 @@ struct LayerContext {
   int32_t local_layer;  // index inside the stage (KV cache layer)
   const SequenceRows* sequences;
   int32_t n_sequences;
-  int32_t n;  // rows in the batch (sum of the sequences' rows)
+  const int32_t* row_sequence;  // n entries: the index into `sequences` of each row
+  int32_t n;                    // rows in the batch (sum of the sequences' rows)
   KvCache* kv;
   kernels::ThreadPool* pool;
   const float* rope_cos;  // n x rope_dim/2, for this layer's RoPE base, at each row's position
